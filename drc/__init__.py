@@ -1,0 +1,1 @@
+"""siaga: DRC runbooks, the lab and the `siaga` command."""

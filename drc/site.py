@@ -1,0 +1,279 @@
+"""The site file: one validated description of an LPSE site (hosts, admins, allowlist, settings).
+
+Everything else (pyinfra inventories, roles, runbooks) reads the `Site` model built here, so a bad
+file is refused once, before any host is contacted, with the file, the key and the fix.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyAddress, IPvAnyNetwork, ValidationError, model_validator
+
+from roles.base.defaults import BaseSettings
+from roles.firewall.defaults import FirewallSettings
+from roles.ssh_hardening.defaults import SshHardeningSettings
+
+SITE_ROLES = ("primary", "drc")
+NAME_RE = r"^[a-z][a-z0-9-]{0,30}$"
+USER_RE = r"^[a-z_][a-z0-9_-]{0,31}$"
+SSH_KEY_RE = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com) [A-Za-z0-9+/=]{16,}( .*)?$")
+
+
+class SiteError(Exception):
+    """A site file that cannot be used; the message names the file, the key and the fix."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Admin(Strict):
+    """A person who administers the servers (SOP RA-3: own account, escalates with sudo)."""
+
+    name: str = Field(pattern=USER_RE)
+    full_name: str = ""
+    ssh_keys: list[str] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _keys_are_public_keys(self) -> Admin:
+        for i, key in enumerate(self.ssh_keys):
+            if not SSH_KEY_RE.match(key.strip()):
+                raise ValueError(f"ssh_keys[{i}] is not an OpenSSH public key line")
+        return self
+
+
+class Connection(Strict):
+    """How siaga reaches the hosts from the admin workstation."""
+
+    user: str = Field(pattern=USER_RE)
+    port: int = Field(22, ge=1, le=65535)
+    key_file: Path
+    known_hosts_file: Path | None = None
+
+
+class SiteGroup(Strict):
+    """One physical site: the main data center (`primary`) or the Disaster Recovery Center (`drc`)."""
+
+    label: str = ""
+    networks: list[IPvAnyNetwork] = Field(min_length=1)
+    hosts: list[str] = Field(min_length=1)
+
+
+class Host(Strict):
+    address: IPvAnyAddress
+
+
+class Site(Strict):
+    site: str = Field(pattern=NAME_RE)
+    # Which site serves users now; the firewall opens the web ports there. Runbooks change it.
+    active_site: str = "primary"
+    # Where siaga runs (SOP RA-1); every address must be inside ssh_allowlist.
+    admin_workstations: list[IPvAnyNetwork] = Field(min_length=1)
+    # SOP RA-2: remote access only from the office network and permitted addresses.
+    ssh_allowlist: list[IPvAnyNetwork] = Field(min_length=1)
+    connection: Connection
+    admins: list[Admin] = Field(min_length=1)
+    sites: dict[str, SiteGroup]
+    hosts: dict[str, Host]
+    base: BaseSettings = Field(default_factory=BaseSettings)
+    ssh_hardening: SshHardeningSettings = Field(default_factory=SshHardeningSettings)
+    firewall: FirewallSettings = Field(default_factory=FirewallSettings)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Site:
+        _check_sites(self)
+        _check_admins(self)
+        _check_allowlist(self)
+        return self
+
+    @cached_property
+    def site_of(self) -> dict[str, str]:
+        """Host name -> site role ('primary' or 'drc')."""
+        return {h: role for role, group in self.sites.items() for h in group.hosts}
+
+    def hosts_in(self, role: str) -> list[str]:
+        return list(self.sites[role].hosts) if role in self.sites else []
+
+    def peer_addresses(self, host_name: str) -> list[str]:
+        """Addresses of the hosts at the other site (replication peers)."""
+        mine = self.site_of[host_name]
+        return [str(self.hosts[h].address) for h, role in self.site_of.items() if role != mine]
+
+
+class SiteRuleError(ValueError):
+    """A cross-field rule broken; carries the key it is about and the fix."""
+
+    def __init__(self, key: str, problem: str, fix: str):
+        super().__init__(problem)
+        self.key, self.problem, self.fix = key, problem, fix
+
+
+def _check_sites(s: Site) -> None:
+    for role in s.sites:
+        if role not in SITE_ROLES:
+            raise SiteRuleError(f"sites.{role}", f"unknown site '{role}'", "name the sites 'primary' and 'drc'")
+    for role in SITE_ROLES:
+        if role not in s.sites:
+            raise SiteRuleError("sites", f"site '{role}' is missing", f"add sites.{role} with its networks and hosts")
+    if s.active_site not in SITE_ROLES:
+        raise SiteRuleError("active_site", f"'{s.active_site}' is not a site", "use 'primary' or 'drc'")
+    seen: dict[str, str] = {}
+    for role, group in s.sites.items():
+        for i, name in enumerate(group.hosts):
+            if name in seen:
+                raise SiteRuleError(
+                    f"sites.{role}.hosts[{i}]",
+                    f"host '{name}' is in two sites ('{seen[name]}' and '{role}')",
+                    "a server stands in one place: list it under one site only",
+                )
+            seen[name] = role
+            if name not in s.hosts:
+                raise SiteRuleError(f"sites.{role}.hosts[{i}]", f"host '{name}' is not defined", f"add hosts.{name}.address")
+            address = s.hosts[name].address
+            if not any(address in net for net in group.networks):
+                raise SiteRuleError(
+                    f"hosts.{name}.address",
+                    f"{address} is outside the networks of site '{role}'",
+                    f"use an address inside {', '.join(map(str, group.networks))} or fix sites.{role}.networks",
+                )
+    for name in s.hosts:
+        if name not in seen:
+            raise SiteRuleError(f"hosts.{name}", f"host '{name}' belongs to no site", f"list it under sites.primary.hosts or sites.drc.hosts")
+    addresses: dict[str, str] = {}
+    for name, h in s.hosts.items():
+        if str(h.address) in addresses:
+            raise SiteRuleError(f"hosts.{name}.address", f"{h.address} is also the address of '{addresses[str(h.address)]}'", "give each host its own address")
+        addresses[str(h.address)] = name
+
+
+def _check_admins(s: Site) -> None:
+    names = [a.name for a in s.admins]
+    for i, name in enumerate(names):
+        if names.index(name) != i:
+            raise SiteRuleError(f"admins[{i}].name", f"admin '{name}' is listed twice", "merge the two entries")
+        if name == "root":
+            raise SiteRuleError(f"admins[{i}].name", "'root' cannot be an admin (SOP RA-3)", "use the person's own account name")
+        if name in s.base.removed_admins:
+            raise SiteRuleError(f"base.removed_admins", f"'{name}' is both an admin and removed", "remove it from one of the two lists")
+    if s.connection.user not in names:
+        raise SiteRuleError("connection.user", f"'{s.connection.user}' is not one of the admins", "set it to the name of an entry in admins")
+
+
+def _check_allowlist(s: Site) -> None:
+    for i, ws in enumerate(s.admin_workstations):
+        if not any(_inside(ws, net) for net in s.ssh_allowlist):
+            raise SiteRuleError(
+                f"admin_workstations[{i}]",
+                f"the admin workstation {ws} is not inside ssh_allowlist: the deploy would lock you out",
+                f"add {ws} (or its office network) to ssh_allowlist",
+            )
+    for i, net in enumerate(s.ssh_allowlist):
+        if net.prefixlen == 0:
+            raise SiteRuleError(f"ssh_allowlist[{i}]", f"{net} allows the whole internet (SOP RA-2)", "list the office network and permitted addresses only")
+
+
+def _inside(inner: ipaddress._BaseNetwork, outer: ipaddress._BaseNetwork) -> bool:
+    return inner.version == outer.version and inner.subnet_of(outer)
+
+
+# --- loading and error messages -------------------------------------------------------------
+
+FIXES = {
+    "extra_forbidden": "remove it or check its spelling (see the role README for the settings)",
+    "missing": "add it",
+    "ip_any_network": "write a network in CIDR form, e.g. 10.10.1.0/24 (host bits zero)",
+    "ip_any_address": "write a single address, e.g. 10.10.1.10",
+    "string_pattern_mismatch": "use lowercase letters, digits, '-' or '_' and start with a letter",
+    "too_short": "give at least one entry",
+    "int_parsing": "write a whole number",
+    "greater_than_equal": "use a larger number",
+    "less_than_equal": "use a smaller number",
+    "literal_error": "use one of the allowed values",
+}
+
+
+def _key_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _line_of(text: str, key: str) -> int | None:
+    """Line number of a dotted key in a YAML document, for the error message."""
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return None
+    line = None
+    for part in re.findall(r"[^.\[\]]+|\[\d+\]", key):
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                if k.value == part:
+                    line, node = k.start_mark.line + 1, v
+                    break
+            else:
+                return line
+        elif isinstance(node, yaml.SequenceNode) and part.startswith("["):
+            idx = int(part[1:-1])
+            if idx >= len(node.value):
+                return line
+            node = node.value[idx]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line
+
+
+def _where(path: Path, text: str, key: str) -> str:
+    line = _line_of(text, key)
+    return f"{path}:{line}" if line else str(path)
+
+
+def parse_site(data: Any, path: Path, text: str = "") -> Site:
+    """Validate already-loaded data; raise SiteError naming file, key and fix."""
+    if not isinstance(data, dict):
+        raise SiteError(f"{path}: the site file must be a YAML mapping (key: value), not {type(data).__name__}.")
+    try:
+        return Site.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            ctx_err = err.get("ctx", {}).get("error")
+            if isinstance(ctx_err, SiteRuleError):
+                key, problem, fix = ctx_err.key, ctx_err.problem, ctx_err.fix
+            else:
+                key = _key_path(err["loc"])
+                problem = err["msg"].removeprefix("Value error, ")
+                if err["type"] == "extra_forbidden":
+                    problem = "unknown key"
+                elif "input" in err and not isinstance(err["input"], (dict, list)) and err["type"] != "missing":
+                    problem += f" (got {err['input']!r})"
+                fix = FIXES.get(err["type"], "see inventory/production.example.yaml for the expected form")
+            lines.append(f"{_where(path, text, key)}: key '{key}': {problem}. Fix: {fix}.")
+        raise SiteError("\n".join(lines)) from None
+
+
+def load_site(path: str | Path) -> Site:
+    """Read and validate a site file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SiteError(f"{path}: cannot read the site file ({exc.strerror}). Fix: give the path of an existing site YAML file.") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise SiteError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)}). Fix: correct the YAML syntax there.") from None
+    return parse_site(data, path, text)

@@ -1,0 +1,1 @@
+"""Reusable pyinfra @deploy roles. One folder per role: deploy code, typed defaults, templates, README."""
