@@ -10,10 +10,10 @@ import ipaddress
 import re
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, IPvAnyAddress, IPvAnyNetwork, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, IPvAnyAddress, IPvAnyNetwork, ValidationError, model_validator
 
 from roles.base.defaults import BaseSettings
 from roles.firewall.defaults import FirewallSettings
@@ -29,6 +29,26 @@ class SiteError(Exception):
     """A site file that cannot be used; the message names the file, the key and the fix."""
 
 
+class SiteRuleError(ValueError):
+    """A rule broken; carries the key it is about ("" = where pydantic found it) and the fix."""
+
+    def __init__(self, key: str, problem: str, fix: str):
+        super().__init__(problem)
+        self.key, self.problem, self.fix = key, problem, fix
+
+
+def _public_key(key: str) -> str:
+    key = key.strip()
+    if "PRIVATE KEY" in key:
+        raise SiteRuleError("", "this is a PRIVATE key", "put the public key (the .pub file) here, and treat that private key as leaked")
+    if not SSH_KEY_RE.match(key):
+        raise SiteRuleError("", "not an OpenSSH public key line", "paste the whole line of the person's .pub file, e.g. 'ssh-ed25519 AAAAC3Nz... budi@kantor'")
+    return key
+
+
+SshKey = Annotated[str, AfterValidator(_public_key)]
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -38,14 +58,7 @@ class Admin(Strict):
 
     name: str = Field(pattern=USER_RE)
     full_name: str = ""
-    ssh_keys: list[str] = Field(min_length=1)
-
-    @model_validator(mode="after")
-    def _keys_are_public_keys(self) -> Admin:
-        for i, key in enumerate(self.ssh_keys):
-            if not SSH_KEY_RE.match(key.strip()):
-                raise ValueError(f"ssh_keys[{i}] is not an OpenSSH public key line")
-        return self
+    ssh_keys: list[SshKey] = Field(min_length=1)
 
 
 class Connection(Strict):
@@ -104,14 +117,6 @@ class Site(Strict):
         """Addresses of the hosts at the other site (replication peers)."""
         mine = self.site_of[host_name]
         return [str(self.hosts[h].address) for h, role in self.site_of.items() if role != mine]
-
-
-class SiteRuleError(ValueError):
-    """A cross-field rule broken; carries the key it is about and the fix."""
-
-    def __init__(self, key: str, problem: str, fix: str):
-        super().__init__(problem)
-        self.key, self.problem, self.fix = key, problem, fix
 
 
 def _check_sites(s: Site) -> None:
@@ -195,7 +200,19 @@ FIXES = {
     "greater_than_equal": "use a larger number",
     "less_than_equal": "use a smaller number",
     "literal_error": "use one of the allowed values",
+    "list_type": "write a list, one '- item' per line",
+    "dict_type": "write a mapping, one 'key: value' per line",
+    "model_type": "write a mapping, one 'key: value' per line",
+    "bool_parsing": "write true or false",
 }
+
+
+def _loose_network(value: Any) -> ipaddress._BaseNetwork | None:
+    """The network a CIDR with host bits set means, or None if it is not a CIDR at all."""
+    try:
+        return ipaddress.ip_network(value, strict=False) if isinstance(value, str) and "/" in value else None
+    except ValueError:
+        return None
 
 
 def _key_path(loc: tuple[Any, ...]) -> str:
@@ -242,7 +259,11 @@ def _where(path: Path, text: str, key: str) -> str:
 def parse_site(data: Any, path: Path, text: str = "") -> Site:
     """Validate already-loaded data; raise SiteError naming file, key and fix."""
     if not isinstance(data, dict):
-        raise SiteError(f"{path}: the site file must be a YAML mapping (key: value), not {type(data).__name__}.")
+        got = "an empty file" if data is None else f"a {type(data).__name__}"
+        raise SiteError(
+            f"{path}: key '(top level)': the site file must be a YAML mapping (key: value), not {got}. "
+            "Fix: start from inventory/production.example.yaml."
+        )
     try:
         return Site.model_validate(data)
     except ValidationError as exc:
@@ -250,7 +271,10 @@ def parse_site(data: Any, path: Path, text: str = "") -> Site:
         for err in exc.errors():
             ctx_err = err.get("ctx", {}).get("error")
             if isinstance(ctx_err, SiteRuleError):
-                key, problem, fix = ctx_err.key, ctx_err.problem, ctx_err.fix
+                key, problem, fix = ctx_err.key or _key_path(err["loc"]), ctx_err.problem, ctx_err.fix
+            elif err["type"] == "ip_any_network" and (net := _loose_network(err["input"])):
+                key, problem = _key_path(err["loc"]), f"{err['input']} has host bits set"
+                fix = f"write the network {net}, or {err['input'].split('/')[0]}/{net.max_prefixlen} for that one address"
             else:
                 key = _key_path(err["loc"])
                 problem = err["msg"].removeprefix("Value error, ")
@@ -275,5 +299,10 @@ def load_site(path: str | Path) -> Site:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise SiteError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)}). Fix: correct the YAML syntax there.") from None
+        problem = getattr(exc, "problem", None) or str(exc)
+        context, cmark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        if context and cmark and mark and cmark.line != mark.line:  # e.g. an unclosed '[' lines above
+            problem += f", {context} started at line {cmark.line + 1}"
+        fix = "indent with spaces, not tabs" if "'\\t'" in problem else "correct the YAML syntax there"
+        raise SiteError(f"{where}: not valid YAML ({problem}). Fix: {fix}.") from None
     return parse_site(data, path, text)
