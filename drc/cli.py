@@ -73,11 +73,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _lab_error() -> type[Exception]:
+    from drc.lab import LabError
+
+    return LabError
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except SiteError as exc:
+    except (SiteError, _lab_error()) as exc:
         err_console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
         return 2
     except KeyboardInterrupt:

@@ -1,0 +1,605 @@
+"""The local two-site lab: real Debian 12 hosts, each a systemd-nspawn machine in its own netns.
+
+Topology of a lab with index k (third octets 4k..4k+3 of 10.213.0.0/16):
+
+    office   10.213.4k.0/24    the admin workstation: this machine, a portless bridge <p>w holding .1
+    site A   10.213.4k+1.0/24  bridge <p>a, host `primary` .10
+    site B   10.213.4k+2.0/24  bridge <p>b, host `drc` .10
+    outside  10.213.4k+3.0/24  bridge <p>o, host `outsider` .10 (in no allowlist)
+
+This machine routes between the bridges (so the WAN between A and B can be cut while the admin
+still reaches both) and NATs the hosts to Debian's mirror only. Everything the lab creates is named
+with its prefix <p> = "sg<k>" and recorded in its state file, so `down` and the leftover sweep remove
+exactly what a lab made. Facts behind the choices: ../shared/LAB.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import ipaddress
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import yaml
+
+LABS_ROOT = Path(os.environ.get("SIAGA_LAB_ROOT", "/var/lib/siaga/labs"))
+IMAGE_CACHE = Path(os.environ.get("SIAGA_IMAGE_CACHE", "/var/cache/siaga/images"))
+SUITE = "bookworm"
+MIRROR = "http://deb.debian.org/debian"
+SECURITY_MIRROR = "http://deb.debian.org/debian-security"
+# What a fresh server of a provider looks like: systemd, sshd, python3 (for facts), sudo.
+IMAGE_PACKAGES = (
+    "systemd", "systemd-sysv", "dbus", "openssh-server", "iproute2", "nftables",
+    "python3", "sudo", "procps", "ca-certificates",
+)
+NET_BASE = ipaddress.ip_network("10.213.0.0/16")
+MAX_LABS = 64
+HOST_OCTET = 10
+ADMINS = ("budi", "sari")  # the lab's admins; the first is the account siaga connects as
+BOOT_DEADLINE_S = 90.0
+STOP_DEADLINE_S = 30.0
+
+
+@dataclass(frozen=True)
+class LabHost:
+    name: str
+    site: str  # 'primary', 'drc', or 'outside'
+    segment: int  # 1 = site A, 2 = site B, 3 = outside
+
+
+HOSTS = (LabHost("primary", "primary", 1), LabHost("drc", "drc", 2), LabHost("outsider", "outside", 3))
+SEGMENT_BRIDGE = {1: "a", 2: "b", 3: "o"}
+
+
+class LabError(RuntimeError):
+    pass
+
+
+def default_name() -> str:
+    return os.environ.get("SIAGA_LAB", "lab")
+
+
+def run(cmd: list[str], check: bool = True, **kw) -> subprocess.CompletedProcess:
+    """Run a command, capturing output; raise LabError with its stderr on failure."""
+    proc = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    if check and proc.returncode != 0:
+        raise LabError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}")
+    return proc
+
+
+def wait_for(what: str, condition: Callable[[], bool], deadline_s: float, interval_s: float = 0.2) -> None:
+    """Poll `condition` until true or the deadline passes (never a fixed sleep)."""
+    end = time.monotonic() + deadline_s
+    while True:
+        if condition():
+            return
+        if time.monotonic() > end:
+            raise LabError(f"timed out after {deadline_s:.0f}s waiting for {what}")
+        time.sleep(interval_s)
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Serialise lab changes on this machine (two labs may be raised at once)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
+# --- processes ---------------------------------------------------------------------------------
+
+def _start_time(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _alive(pid: int | None, start_time: int | None) -> bool:
+    """True when pid still is the process we started (pids get reused)."""
+    return bool(pid) and _start_time(pid) == start_time
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            out += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
+def container_leader(nspawn_pid: int) -> int | None:
+    """PID (in our namespace) of the container's init: the first descendant in another pid ns."""
+    own = os.readlink("/proc/self/ns/pid")
+    todo = [nspawn_pid]
+    while todo:
+        pid = todo.pop(0)
+        with contextlib.suppress(OSError):
+            if pid != nspawn_pid and os.readlink(f"/proc/{pid}/ns/pid") != own:
+                return pid
+            todo += _children(pid)
+    return None
+
+
+# --- the base image ----------------------------------------------------------------------------
+
+def image_key() -> str:
+    spec = json.dumps([SUITE, MIRROR, sorted(IMAGE_PACKAGES), 1])
+    return hashlib.sha256(spec.encode()).hexdigest()[:12]
+
+
+def ensure_image(log: Callable[[str], None] = print) -> Path:
+    """The cached debootstrap tree; rebuilt only when its package list changes."""
+    image = IMAGE_CACHE / f"{SUITE}-{image_key()}"
+    if (image / ".siaga-complete").exists():
+        return image
+    with _locked(IMAGE_CACHE / ".lock"):
+        if (image / ".siaga-complete").exists():
+            return image
+        for stale in IMAGE_CACHE.glob(f"{SUITE}-*"):  # older package lists and half-built trees
+            if stale != image:
+                shutil.rmtree(stale, ignore_errors=True)
+        tmp = IMAGE_CACHE / f".build-{image.name}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        log(f"building the lab image {image.name} with debootstrap (once; ~1 min)")
+        run(["debootstrap", "--variant=minbase", f"--include={','.join(IMAGE_PACKAGES)}", SUITE, str(tmp), MIRROR])
+        (tmp / "etc/apt/sources.list").write_text(
+            f"deb {MIRROR} {SUITE} main\n"
+            f"deb {MIRROR} {SUITE}-updates main\n"
+            f"deb {SECURITY_MIRROR} {SUITE}-security main\n"
+        )
+        for key in (tmp / "etc/ssh").glob("ssh_host_*"):
+            key.unlink()  # each host gets its own keys
+        (tmp / "etc/machine-id").write_text("")
+        (tmp / "etc/hostname").write_text("debian\n")
+        run(["chroot", str(tmp), "apt-get", "clean"])
+        (tmp / ".siaga-complete").write_text(image.name + "\n")
+        tmp.rename(image)
+    return image
+
+
+# --- the lab -----------------------------------------------------------------------------------
+
+class Lab:
+    def __init__(self, name: str):
+        if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,30}", name):
+            raise LabError(f"lab name {name!r}: use lowercase letters, digits and '-'")
+        self.name = name
+        self.dir = LABS_ROOT / name
+        self.state_file = self.dir / "state.json"
+        self.site_file = self.dir / "site.yaml"
+        self.key_file = self.dir / "id_ed25519"
+        self.known_hosts = self.dir / "known_hosts"
+
+    # state
+    def state(self) -> dict | None:
+        try:
+            return json.loads(self.state_file.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _save(self, state: dict) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        tmp.replace(self.state_file)
+
+    def address(self, host: str) -> str:
+        st = self.state() or {}
+        return st["hosts"][host]["address"]
+
+    def running_hosts(self) -> list[str]:
+        st = self.state() or {}
+        return [h for h, d in st.get("hosts", {}).items() if _alive(d.get("pid"), d.get("start_time"))]
+
+    # up / down
+    def up(self, log: Callable[[str], None] = print) -> dict:
+        with _locked(LABS_ROOT / ".lock"):
+            sweep_leftovers(log)
+            st = self.state()
+            if st and all(h.name in self.running_hosts() for h in HOSTS):
+                self._wait_ready(st, log)
+                return st
+            if st:  # partly running: bring the missing hosts back, keep the rest
+                log(f"lab {self.name}: restarting hosts that are down")
+            else:
+                st = self._create(log)
+            image = ensure_image(log)
+            for h in HOSTS:
+                if h.name not in self.running_hosts():
+                    self._boot(st, h, image)
+            self._wait_ready(st, log)
+            return st
+
+    def down(self, log: Callable[[str], None] = print) -> None:
+        with _locked(LABS_ROOT / ".lock"):
+            st = self.state()
+            if st is None:
+                log(f"lab {self.name}: not up")
+                shutil.rmtree(self.dir, ignore_errors=True)
+                return
+            teardown(st, log)
+            shutil.rmtree(self.dir, ignore_errors=True)
+            log(f"lab {self.name}: removed")
+
+    def _create(self, log: Callable[[str], None]) -> dict:
+        index = _free_index()
+        p = f"sg{index:02d}"
+        net = lambda seg: ipaddress.ip_network(f"{NET_BASE.network_address + (index * 4 + seg) * 256}/24")  # noqa: E731
+        st = {
+            "name": self.name,
+            "index": index,
+            "prefix": p,
+            "office": str(net(0)),
+            "admin_address": str(net(0).network_address + 1),
+            "segments": {str(seg): {"subnet": str(net(seg)), "bridge": f"{p}{SEGMENT_BRIDGE[seg]}",
+                                    "gateway": str(net(seg).network_address + 1)} for seg in SEGMENT_BRIDGE},
+            "hosts": {h.name: {"site": h.site, "segment": h.segment,
+                               "address": str(net(h.segment).network_address + HOST_OCTET),
+                               "netns": f"{p}-{h.name}", "veth": f"{p}-{h.name}"} for h in HOSTS},
+            "resolver": _resolver(),
+            "mirrors": sorted(_mirror_addresses()),
+            "wan_cut": False,
+        }
+        log(f"lab {self.name}: creating as {p} on {NET_BASE.network_address + index * 4 * 256}/22")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.dir, 0o700)
+        self._save(st)  # saved first, so a killed `up` is swept by the next one
+        self._make_keys()
+        _net_up(st)
+        self._write_site(st)
+        return st
+
+    def _make_keys(self) -> None:
+        for who in ADMINS:
+            key = self.dir / ("id_ed25519" if who == ADMINS[0] else f"id_ed25519_{who}")
+            if not key.exists():
+                run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{who}@siaga-lab", "-f", str(key)])
+            os.chmod(key, 0o600)
+
+    def admin_key(self, who: str) -> Path:
+        return self.key_file if who == ADMINS[0] else self.dir / f"id_ed25519_{who}"
+
+    def _write_site(self, st: dict) -> None:
+        seg = st["segments"]
+        site = {
+            "site": "lab",
+            "admin_workstations": [f"{st['admin_address']}/32"],
+            "ssh_allowlist": [st["office"]],
+            "connection": {"user": ADMINS[0], "key_file": str(self.key_file), "known_hosts_file": str(self.known_hosts)},
+            "admins": [
+                {"name": who, "full_name": f"{who.title()} (lab admin)",
+                 "ssh_keys": [self.admin_key(who).with_suffix(".pub").read_text().strip()]}
+                for who in ADMINS
+            ],
+            "sites": {
+                "primary": {"label": "Data center utama (lab site A)", "networks": [seg["1"]["subnet"]], "hosts": ["primary"]},
+                "drc": {"label": "Disaster Recovery Center (lab site B)", "networks": [seg["2"]["subnet"]], "hosts": ["drc"]},
+            },
+            "hosts": {h: {"address": st["hosts"][h]["address"]} for h in ("primary", "drc")},
+            # The lab sends no traffic beyond itself: time comes from the admin workstation.
+            "base": {"ntp_servers": [st["admin_address"]]},
+            "firewall": {"rollback_seconds": 20},
+        }
+        self.site_file.write_text("# Generated by `siaga lab up` for this lab; do not edit.\n" + yaml.safe_dump(site, sort_keys=False))
+
+    def _rootfs(self, host: str) -> Path:
+        return self.dir / "machines" / host
+
+    def _boot(self, st: dict, h: LabHost, image: Path) -> None:
+        d = st["hosts"][h.name]
+        base = self._rootfs(h.name)
+        root, upper, work = base / "root", base / "upper", base / "work"
+        fresh = not upper.exists()
+        for p in (root, upper, work):
+            p.mkdir(parents=True, exist_ok=True)
+        if not os.path.ismount(root):
+            run(["mount", "-t", "overlay", "overlay", "-o", f"lowerdir={image},upperdir={upper},workdir={work}", str(root)])
+        if fresh:
+            self._provision(st, h, root)
+        _host_net_up(st, h.name)
+        log_file = open(base / "console.log", "ab")
+        proc = subprocess.Popen(
+            ["systemd-nspawn", "-D", str(root), "--boot", "--register=no", "--keep-unit",
+             f"--machine={st['prefix']}-{h.name}", f"--network-namespace-path=/run/netns/{d['netns']}",
+             "--capability=CAP_NET_ADMIN,CAP_NET_RAW", "--resolv-conf=off", "--timezone=off",
+             "--link-journal=no", "--console=passive"],
+            stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        d["pid"], d["start_time"] = proc.pid, _start_time(proc.pid)
+        self._save(st)
+
+    def _provision(self, st: dict, h: LabHost, root: Path) -> None:
+        """First boot of a host: its own identity, the provider's first account, lab keys."""
+        (root / "etc/machine-id").write_text(uuid.uuid4().hex + "\n")
+        (root / "etc/resolv.conf").unlink(missing_ok=True)
+        (root / "etc/resolv.conf").write_text(f"nameserver {st['resolver']}\n")
+        run(["chroot", str(root), "ssh-keygen", "-A"])
+        pub = self.key_file.with_suffix(".pub").read_text()
+        for home, user in ((root / "root", "root"), (root / "home" / ADMINS[0], ADMINS[0])):
+            if user != "root":
+                run(["chroot", str(root), "useradd", "-m", "-s", "/bin/bash", user])
+            ssh_dir = home / ".ssh"
+            ssh_dir.mkdir(mode=0o700, exist_ok=True)
+            (ssh_dir / "authorized_keys").write_text(pub)
+            os.chmod(ssh_dir / "authorized_keys", 0o600)
+            run(["chroot", str(root), "chown", "-R", f"{user}:{user}", f"/{home.relative_to(root)}/.ssh"])
+        sudoers = root / "etc/sudoers.d/90-provider-first-account"
+        sudoers.write_text(f"{ADMINS[0]} ALL=(ALL) NOPASSWD:ALL\n")
+        os.chmod(sudoers, 0o440)
+        host_key = (root / "etc/ssh/ssh_host_ed25519_key.pub").read_text().split()[:2]
+        line = f"{st['hosts'][h.name]['address']} {' '.join(host_key)}\n"
+        with open(self.known_hosts, "a") as fh:
+            fh.write(line)
+
+    def ssh_cmd(self, host: str, user: str | None = None, key: Path | None = None) -> list[str]:
+        """An ssh command line (for the lab's own checks and for tests) to a lab host."""
+        return ["ssh", "-F", "/dev/null", "-i", str(key or self.key_file), "-o", "BatchMode=yes",
+                "-o", "IdentitiesOnly=yes", "-o", f"UserKnownHostsFile={self.known_hosts}",
+                "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=3",
+                f"{user or ADMINS[0]}@{self.address(host)}"]
+
+    def _wait_ready(self, st: dict, log: Callable[[str], None]) -> None:
+        def booted(host: str) -> Callable[[], bool]:
+            def check() -> bool:
+                if host not in self.running_hosts():
+                    raise LabError(f"lab host {host} stopped while booting; see {self._rootfs(host) / 'console.log'}")
+                proc = run(self.ssh_cmd(host) + ["systemctl", "is-system-running"], check=False, timeout=15)
+                return proc.stdout.strip() in ("running", "degraded")
+            return check
+        for h in HOSTS:
+            wait_for(f"lab host {h.name} to boot and accept SSH", booted(h.name), BOOT_DEADLINE_S, 0.3)
+        log(f"lab {self.name}: {len(HOSTS)} hosts up")
+
+    # faults and reboots
+    def stop_host(self, host: str, kill: bool = False) -> None:
+        """Shut a host down (orderly), or kill it outright: a site loss."""
+        st = self.state()
+        _stop_machine(st["hosts"][host], kill)
+        self._save(st)
+
+    def restart_host(self, host: str) -> None:
+        """A real reboot: the machine stops, its network namespace (and firewall state) is lost."""
+        st = self.state()
+        if st is None:
+            raise LabError(f"lab {self.name} is not up")
+        with _locked(LABS_ROOT / ".lock"):
+            d = st["hosts"][host]
+            _stop_machine(d, kill=False)
+            _host_net_down(st, host)
+            self._boot(st, next(h for h in HOSTS if h.name == host), ensure_image())
+            self._wait_ready(st, lambda _m: None)
+
+    def set_wan(self, cut: bool) -> None:
+        """Cut or heal the WAN between site A and site B; the admin still reaches both."""
+        st = self.state()
+        if st is None:
+            raise LabError(f"lab {self.name} is not up")
+        table, a, b = _nft_table(st), st["segments"]["1"]["bridge"], st["segments"]["2"]["bridge"]
+        run(["nft", "flush", "chain", "inet", table, "wan"])
+        if cut:
+            _nft(f"add rule inet {table} wan iifname {{ \"{a}\", \"{b}\" }} oifname {{ \"{a}\", \"{b}\" }} drop")
+        st["wan_cut"] = cut
+        self._save(st)
+
+    def netns_exec(self, host: str, cmd: list[str], **kw) -> subprocess.CompletedProcess:
+        """Run a command in a lab host's network namespace (e.g. as the outsider)."""
+        return run(["ip", "netns", "exec", self.state()["hosts"][host]["netns"], *cmd], **kw)
+
+
+# --- networking ------------------------------------------------------------------------------
+
+def _nft(script: str) -> None:
+    run(["nft", "-f", "-"], input=script)
+
+
+def _nft_table(st: dict) -> str:
+    return f"siaga_lab_{st['prefix']}"
+
+
+def _resolver() -> str:
+    for line in Path("/etc/resolv.conf").read_text().splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] == "nameserver" and ":" not in parts[1]:
+            return parts[1]
+    raise LabError("no IPv4 nameserver in /etc/resolv.conf; the lab hosts need one for apt")
+
+
+def _mirror_addresses() -> set[str]:
+    """The only addresses outside the lab that its hosts may reach: Debian's mirror (for apt)."""
+    hosts = {re.sub(r"^https?://([^/]+).*$", r"\1", m) for m in (MIRROR, SECURITY_MIRROR)}
+    out = set()
+    for name in hosts:
+        with contextlib.suppress(OSError):
+            out |= {ai[4][0] for ai in socket.getaddrinfo(name, 80, socket.AF_INET, socket.SOCK_STREAM)}
+    return out
+
+
+def _taken_subnets() -> list[ipaddress.IPv4Network]:
+    out = []
+    for line in run(["ip", "-4", "route", "show", "table", "all"]).stdout.splitlines():
+        with contextlib.suppress(ValueError):
+            dest = line.split()[0]
+            if dest not in ("default", "local", "broadcast", "unreachable", "blackhole", "prohibit"):
+                out.append(ipaddress.ip_network(dest, strict=False))
+            elif dest in ("local", "broadcast"):
+                out.append(ipaddress.ip_network(line.split()[1], strict=False))
+    return out
+
+
+def _free_index() -> int:
+    claimed = {s.get("index") for s in _all_states()}
+    taken = _taken_subnets()
+    for index in range(MAX_LABS):
+        block = ipaddress.ip_network(f"{NET_BASE.network_address + index * 4 * 256}/22")
+        if index in claimed or any(block.overlaps(t) for t in taken):
+            continue
+        if any(Path(f"/sys/class/net/sg{index:02d}{s}").exists() for s in "abow"):
+            continue
+        return index
+    raise LabError(f"no free lab subnet in {NET_BASE}: take other labs down (siaga lab down)")
+
+
+def _net_up(st: dict) -> None:
+    """Bridges, the office address, forwarding and the lab's own nft table on this machine."""
+    p = st["prefix"]
+    office = f"{p}w"
+    if not Path(f"/sys/class/net/{office}").exists():
+        run(["ip", "link", "add", office, "type", "bridge"])  # no dummy module here; a portless bridge holds the address
+    run(["ip", "addr", "replace", f"{st['admin_address']}/32", "dev", office])
+    run(["ip", "link", "set", office, "up"])
+    for seg in st["segments"].values():
+        br = seg["bridge"]
+        if not Path(f"/sys/class/net/{br}").exists():
+            run(["ip", "link", "add", br, "type", "bridge"])
+        run(["ip", "addr", "replace", f"{seg['gateway']}/24", "dev", br, "noprefixroute"])
+        run(["ip", "link", "set", br, "up"])
+        # Traffic from this machine to the lab leaves from the office address: the admin workstation.
+        run(["ip", "route", "replace", seg["subnet"], "dev", br, "src", st["admin_address"]])
+    Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
+    bridges = ", ".join(f'"{s["bridge"]}"' for s in st["segments"].values())
+    subnets = ", ".join(s["subnet"] for s in st["segments"].values())
+    mirrors = ", ".join(st["mirrors"]) or "127.255.255.255"
+    table = _nft_table(st)
+    _nft(f"""
+table inet {table} {{}}
+delete table inet {table}
+table inet {table} {{
+    chain wan {{
+    }}
+    chain forward {{
+        type filter hook forward priority -10; policy accept;
+        iifname {{ {bridges} }} oifname {{ {bridges} }} jump wan
+        iifname {{ {bridges} }} oifname {{ {bridges} }} accept
+        oifname {{ {bridges} }} ct state established,related accept
+        iifname {{ {bridges} }} ip daddr {{ {mirrors} }} tcp dport {{ 80, 443 }} accept
+        iifname {{ {bridges} }} ip daddr {st['resolver']} meta l4proto {{ tcp, udp }} th dport 53 accept
+        iifname {{ {bridges} }} drop
+        oifname {{ {bridges} }} drop
+    }}
+    chain postrouting {{
+        type nat hook postrouting priority 100; policy accept;
+        ip saddr {{ {subnets} }} oifname != {{ {bridges} }} masquerade
+    }}
+}}
+""")
+
+
+def _host_net_up(st: dict, host: str) -> None:
+    d = st["hosts"][host]
+    seg = st["segments"][str(d["segment"])]
+    ns, veth = d["netns"], d["veth"]
+    if not Path(f"/run/netns/{ns}").exists():
+        run(["ip", "netns", "add", ns])
+    if not Path(f"/sys/class/net/{veth}").exists():
+        run(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns])
+    run(["ip", "link", "set", veth, "master", seg["bridge"], "up"])
+    run(["ip", "-n", ns, "link", "set", "lo", "up"])
+    run(["ip", "-n", ns, "addr", "replace", f"{d['address']}/24", "dev", "eth0"])
+    run(["ip", "-n", ns, "link", "set", "eth0", "up"])
+    run(["ip", "-n", ns, "route", "replace", "default", "via", seg["gateway"]])
+
+
+def _host_net_down(st: dict, host: str) -> None:
+    d = st["hosts"][host]
+    run(["ip", "link", "del", d["veth"]], check=False)
+    run(["ip", "netns", "del", d["netns"]], check=False)
+
+
+def _stop_machine(d: dict, kill: bool) -> None:
+    pid, start = d.get("pid"), d.get("start_time")
+    if _alive(pid, start):
+        # SIGTERM makes nspawn power the container off in order; SIGKILL is a site loss.
+        os.kill(pid, signal.SIGKILL if kill else signal.SIGTERM)
+        with contextlib.suppress(LabError):
+            wait_for("the lab host to stop", lambda: not _alive(pid, start), STOP_DEADLINE_S)
+        if _alive(pid, start):
+            os.killpg(pid, signal.SIGKILL)
+            wait_for("the lab host to die", lambda: not _alive(pid, start), 10)
+    d["pid"] = d["start_time"] = None
+
+
+def teardown(st: dict, log: Callable[[str], None] = print) -> None:
+    """Remove every object a lab created. Safe to run on a half-made or long-dead lab."""
+    lab_dir = LABS_ROOT / st["name"]
+    for host, d in st.get("hosts", {}).items():
+        _stop_machine(d, kill=False)
+        _host_net_down(st, host)
+        root = lab_dir / "machines" / host / "root"
+        if os.path.ismount(root):
+            run(["umount", str(root)], check=False)
+        if os.path.ismount(root):  # something still holds it: detach now, freed when released
+            run(["umount", "-l", str(root)], check=False)
+    for seg in st.get("segments", {}).values():
+        run(["ip", "link", "del", seg["bridge"]], check=False)
+    run(["ip", "link", "del", f"{st['prefix']}w"], check=False)
+    run(["nft", "delete", "table", "inet", _nft_table(st)], check=False)
+
+
+def _all_states() -> list[dict]:
+    out = []
+    for f in LABS_ROOT.glob("*/state.json"):
+        with contextlib.suppress(OSError, ValueError):
+            out.append(json.loads(f.read_text()))
+    return out
+
+
+def sweep_leftovers(log: Callable[[str], None] = print) -> None:
+    """Clean labs whose machines are all dead (a killed run leaves kernel objects and mounts)."""
+    for st in _all_states():
+        hosts = st.get("hosts", {})
+        if any(_alive(d.get("pid"), d.get("start_time")) for d in hosts.values()):
+            continue
+        log(f"lab {st['name']}: cleaning leftovers of a run that was killed ({st['prefix']})")
+        teardown(st, log)
+        shutil.rmtree(LABS_ROOT / st["name"], ignore_errors=True)
+    # Kernel objects with a lab prefix that no state file claims any more.
+    claimed = {s["prefix"] for s in _all_states()}
+    for link in Path("/sys/class/net").iterdir():
+        m = re.match(r"^(sg\d\d)(a|b|o|w|-.+)$", link.name)
+        if m and m.group(1) not in claimed:
+            run(["ip", "link", "del", link.name], check=False)
+    for ns in Path("/run/netns").glob("sg[0-9][0-9]-*") if Path("/run/netns").exists() else []:
+        if ns.name[:4] not in claimed:
+            run(["ip", "netns", "del", ns.name], check=False)
+    for line in run(["nft", "list", "tables"], check=False).stdout.splitlines():
+        m = re.match(r"^table inet siaga_lab_(sg\d\d)$", line.strip())
+        if m and m.group(1) not in claimed:
+            run(["nft", "delete", "table", "inet", f"siaga_lab_{m.group(1)}"], check=False)
+
+
+def print_status(lab: Lab, console) -> bool:
+    """Table of the lab's hosts; True when every host is running and answers SSH."""
+    from rich.table import Table
+
+    st = lab.state()
+    if st is None:
+        console.print(f"lab {lab.name}: not up")
+        return False
+    table = Table(title=f"lab {lab.name} ({st['prefix']}, admin workstation {st['admin_address']}, WAN {'CUT' if st.get('wan_cut') else 'up'})")
+    for col in ("host", "site", "address", "machine", "ssh"):
+        table.add_column(col)
+    ok = True
+    running = lab.running_hosts()
+    for name, d in st["hosts"].items():
+        up = name in running
+        ssh = up and run(lab.ssh_cmd(name) + ["true"], check=False, timeout=10).returncode == 0
+        ok &= up and (ssh or name == "outsider")
+        table.add_row(name, d["site"], d["address"], "running" if up else "[red]stopped[/red]",
+                      "ok" if ssh else "[yellow]no[/yellow]")
+    console.print(table)
+    console.print(f"site file: {lab.site_file}")
+    return ok
