@@ -1,0 +1,54 @@
+"""Which inbound ports a host opens, and to whom: the one place this is decided.
+
+The firewall role renders these into nftables; `siaga check` prints them. Everything not listed
+here is dropped (default deny inbound, SOP IN-2); loopback, established traffic and ICMP are the
+role's own business.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from drc.site import Site
+
+
+@dataclass(frozen=True)
+class InboundRule:
+    port: int
+    proto: Literal["tcp", "udp"]
+    sources: tuple[str, ...]  # CIDRs allowed in; empty and not `anywhere` = nobody
+    comment: str
+    anywhere: bool = False  # open to every address (the public web service only)
+
+    @property
+    def sources_v4(self) -> list[str]:
+        return [s for s in self.sources if ipaddress.ip_network(s).version == 4]
+
+    @property
+    def sources_v6(self) -> list[str]:
+        return [s for s in self.sources if ipaddress.ip_network(s).version == 6]
+
+
+def inbound_rules(site: Site, host_name: str) -> list[InboundRule]:
+    """The inbound allowances of one host of the site, in the order they should be applied."""
+    if host_name not in site.site_of:
+        raise KeyError(f"host '{host_name}' is not in site '{site.site}'")
+    allow = tuple(str(n) for n in site.ssh_allowlist)
+    # SOP RA-2: SSH only from the office network and permitted addresses.
+    rules = [InboundRule(site.ssh_hardening.port, "tcp", allow, "ssh from ssh_allowlist (SOP RA-2)")]
+    if site.connection.port != site.ssh_hardening.port:
+        # The port siaga connects on now stays reachable while sshd moves to the new one.
+        rules.append(InboundRule(site.connection.port, "tcp", allow, "ssh on connection.port (SOP RA-2)"))
+    # The public service only where users are served now; the other site's web stays closed.
+    if site.site_of[host_name] == site.active_site:
+        rules += [InboundRule(p, "tcp", (), "web, active site (SOP IN-2)", anywhere=True) for p in site.firewall.web_ports]
+    # Replication and database access only from the other site's hosts.
+    peers = tuple(str(ipaddress.ip_network(a)) for a in site.peer_addresses(host_name))
+    rules.append(InboundRule(site.firewall.postgresql_port, "tcp", peers, "postgresql from the peer site (SOP IN-2)"))
+    for i, extra in enumerate(site.firewall.extra_allow):
+        rules.append(InboundRule(extra.port, extra.proto, tuple(str(n) for n in extra.sources),
+                                 extra.comment or f"firewall.extra_allow[{i}]"))
+    return rules

@@ -1,0 +1,90 @@
+"""roles/firewall/rules.py: which inbound ports each host opens, and to whom (SOP RA-2, IN-2)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from drc.site import Site, parse_site
+from roles.firewall.rules import InboundRule, inbound_rules
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHNpYWdhLXRlc3Qta2V5LW5vdC1mb3ItYW55LWhvc3Qh operator@lab"
+
+
+def make_site(**over) -> Site:
+    data = {
+        "site": "lab",
+        "admin_workstations": ["10.77.0.1/32"],
+        "ssh_allowlist": ["10.77.0.0/24", "2001:db8:77::/48"],
+        "connection": {"user": "operator", "key_file": "/tmp/id"},
+        "admins": [{"name": "operator", "ssh_keys": [KEY]}],
+        "sites": {
+            "primary": {"networks": ["10.77.1.0/24"], "hosts": ["app1", "app2"]},
+            "drc": {"networks": ["10.77.2.0/24"], "hosts": ["drc1"]},
+        },
+        "hosts": {"app1": {"address": "10.77.1.10"}, "app2": {"address": "10.77.1.11"}, "drc1": {"address": "10.77.2.10"}},
+    }
+    data.update(over)
+    return parse_site(data, Path("test.yaml"))
+
+
+def by_port(rules: list[InboundRule]) -> dict[int, InboundRule]:
+    return {r.port: r for r in rules}
+
+
+def test_active_site_host_opens_ssh_web_and_postgresql():
+    rules = inbound_rules(make_site(), "app1")
+    assert [(r.port, r.proto) for r in rules] == [(22, "tcp"), (80, "tcp"), (443, "tcp"), (5432, "tcp")]
+    ssh, web, pg = by_port(rules)[22], by_port(rules)[443], by_port(rules)[5432]
+    assert ssh.sources == ("10.77.0.0/24", "2001:db8:77::/48") and not ssh.anywhere
+    assert ssh.sources_v4 == ["10.77.0.0/24"] and ssh.sources_v6 == ["2001:db8:77::/48"]
+    assert web.anywhere and web.sources == ()
+    # Only the other site's hosts, never the same site's neighbour.
+    assert pg.sources == ("10.77.2.10/32",) and not pg.anywhere
+
+
+def test_standby_site_host_keeps_web_closed():
+    rules = by_port(inbound_rules(make_site(), "drc1"))
+    assert set(rules) == {22, 5432}
+    assert rules[5432].sources == ("10.77.1.10/32", "10.77.1.11/32")
+
+
+def test_switching_active_site_moves_the_web_ports():
+    site = make_site(active_site="drc")
+    assert {80, 443} <= set(by_port(inbound_rules(site, "drc1")))
+    assert not {80, 443} & set(by_port(inbound_rules(site, "app1")))
+
+
+def test_ports_follow_the_settings():
+    site = make_site(
+        firewall={"web_ports": [8443], "postgresql_port": 6432},
+        ssh_hardening={"port": 2222},
+        connection={"user": "operator", "key_file": "/tmp/id", "port": 2222},
+    )
+    assert [r.port for r in inbound_rules(site, "app1")] == [2222, 8443, 6432]
+
+
+def test_connection_port_stays_open_while_sshd_moves():
+    site = make_site(ssh_hardening={"port": 2222})  # connection.port stays 22
+    allow = ("10.77.0.0/24", "2001:db8:77::/48")
+    ssh = [r for r in inbound_rules(site, "drc1") if "ssh" in r.comment]
+    assert [(r.port, r.sources) for r in ssh] == [(2222, allow), (22, allow)]
+
+
+def test_extra_allow_is_added_on_every_host():
+    site = make_site(firewall={"extra_allow": [
+        {"port": 10050, "sources": ["198.51.100.20/32"], "comment": "LKPP monitoring"},
+        {"port": 161, "proto": "udp", "sources": ["198.51.100.21/32"]},
+    ]})
+    for host in ("app1", "drc1"):
+        extra = inbound_rules(site, host)[-2:]
+        assert extra == [
+            InboundRule(10050, "tcp", ("198.51.100.20/32",), "LKPP monitoring"),
+            InboundRule(161, "udp", ("198.51.100.21/32",), "firewall.extra_allow[1]"),
+        ]
+
+
+def test_unknown_host_is_an_error():
+    with pytest.raises(KeyError, match="ghost"):
+        inbound_rules(make_site(), "ghost")
