@@ -1,0 +1,69 @@
+"""`siaga check`: validate a site file and print what a deploy would do per host, touching no host."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from drc.site import Site, load_site
+from roles.firewall.rules import InboundRule, inbound_rules
+
+# The roles `deploys/site.py` applies to every host, in order.
+ROLES = ("base", "ssh_hardening", "firewall")
+
+
+def _sources(rule: InboundRule) -> str:
+    if rule.anywhere:
+        return "anywhere"
+    return "\n".join(rule.sources) or "nobody"
+
+
+def _summary(site: Site, site_path: str) -> Table:
+    t = Table(title=f"Site '{site.site}' ({site_path})", show_header=False, title_justify="left")
+    t.add_column(style="bold")
+    t.add_column()
+    t.add_row("active site", site.active_site)
+    t.add_row("admin workstations", "\n".join(map(str, site.admin_workstations)))
+    t.add_row("ssh allowlist (SOP RA-2)", "\n".join(map(str, site.ssh_allowlist)))
+    c = site.connection
+    t.add_row("connection", f"{c.user}@<host>:{c.port} key {c.key_file}")
+    t.add_row("admins (SOP RA-3)", "\n".join(f"{a.name} ({a.full_name})" if a.full_name else a.name for a in site.admins))
+    if site.base.removed_admins:
+        t.add_row("admins to lock", ", ".join(site.base.removed_admins))
+    t.add_row("firewall rollback", f"{site.firewall.rollback_seconds} s")
+    return t
+
+
+def _hosts(site: Site) -> Table:
+    t = Table(title="Plan per host", title_justify="left")
+    for col in ("host", "site", "address", "roles", "admins", "timezone"):
+        t.add_column(col)
+    admins = "\n".join(a.name for a in site.admins)
+    for name, role in site.site_of.items():
+        label = site.sites[role].label
+        where = role + (" (active)" if role == site.active_site else "") + (f"\n{label}" if label else "")
+        t.add_row(name, where, str(site.hosts[name].address), "\n".join(ROLES), admins, site.base.timezone)
+    return t
+
+
+def _inbound(site: Site, host: str) -> Table:
+    t = Table(
+        title=f"{host}: inbound, everything else dropped; rollback after {site.firewall.rollback_seconds} s",
+        title_justify="left",
+    )
+    for col in ("port", "from", "why"):
+        t.add_column(col)
+    for rule in inbound_rules(site, host):
+        t.add_row(f"{rule.port}/{rule.proto}", _sources(rule), rule.comment)
+    return t
+
+
+def run_check(site_path: str, console: Console) -> int:
+    """Print the plan; a bad site file raises SiteError (the CLI prints it and exits 2)."""
+    site = load_site(site_path)
+    console.print(_summary(site, site_path))
+    console.print(_hosts(site))
+    for host in site.site_of:
+        console.print(_inbound(site, host))
+    console.print(f"[green]{site_path}: valid.[/green] Nothing was contacted.")
+    return 0
