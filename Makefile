@@ -1,0 +1,49 @@
+# siaga — `make demo` raises the lab and deploys it; `make test` runs every test. Both as root.
+VENV   := .venv
+BIN    := $(VENV)/bin
+# Debian packages the admin workstation (and the lab) needs.
+APT_PACKAGES := debootstrap systemd-container nftables iproute2 openssh-client python3-venv
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: setup apt lab lab-down deploy demo test unit bench clean
+
+setup: apt $(VENV)/.installed
+
+apt:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:" $$missing; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+lab: setup
+	$(BIN)/siaga lab up
+
+lab-down: setup
+	$(BIN)/siaga lab down
+
+deploy: setup
+	$(BIN)/pyinfra -y inventory/lab.py deploys/site.py
+
+demo: setup
+	$(BIN)/python -m drc.demo
+
+unit: setup
+	$(BIN)/pytest -m "not lab" -q
+
+test: setup
+	$(BIN)/pytest
+
+bench: setup
+	$(BIN)/python bench/lab_up.py
+	$(BIN)/python bench/deploy_rerun.py
+	$(BIN)/python bench/ansible_ratio.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

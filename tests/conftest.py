@@ -1,0 +1,49 @@
+"""Shared fixtures. Lab tests (marker `lab`) use ONE lab for the whole session, raised on first
+use and torn down at the end, also when tests fail. SIAGA_TEST_LAB names it (default "test");
+SIAGA_TEST_KEEP_LAB=1 reuses a running lab and leaves it up (used by `make demo`)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.helpers import lab_host, run_deploy
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "/tests/lab/" in str(item.fspath):
+            item.add_marker(pytest.mark.lab)
+
+
+@pytest.fixture(scope="session")
+def lab():
+    from drc.lab import Lab
+
+    the_lab = Lab(os.environ.get("SIAGA_TEST_LAB", "test"))
+    keep = os.environ.get("SIAGA_TEST_KEEP_LAB") == "1"
+    the_lab.up()
+    try:
+        yield the_lab
+    finally:
+        if not keep:
+            the_lab.down()
+
+
+@pytest.fixture(scope="session")
+def deployed(lab):
+    """The site deploy applied once; its result is kept for the idempotence test."""
+    result = run_deploy(lab)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return result
+
+
+@pytest.fixture(scope="session")
+def primary(lab, deployed):
+    return lab_host(lab, "primary")
+
+
+@pytest.fixture(scope="session")
+def drc(lab, deployed):
+    return lab_host(lab, "drc")

@@ -1,0 +1,45 @@
+"""Helpers for lab tests: run the real deploy, reach hosts over SSH, probe ports from a netns."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_deploy(lab, deploy: str = "deploys/site.py", *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run pyinfra for real against the lab hosts, as an admin would."""
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "pyinfra"), "-y", *extra, "inventory/lab.py", deploy],
+        cwd=REPO, capture_output=True, text=True, timeout=900,
+        env={**os.environ, "SIAGA_SITE": str(lab.site_file), **(env or {})},
+    )
+
+
+def lab_host(lab, name: str, user: str | None = None, key=None, sudo: bool = True):
+    import testinfra
+
+    from drc.lab import ADMINS
+
+    user = user or ADMINS[0]
+    ssh_args = f"-F /dev/null -o IdentitiesOnly=yes -o UserKnownHostsFile={lab.known_hosts} -o StrictHostKeyChecking=yes -o ConnectTimeout=5"
+    return testinfra.get_host(
+        f"ssh://{user}@{lab.address(name)}",
+        ssh_identity_file=str(key or lab.key_file), ssh_extra_args=ssh_args, sudo=sudo,
+    )
+
+
+
+def tcp_from(lab, host: str, address: str, port: int, timeout: float = 2.0) -> str:
+    """Connect from inside a lab host's network namespace: 'open', 'refused' or 'timeout'."""
+    code = (
+        "import socket\n"
+        f"s=socket.socket(); s.settimeout({timeout})\n"
+        f"try: s.connect(('{address}', {port})); print('open')\n"
+        "except ConnectionRefusedError: print('refused')\n"
+        "except OSError: print('timeout')\n"
+    )
+    return lab.netns_exec(host, [sys.executable, "-c", code]).stdout.strip()
