@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, IPvAnyAddress, IPvAnyNetwork, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, IPvAnyAddress, IPvAnyNetwork, ValidationError, field_validator, model_validator
 
 from roles.base.defaults import BaseSettings
 from roles.firewall.defaults import FirewallSettings
@@ -68,6 +68,11 @@ class Connection(Strict):
     port: int = Field(22, ge=1, le=65535)
     key_file: Path
     known_hosts_file: Path | None = None
+
+    @field_validator("key_file", "known_hosts_file")
+    @classmethod
+    def _expand_home(cls, value: Path | None) -> Path | None:
+        return value.expanduser() if value else value
 
 
 class SiteGroup(Strict):
@@ -287,6 +292,21 @@ def parse_site(data: Any, path: Path, text: str = "") -> Site:
         raise SiteError("\n".join(lines)) from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A YAML loader that refuses a key given twice (a copied block silently overriding another)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice (first on line {seen[key]})", key_node.start_mark
+                )
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_site(path: str | Path) -> Site:
     """Read and validate a site file."""
     path = Path(path)
@@ -295,7 +315,7 @@ def load_site(path: str | Path) -> Site:
     except OSError as exc:
         raise SiteError(f"{path}: cannot read the site file ({exc.strerror}). Fix: give the path of an existing site YAML file.") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -304,5 +324,7 @@ def load_site(path: str | Path) -> Site:
         if context and cmark and mark and cmark.line != mark.line:  # e.g. an unclosed '[' lines above
             problem += f", {context} started at line {cmark.line + 1}"
         fix = "indent with spaces, not tabs" if "'\\t'" in problem else "correct the YAML syntax there"
+        if "appears twice" in problem:
+            fix = "keep one of the two entries (rename it if both are wanted)"
         raise SiteError(f"{where}: not valid YAML ({problem}). Fix: {fix}.") from None
     return parse_site(data, path, text)

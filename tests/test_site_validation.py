@@ -83,6 +83,8 @@ def test_host_bits_in_workstation_address_is_fine(tmp_path):
 
 # (id, edits, key, fix text, snippet on the line the message must point at)
 CASES = [
+    ("unknown-timezone", [("timezone: Asia/Jakarta", "timezone: WITA")],
+     "base.timezone", "see inventory/production.example.yaml", "timezone: WITA"),
     ("cidr-bad-octet", [("  - 10.77.0.0/24", "  - 10.0.0.300/24")],
      "ssh_allowlist[0]", "CIDR form", "10.0.0.300/24"),
     ("cidr-host-bits", [("  - 10.77.0.0/24", "  - 10.77.0.5/24")],
@@ -180,7 +182,9 @@ def test_every_error_of_a_file_is_reported(tmp_path):
 @pytest.mark.parametrize("text,line,fix", [
     (edit(LAB, ("  user: operator", "  user: [operator")), 10, "correct the YAML syntax there"),
     (edit(LAB, ("  user: operator", "\tuser: operator")), 9, "indent with spaces, not tabs"),
-], ids=["unclosed-bracket", "tab-indent"])
+    (edit(LAB, ("  lpse-drc:\n    address: 10.77.2.10", "  lpse-primary:\n    address: 10.77.2.10")), 43,
+     "keep one of the two entries (rename it if both are wanted)"),
+], ids=["unclosed-bracket", "tab-indent", "duplicate-key"])
 def test_invalid_yaml_points_at_the_line(tmp_path, text, line, fix):
     path = write(tmp_path, text)
     with pytest.raises(SiteError) as exc:

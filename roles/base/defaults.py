@@ -1,6 +1,8 @@
 """Typed settings of the base role, each default with its reason."""
 
-from pydantic import BaseModel, ConfigDict, Field
+import zoneinfo
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class BaseSettings(BaseModel):
@@ -16,3 +18,11 @@ class BaseSettings(BaseModel):
     sudo_nopasswd: bool = True
     # Accounts of people who left: locked and removed from the admin group (never deleted: audit trail).
     removed_admins: list[str] = Field(default_factory=list)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        known = zoneinfo.available_timezones()
+        if known and value not in known:
+            raise ValueError(f"unknown timezone {value!r}: use an IANA name such as Asia/Jakarta (WIB), Asia/Makassar (WITA) or Asia/Jayapura (WIT)")
+        return value
