@@ -182,7 +182,7 @@ def test_every_error_of_a_file_is_reported(tmp_path):
 @pytest.mark.parametrize("text,line,fix", [
     (edit(LAB, ("  user: operator", "  user: [operator")), 10, "correct the YAML syntax there"),
     (edit(LAB, ("  user: operator", "\tuser: operator")), 9, "indent with spaces, not tabs"),
-    (edit(LAB, ("  lpse-drc:\n    address: 10.77.2.10", "  lpse-primary:\n    address: 10.77.2.10")), 43,
+    (edit(LAB, ("  lpse-drc:\n    address: 10.77.2.10", "  lpse-primary:\n    address: 10.77.2.10")), 30,
      "keep one of the two entries (rename it if both are wanted)"),
 ], ids=["unclosed-bracket", "tab-indent", "duplicate-key"])
 def test_invalid_yaml_points_at_the_line(tmp_path, text, line, fix):
