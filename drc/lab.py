@@ -102,10 +102,14 @@ def _locked(path: Path) -> Iterator[None]:
 # --- processes ---------------------------------------------------------------------------------
 
 def _start_time(pid: int) -> int | None:
+    """Start time of a live process (None when gone or a zombie); reaps our own dead children."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
     try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
         return None
+    return None if fields[0] == "Z" else int(fields[19])
 
 
 def _alive(pid: int | None, start_time: int | None) -> bool:
