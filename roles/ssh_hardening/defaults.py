@@ -6,6 +6,7 @@ from pydantic import BaseModel, ConfigDict, Field
 class SshHardeningSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    # Port sshd listens on; the firewall opens it only to ssh_allowlist (SOP RA-2).
     port: int = Field(22, ge=1, le=65535)
     # SOP RA-3: never log in as root directly.
     permit_root_login: str = "no"
@@ -18,7 +19,9 @@ class SshHardeningSettings(BaseModel):
     # Dead sessions are closed after interval x count seconds.
     client_alive_interval: int = Field(300, ge=0)
     client_alive_count_max: int = Field(3, ge=0)
+    # Sessions multiplexed over one connection (devsec default 10).
     max_sessions: int = Field(10, ge=1)
+    # Unauthenticated connections: start dropping 30% at 10, refuse all at 60 (slows floods).
     max_startups: str = "10:30:60"
     # No forwarding or tunnels: remote repair is shell work, not a network path (SOP RA-4).
     allow_tcp_forwarding: bool = False
@@ -29,6 +32,8 @@ class SshHardeningSettings(BaseModel):
     sftp_enabled: bool = True
     # VERBOSE logs the key fingerprint of each login: who did what is traceable (SOP RA-5).
     log_level: str = "VERBOSE"
+    # Algorithm lists after ssh-audit/devsec: no SHA-1, no NIST curves, no CBC. Each list keeps at
+    # least one entry that paramiko 4 (pyinfra, Fabric) supports, so siaga can still connect.
     kex_algorithms: list[str] = Field(default_factory=lambda: [
         "sntrup761x25519-sha512@openssh.com",
         "curve25519-sha256",
@@ -52,11 +57,15 @@ class SshHardeningSettings(BaseModel):
         "hmac-sha2-512",
         "hmac-sha2-256",
     ])
+    # Only ed25519 and RSA host keys are offered (HostKey lines for those two files only).
     host_key_algorithms: list[str] = Field(default_factory=lambda: [
         "ssh-ed25519",
         "rsa-sha2-512",
         "rsa-sha2-256",
     ])
+    # Diffie-Hellman group-exchange primes smaller than this are removed from /etc/ssh/moduli
+    # (devsec sshd_moduli_minimum is 2048; ssh-audit asks for 3072).
+    dh_moduli_minimum_bits: int = Field(3072, ge=2048, le=8192)
     # Groups allowed in besides the base role's admin group.
     extra_allow_groups: list[str] = Field(default_factory=list)
     # Shown before login (legal notice).
