@@ -1,0 +1,46 @@
+"""Turn a site file into pyinfra inventory groups (`primary`, `drc`).
+
+Used by the inventory files (inventory/lab.py, inventory/production.example.py). The site is
+validated first: a bad file stops pyinfra with the file, key and fix before any host is contacted.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from drc.site import SITE_ROLES, Site, SiteError, load_site
+
+HostEntry = tuple[str, dict]
+
+
+def host_data(site: Site, site_path: Path, name: str) -> dict:
+    """pyinfra host data for one host of the site (SSH connection data + where the site file is)."""
+    c = site.connection
+    data = {
+        "ssh_hostname": str(site.hosts[name].address),
+        "ssh_user": c.user,
+        "ssh_key": str(Path(c.key_file).expanduser()),
+        "ssh_port": c.port,
+        "ssh_strict_host_key_checking": "yes",
+        "_sudo": True,
+        "siaga_site_file": str(site_path),
+        "siaga_host": name,
+    }
+    if c.known_hosts_file:
+        data["ssh_known_hosts_file"] = str(Path(c.known_hosts_file).expanduser())
+    return data
+
+
+def pyinfra_groups(site_path: str | Path) -> dict[str, list[HostEntry]]:
+    """Validated site file -> {"primary": [(name, data)], "drc": [(name, data)]}.
+
+    On an invalid site file, print why to stderr and exit with status 2.
+    """
+    path = Path(site_path).expanduser().resolve()
+    try:
+        site = load_site(path)
+    except SiteError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    return {role: [(name, host_data(site, path, name)) for name in site.hosts_in(role)] for role in SITE_ROLES}
