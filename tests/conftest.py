@@ -35,7 +35,7 @@ def lab():
 def deployed(lab):
     """The site deploy applied once; its result is kept for the idempotence test."""
     result = run_deploy(lab)
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert result.ok, result.output[-6000:]
     return result
 
 

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from drc.deploy import DeployResult
+from drc.deploy import run_deploy as deploy_site
 
 
-def run_deploy(lab, deploy: str = "deploys/site.py", *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_deploy(lab, deploy: str = "deploys/site.py", *extra: str, env: dict | None = None) -> DeployResult:
     """Run pyinfra for real against the lab hosts, as an admin would."""
-    return subprocess.run(
-        [str(Path(sys.executable).parent / "pyinfra"), "-y", *extra, "inventory/lab.py", deploy],
-        cwd=REPO, capture_output=True, text=True, timeout=900,
-        env={**os.environ, "SIAGA_SITE": str(lab.site_file), **(env or {})},
-    )
+    return deploy_site(lab.site_file, deploy, *extra, env=env)
 
 
 def lab_host(lab, name: str, user: str | None = None, key=None, sudo: bool = True):
