@@ -1,0 +1,55 @@
+"""Data tier pieces that need no host: SCRAM verifiers, rendered configs, settings loading."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+
+import yaml
+
+from roles.data_settings import load_data_tier
+from roles.postgresql import render_conf, render_hba
+from roles.postgresql.defaults import PostgresqlSettings
+from roles.postgresql.operations import scram_verifier, verifier_matches
+
+
+def test_scram_verifier_matches_rfc7677_shape_and_checks_password():
+    v = scram_verifier("s3cret", salt=b"0123456789abcdef", iterations=4096)
+    assert v.startswith("SCRAM-SHA-256$4096:" + base64.b64encode(b"0123456789abcdef").decode() + "$")
+    assert verifier_matches(v, "s3cret")
+    assert not verifier_matches(v, "s3cret!")
+    assert not verifier_matches(None, "s3cret")
+    assert not verifier_matches("md5abc", "s3cret")
+    # Independent computation of StoredKey (RFC 5802): SHA256(HMAC(SaltedPassword, "Client Key"))
+    salted = hashlib.pbkdf2_hmac("sha256", b"s3cret", b"0123456789abcdef", 4096)
+    stored = hashlib.sha256(hmac.new(salted, b"Client Key", "sha256").digest()).digest()
+    assert base64.b64encode(stored).decode() in v
+
+
+def test_postgresql_conf_listens_only_locally_and_on_own_address():
+    conf = render_conf(PostgresqlSettings(), "10.10.1.10", 5432)
+    assert "listen_addresses = 'localhost,10.10.1.10'" in conf
+    assert "wal_log_hints = on" in conf
+    assert "password_encryption = 'scram-sha-256'" in conf
+
+
+def test_hba_allows_replication_only_from_peers():
+    hba = render_hba(PostgresqlSettings(), "replicator", ["10.10.2.10"])
+    lines = [line.split() for line in hba.splitlines() if line and not line.startswith("#")]
+    replication = [line for line in lines if line[1] == "replication"]
+    assert replication == [["host", "replication", "replicator", "10.10.2.10/32", "scram-sha-256"]]
+    assert not any(line[-1] in ("trust", "md5", "password") for line in lines)
+    assert not any(line[0] == "host" and line[3] not in ("127.0.0.1/32", "::1/128", "10.10.2.10/32") for line in lines)
+
+
+def test_data_tier_keys_are_read_before_site_knows_them(tmp_path):
+    example = yaml.safe_load(open("inventory/production.example.yaml"))
+    example["postgresql"] = {"database": "epns_lat"}
+    example["replication"] = {"source_site": "drc"}
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump(example))
+    tier = load_data_tier(path)
+    assert tier.postgresql.database == "epns_lat"
+    assert tier.db_source_hosts == tier.site.hosts_in("drc")
+    assert set(tier.db_standby_hosts) == set(tier.site.hosts_in("primary"))
