@@ -123,6 +123,8 @@ def base(site: Site, host_name: str) -> None:
             public_keys=[k.strip() for k in admin.ssh_keys],
             delete_keys=True,
         )
+        # An admin listed again after being in removed_admins gets their login back.
+        base_ops.unexpired_account(name=f"Admin {admin.name} not expired", user=admin.name)
     base_ops.sudoers_file(
         name=f"sudo for %{b.admin_group}, checked with visudo",
         filename=SUDOERS_NAME,

@@ -89,3 +89,19 @@ def locked_account(user: str, group: str):
         yield StringCommand("gpasswd", "--delete", QuoteString(user), QuoteString(group))
     if account["locked"] and expired and group not in account["groups"]:
         host.noop(f"{user} is locked, expired and not in {group}")
+
+
+@operation()
+def unexpired_account(user: str):
+    """
+    Clear the expiry of an account that is expired, e.g. an admin listed again after having been
+    in ``removed_admins``. Password locks are left alone: admins log in with keys.
+
+    + user: the account name
+    """
+    account = host.get_fact(Account, user=user)
+    today = int(time.time() // 86400)
+    if account and account["expire_day"] is not None and account["expire_day"] <= today:
+        yield StringCommand("usermod", "--expiredate", "''", QuoteString(user))
+    else:
+        host.noop(f"{user} is not expired")
