@@ -1,4 +1,4 @@
-"""Helpers the roles share for the files they manage: templates, diffs and validated installs.
+"""Helpers the roles share for the files they manage: diffs, validated installs, config files.
 
 pyinfra's `files.*` operations have no validate hook, so a file that a daemon reads (sshd_config,
 sudoers, the nftables ruleset) is staged beside its destination, checked by the program that reads
@@ -13,26 +13,12 @@ from collections.abc import Callable, Iterator
 from io import StringIO
 from pathlib import Path
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from pyinfra import host, logger, state
 from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, operation
 from pyinfra.facts.files import File, FileContents, Sha1File
 from pyinfra.operations.util.files import generate_color_diff
 
 MANAGED_HEADER = "Managed by siaga ({role}); local changes are overwritten by the next deploy."
-
-
-def render(role_dir: str | Path, template: str, **context) -> str:
-    """Render `templates/<template>` of a role; undefined variables are errors, not blanks."""
-    env = Environment(
-        loader=FileSystemLoader(Path(role_dir) / "templates"),
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-        autoescape=False,
-    )
-    return env.get_template(template).render(**context)
 
 
 def sha1_of(content: str) -> str:

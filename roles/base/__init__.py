@@ -14,8 +14,9 @@ from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import files, server, systemd
 
-from roles.managed_files import MANAGED_HEADER, config_file, render
+from roles.managed_files import MANAGED_HEADER, config_file
 from roles.packages import ensure_installed
+from roles.templating import render
 
 from . import operations as base_ops
 from .defaults import BaseSettings

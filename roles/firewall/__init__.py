@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING
 
 from pyinfra.api import deploy
 
-from roles.managed_files import MANAGED_HEADER, render, sha1_of
+from roles.managed_files import MANAGED_HEADER, sha1_of
 from roles.packages import ensure_installed
+from roles.templating import render
 
 from .operations import nftables_ruleset
 from .rules import inbound_rules

@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING
 
 from pyinfra.api import deploy
 
-from roles.managed_files import MANAGED_HEADER, config_file, render
+from roles.managed_files import MANAGED_HEADER, config_file
 from roles.packages import ensure_installed
+from roles.templating import render
 
 from . import operations as sshd
 from .defaults import SshHardeningSettings
