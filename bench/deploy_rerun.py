@@ -1,0 +1,61 @@
+"""How long a no-change re-run of the site deploy takes on the 2 lab hosts (goal: <= 15 s).
+
+Usage: .venv/bin/python bench/deploy_rerun.py [--runs N] [--keep]
+Raises its own lab ("bench-deploy"), converges it once with the site deploy, then times N runs of
+`pyinfra -y inventory/lab.py deploys/site.py` on primary and drc, each of which must change nothing.
+The lab is removed at the end (also on failure) unless --keep.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+
+from drc.deploy import run_deploy
+from drc.lab import Lab
+
+GOAL_S = 15.0
+LAB = "bench-deploy"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=3, help="timed no-change re-runs (default 3)")
+    ap.add_argument("--keep", action="store_true", help=f"leave the lab '{LAB}' up at the end")
+    args = ap.parse_args()
+    lab = Lab(LAB)
+    try:
+        lab.up(log=lambda _m: None)
+        converge = run_deploy(lab.site_file)
+        if not converge.ok:
+            print(converge.output[-6000:], file=sys.stderr)
+            print(f"converging deploy failed (exit {converge.returncode})", file=sys.stderr)
+            return 2
+        print(f"converge: {len(converge.changed)} operations changed something ({converge.seconds:.1f} s)")
+        times = []
+        for i in range(args.runs):
+            result = run_deploy(lab.site_file)
+            if not result.ok or result.changed:
+                print(result.output[-6000:], file=sys.stderr)
+                print(f"run {i + 1}: not a no-change run (exit {result.returncode}, changed: {result.changed})",
+                      file=sys.stderr)
+                return 2
+            times.append(result.seconds)
+            print(f"run {i + 1}: no-change re-run (2 hosts, 0 changes) {result.seconds:.1f} s")
+    finally:
+        if not args.keep:
+            lab.down(log=lambda _m: None)
+    median = statistics.median(times)
+    met = max(times) <= GOAL_S
+    print(f"no-change re-run of the site deploy: median {median:.1f} s, max {max(times):.1f} s over "
+          f"{len(times)} runs; load average {os.getloadavg()[0]:.2f} (goal <= {GOAL_S:.0f} s: "
+          f"{'met' if met else 'NOT met'})")
+    if args.keep:
+        print(f"lab '{LAB}' left up: .venv/bin/siaga --lab {LAB} lab down")
+    return 0 if met else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
