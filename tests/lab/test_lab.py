@@ -25,17 +25,18 @@ def test_admin_workstation_address_is_what_hosts_see(lab):
 
 
 def test_wan_cut_partitions_sites_but_admin_reaches_both(lab):
+    # Port 5432 passes the hosts' firewalls between sites (deployed or not): 'open' or 'refused'.
     primary_addr, drc_addr = lab.address("primary"), lab.address("drc")
-    assert tcp_from(lab, "primary", drc_addr, 22) != "timeout"
+    assert tcp_from(lab, "primary", drc_addr, 5432) != "timeout"
     lab.set_wan(cut=True)
     try:
-        assert tcp_from(lab, "primary", drc_addr, 22) == "timeout"
-        assert tcp_from(lab, "drc", primary_addr, 22) == "timeout"
+        assert tcp_from(lab, "primary", drc_addr, 5432) == "timeout"
+        assert tcp_from(lab, "drc", primary_addr, 5432) == "timeout"
         for name in ("primary", "drc"):
             assert subprocess.run(lab.ssh_cmd(name) + ["true"], timeout=20).returncode == 0
     finally:
         lab.set_wan(cut=False)
-    assert tcp_from(lab, "primary", drc_addr, 22) != "timeout"
+    assert tcp_from(lab, "primary", drc_addr, 5432) != "timeout"
 
 
 def test_hosts_reach_nothing_outside_the_lab_but_the_mirror(lab):

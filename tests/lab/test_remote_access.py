@@ -144,7 +144,6 @@ def test_dropped_packets_are_counted_for_the_log(lab, deployed):
 
 
 def test_second_deploy_changes_nothing(lab, deployed):
-    assert deployed.changed, "the first deploy on fresh hosts must change something"
     again = run_deploy(lab)
     assert again.ok, again.output[-4000:]
     assert again.changed == []

@@ -1,0 +1,79 @@
+"""`make demo`: raise the lab, deploy everything, prove it, and print what was verified.
+
+Steps: lab up → site deploy → the same deploy again (must change nothing) → the lab checks
+(tests/lab, run against this lab, which stays up) → a summary table.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from drc import lab as labmod
+from drc.deploy import REPO, run_deploy
+
+console = Console()
+
+
+def _verified(junit: Path) -> list[tuple[str, str]]:
+    rows = []
+    for case in ET.parse(junit).getroot().iter("testcase"):
+        name = case.get("name", "").removeprefix("test_").replace("_", " ")
+        area = case.get("classname", "").rsplit(".", 1)[-1].removeprefix("test_").replace("_", " ")
+        failed = case.find("failure") is not None or case.find("error") is not None
+        skipped = case.find("skipped") is not None
+        rows.append((f"{area}: {name}", "[red]FAILED[/red]" if failed else "skipped" if skipped else "[green]ok[/green]"))
+    return rows
+
+
+def main() -> int:
+    the_lab = labmod.Lab(labmod.default_name())
+    console.rule(f"1. lab '{the_lab.name}' up")
+    the_lab.up(log=console.print)
+    labmod.print_status(the_lab, console)
+
+    console.rule("2. site deploy (base, ssh_hardening, firewall)")
+    first = run_deploy(the_lab.site_file)
+    if not first.ok:
+        console.print(first.output[-6000:])
+        console.print("[red]deploy failed[/red]")
+        return 1
+    console.print(f"{len(first.changed)} operations changed something ({first.seconds:.1f} s)")
+
+    console.rule("3. the same deploy again: must change nothing")
+    second = run_deploy(the_lab.site_file)
+    idempotent = second.ok and not second.changed
+    console.print(f"{len(second.changed)} operations changed ({second.seconds:.1f} s): "
+                  + ("[green]idempotent[/green]" if idempotent else f"[red]NOT idempotent: {second.changed}[/red]"))
+
+    console.rule("4. lab checks (tests/lab against this lab)")
+    with tempfile.TemporaryDirectory() as tmp:
+        junit = Path(tmp) / "junit.xml"
+        env = {"SIAGA_TEST_LAB": the_lab.name, "SIAGA_TEST_KEEP_LAB": "1"}
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}", "tests/lab"],
+            cwd=REPO, env={**os.environ, **env},
+        )
+        rows = _verified(junit) if junit.exists() else []
+
+    table = Table(title=f"verified on lab '{the_lab.name}' (hosts stay up; `make lab-down` removes them)")
+    table.add_column("check")
+    table.add_column("result")
+    table.add_row("deploy converges the hosts", f"[green]ok[/green] ({len(first.changed)} changes)")
+    table.add_row("second deploy changes nothing", "[green]ok[/green]" if idempotent else "[red]FAILED[/red]")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    console.print(f"site file: {the_lab.site_file}\nplan per host: .venv/bin/siaga check {the_lab.site_file}")
+    return 0 if idempotent and proc.returncode == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
