@@ -12,6 +12,7 @@ from pyinfra.api.exceptions import DeployError
 
 from roles.data_settings import load_data_tier
 from roles.postgresql import postgresql
+from roles.spse_app import spse_app
 
 if not host.data.get("siaga_site_file"):
     raise DeployError(f"{host.name}: no siaga_site_file in the host data; use an inventory from inventory/ (drc.inventory)")
@@ -24,3 +25,4 @@ is_source = host_name in tier.db_source_hosts
 
 postgresql(site, host_name, tier.postgresql, is_source=is_source, replication_user=tier.replication.user,
            app_os_users=[tier.spse_app.user])
+spse_app(site, host_name, tier.spse_app, tier.postgresql, is_db_source=is_source)
