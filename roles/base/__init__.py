@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
-from pyinfra.operations import files, server, systemd
+from pyinfra.facts.server import EtcHosts
+from pyinfra.operations import server, systemd
 
 from roles.managed_files import MANAGED_HEADER, config_file
 from roles.packages import ensure_installed
@@ -84,12 +85,11 @@ def base(site: Site, host_name: str) -> None:
     ensure_installed(["sudo", "tzdata", "systemd-timesyncd"], "base")
 
     # Identity: the host's name in the site file, resolvable locally (sudo looks it up).
-    files.line(
-        name="/etc/hosts resolves the hostname",
-        path="/etc/hosts",
-        line=r"^127\.0\.1\.1\s",
-        replace=f"127.0.1.1\t{host_name}",
-    )
+    etc_hosts = host.get_fact(EtcHosts)
+    for ip, names in (("127.0.0.1", ["localhost"]), ("::1", ["localhost", "ip6-localhost", "ip6-loopback"])):
+        if ip not in etc_hosts:  # only added where missing (e.g. a bare debootstrap image)
+            server.etc_hosts(name=f"/etc/hosts has {ip} localhost", ip=ip, hostnames=names)
+    server.etc_hosts(name="/etc/hosts resolves the hostname", ip="127.0.1.1", hostnames=[host_name])
     server.hostname(name="Hostname as in the site file", hostname=host_name)
 
     base_ops.timezone(name=f"Timezone {b.timezone}", timezone=b.timezone)
