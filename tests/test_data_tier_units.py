@@ -53,3 +53,54 @@ def test_data_tier_keys_are_read_before_site_knows_them(tmp_path):
     assert tier.postgresql.database == "epns_lat"
     assert tier.db_source_hosts == tier.site.hosts_in("drc")
     assert set(tier.db_standby_hosts) == set(tier.site.hosts_in("primary"))
+
+
+def _node(**kw):
+    base = {"installed": True, "data_dir_present": True, "running": True, "in_recovery": False,
+            "system_identifier": "111", "timeline": 1, "cluster_state": "in production",
+            "user_databases": [], "receiver": None}
+    return {**base, **kw}
+
+
+def _tier(tmp_path, source_site="primary"):
+    example = yaml.safe_load(open("inventory/production.example.yaml"))
+    example["replication"] = {"source_site": source_site}
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump(example))
+    return load_data_tier(path)
+
+
+def test_preflight_refuses_a_standby_labelled_primary_and_a_primary_labelled_standby(tmp_path):
+    from roles.replication import already_standby, preflight_problems
+
+    tier = _tier(tmp_path)
+    (src,), standbys = tier.db_source_hosts, tier.db_standby_hosts
+    fresh = {src: _node(user_databases=["epns_prod"]), **{s: _node(system_identifier="222") for s in standbys}}
+    assert preflight_problems(tier, fresh) == []  # a fresh DRC cluster (no databases) may be rebuilt
+    assert not already_standby(tier, fresh, standbys[0])
+
+    following = {src: _node(), **{s: _node(in_recovery=True) for s in standbys}}
+    assert preflight_problems(tier, following) == []
+    assert already_standby(tier, following, standbys[0])
+
+    promoted = {src: _node(), **{s: _node(system_identifier="111", user_databases=["epns_prod"]) for s in standbys}}
+    assert any("never wipes a primary" in p for p in preflight_problems(tier, promoted))
+
+    demoted = {src: _node(in_recovery=True), **{s: _node(in_recovery=True) for s in standbys}}
+    assert any("is a standby" in p for p in preflight_problems(tier, demoted))
+
+    foreign = {src: _node(), **{s: _node(in_recovery=True, system_identifier="999") for s in standbys}}
+    assert any("another database system" in p for p in preflight_problems(tier, foreign))
+
+
+def test_replication_password_is_generated_once_0600_and_never_in_the_repo(tmp_path):
+    import os
+    import stat
+
+    from roles.workstation_secrets import ensure_password, secrets_dir
+
+    d = secrets_dir("lab", tmp_path / "secrets")
+    first = ensure_password(d, "replication.password")
+    assert ensure_password(d, "replication.password") == first and len(first) >= 32
+    assert stat.S_IMODE(os.stat(d / "replication.password").st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(d).st_mode) == 0o700
