@@ -53,6 +53,18 @@ def fix_ownership(path: str, mode: int, user: str = "root", group: str = "root")
         yield StringCommand("chmod", f"{mode:o}", QuoteString(path))
 
 
+def content_is_current(path: str, content: str, mode: int, user: str = "root", group: str = "root"):
+    """Generator: if `path` already has `content`, yield only owner/mode fixes (or log a no-op)
+    and return True; otherwise yield nothing and return False. Use `if (yield from ...): return`."""
+    if not is_current(path, content):
+        return False
+    commands = list(fix_ownership(path, mode, user, group))
+    if not commands:
+        host.noop(f"{path} is up to date")
+    yield from commands
+    return True
+
+
 def upload(content: str, dest: str, mode: int, user: str = "root", group: str = "root") -> Iterator:
     """Upload `content` to `dest` with the given owner and mode (no check, no diff)."""
     yield FileUploadCommand(StringIO(content), dest, remote_temp_filename=host.get_temp_filename(dest))
@@ -99,11 +111,7 @@ def config_file(dest: str, content: str, mode: int = 0o644, restart: str | None 
     + mode: permission bits, e.g. ``0o644``
     + restart: systemd unit to restart after a change
     """
-    if is_current(dest, content):
-        commands = list(fix_ownership(dest, mode))
-        if not commands:
-            host.noop(f"{dest} is up to date")
-        yield from commands
+    if (yield from content_is_current(dest, content, mode)):
         return
     log_diff(dest, content)
     yield StringCommand("mkdir", "-p", QuoteString(str(Path(dest).parent)))

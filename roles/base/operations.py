@@ -8,7 +8,7 @@ from pyinfra import host
 from pyinfra.api import QuoteString, StringCommand, operation
 from pyinfra.facts.files import FileContents, Link
 
-from roles.managed_files import fix_ownership, is_current, log_diff, upload, validated_install
+from roles.managed_files import content_is_current, log_diff, upload, validated_install
 
 from .facts import Account
 
@@ -51,11 +51,7 @@ def sudoers_file(filename: str, content: str):
     if "." in filename or "/" in filename:
         raise ValueError(f"sudoers drop-in name {filename!r} must not contain '.' or '/'")
     path = f"/etc/sudoers.d/{filename}"
-    if is_current(path, content):
-        commands = list(fix_ownership(path, 0o440))
-        if not commands:
-            host.noop(f"{path} is up to date")
-        yield from commands
+    if (yield from content_is_current(path, content, 0o440)):
         return
     log_diff(path, content)
     yield from validated_install(

@@ -7,7 +7,7 @@ from pyinfra import host
 from pyinfra.api import QuoteString, StringCommand, operation
 from pyinfra.facts.files import File
 
-from roles.managed_files import fix_ownership, is_current, log_diff, validated_install
+from roles.managed_files import content_is_current, log_diff, validated_install
 
 from .facts import WeakDhModuli
 
@@ -26,11 +26,7 @@ def sshd_config(content: str, path: str = "/etc/ssh/sshd_config", service: str =
     The new text is staged beside ``path`` and tested with ``sshd -t -f``; a rejected config is
     removed, the live file is left as it was, sshd is not reloaded and the operation fails.
     """
-    if is_current(path, content):
-        commands = list(fix_ownership(path, 0o600))
-        if not commands:
-            host.noop(f"{path} is up to date")
-        yield from commands
+    if (yield from content_is_current(path, content, 0o600)):
         return
 
     log_diff(path, content)
