@@ -147,6 +147,8 @@ def test_second_deploy_changes_nothing(lab, deployed):
     again = run_deploy(lab)
     assert again.ok, again.output[-4000:]
     assert again.changed == []
+    preview = run_deploy(lab, "deploys/site.py", "--dry", "--diff")
+    assert preview.ok and preview.changed == [], preview.output[-4000:]
 
 
 # --- disruptive, self-restoring --------------------------------------------------------------
