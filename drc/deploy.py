@@ -26,27 +26,37 @@ class DeployResult:
 
     @property
     def changed(self) -> list[str]:
-        """Operations that changed something on at least one host (pyinfra's 'Success' column)."""
+        """Operations that changed (or, with --dry, would change) something on at least one host."""
         out = []
-        in_results = False
+        section = None
         for line in self.output.splitlines():
-            if line.startswith("--> Results"):
-                in_results = True
-            elif in_results and line.startswith("-->"):
+            if line.startswith("--> Results") or line.startswith("--> Detected changes"):
+                section = line
+            elif section and line.startswith("-->"):
                 break
-            elif in_results:
+            elif section and "Results" in section:
+                # Operation | Hosts | Success (= changed) | Error | No Change
                 m = re.match(r"^\s+(.+?)\s{2,}(\d+)\s+(\d+|-)\s+(\d+|-)\s+(\d+|-)\s*$", line)
                 if m and m.group(3) != "-" and not m.group(1).startswith("Grand total"):
+                    out.append(m.group(1))
+            elif section:
+                # Operation | Change | Conditional Change
+                m = re.match(r"^\s+(.+?)\s{2,}(\d+ \(.*?\)|-)\s{2,}(\d+ \(.*?\)|-)\s*$", line)
+                if m and (m.group(2) != "-" or m.group(3) != "-"):
                     out.append(m.group(1))
         return out
 
 
 def run_deploy(site_file: str | Path, deploy: str = "deploys/site.py", *extra: str,
                inventory: str = "inventory/lab.py", env: dict | None = None, timeout: float = 1200) -> DeployResult:
-    """`pyinfra -y INVENTORY DEPLOY` for the given site file; output captured, not printed."""
+    """`pyinfra -y INVENTORY DEPLOY` for the given site file; output captured, not printed.
+
+    With --dry, -y is left out so that pyinfra prints the changes it detects.
+    """
     start = time.monotonic()
+    yes = [] if "--dry" in extra else ["-y"]
     proc = subprocess.run(
-        [str(PYINFRA), "-y", *extra, inventory, deploy],
+        [str(PYINFRA), *yes, *extra, inventory, deploy],
         cwd=REPO, capture_output=True, text=True, timeout=timeout,
         env={**os.environ, "SIAGA_SITE": str(site_file), **(env or {})},
     )
