@@ -17,6 +17,10 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, IPvAnyAddress
 
 from roles.base.defaults import BaseSettings
 from roles.firewall.defaults import FirewallSettings
+from roles.postgresql.defaults import PostgresqlSettings
+from roles.replication.defaults import ReplicationSettings
+from roles.spse_app.defaults import SpseAppSettings
+from roles.uploads_sync.defaults import UploadsSyncSettings
 from roles.ssh_hardening.defaults import SshHardeningSettings
 
 SITE_ROLES = ("primary", "drc")
@@ -102,6 +106,10 @@ class Site(Strict):
     base: BaseSettings = Field(default_factory=BaseSettings)
     ssh_hardening: SshHardeningSettings = Field(default_factory=SshHardeningSettings)
     firewall: FirewallSettings = Field(default_factory=FirewallSettings)
+    postgresql: PostgresqlSettings = Field(default_factory=PostgresqlSettings)
+    spse_app: SpseAppSettings = Field(default_factory=SpseAppSettings)
+    replication: ReplicationSettings = Field(default_factory=ReplicationSettings)
+    uploads_sync: UploadsSyncSettings = Field(default_factory=UploadsSyncSettings)
 
     @model_validator(mode="after")
     def _consistent(self) -> Site:
