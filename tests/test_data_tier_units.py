@@ -6,8 +6,10 @@ import base64
 import hashlib
 import hmac
 
+import pytest
 import yaml
 
+from drc.site import SiteError
 from roles.data_settings import load_data_tier
 from roles.postgresql import render_conf, render_hba
 from roles.postgresql.defaults import PostgresqlSettings
@@ -43,7 +45,7 @@ def test_hba_allows_replication_only_from_peers():
     assert not any(line[0] == "host" and line[3] not in ("127.0.0.1/32", "::1/128", "10.10.2.10/32") for line in lines)
 
 
-def test_data_tier_keys_are_read_before_site_knows_them(tmp_path):
+def test_data_tier_keys_are_read_from_the_site_file(tmp_path):
     example = yaml.safe_load(open("inventory/production.example.yaml"))
     example["postgresql"] = {"database": "epns_lat"}
     example["replication"] = {"source_site": "drc"}
@@ -53,6 +55,10 @@ def test_data_tier_keys_are_read_before_site_knows_them(tmp_path):
     assert tier.postgresql.database == "epns_lat"
     assert tier.db_source_hosts == tier.site.hosts_in("drc")
     assert set(tier.db_standby_hosts) == set(tier.site.hosts_in("primary"))
+    example["postgresql"] = {"databse": "epns_lat"}
+    path.write_text(yaml.safe_dump(example))
+    with pytest.raises(SiteError, match="key 'postgresql.databse': unknown key"):
+        load_data_tier(path)
 
 
 def _node(**kw):
