@@ -9,7 +9,18 @@ from drc.site import Site, load_site
 from roles.firewall.rules import InboundRule, inbound_rules
 
 # The roles `deploys/site.py` applies to every host, in order.
-ROLES = ("base", "ssh_hardening", "firewall")
+ROLES = ("base", "ssh_hardening", "firewall", "postgresql", "spse_app", "replication")
+
+
+def _roles_of(site: Site, host: str) -> str:
+    """The roles, with what the data tier will make of this host (as the site file says)."""
+    source = host in site.hosts_in(site.replication.source_site)
+    notes = {
+        "postgresql": "database source" if source else "hot standby",
+        "spse_app": "running" if site.site_of[host] == site.active_site else "installed, stopped",
+        "replication": "sends WAL" if source else f"streams from {site.replication.source_site}",
+    }
+    return "\n".join(f"{r} ({notes[r]})" if r in notes else r for r in ROLES)
 
 
 def _sources(rule: InboundRule) -> str:
@@ -42,7 +53,7 @@ def _hosts(site: Site) -> Table:
     for name, role in site.site_of.items():
         label = site.sites[role].label
         where = role + (" (active)" if role == site.active_site else "") + (f"\n{label}" if label else "")
-        t.add_row(name, where, str(site.hosts[name].address), "\n".join(ROLES), admins, site.base.timezone)
+        t.add_row(name, where, str(site.hosts[name].address), _roles_of(site, name), admins, site.base.timezone)
     return t
 
 
