@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 from rich.console import Console
 
 from drc.site import SiteError
+
+# Modules that add a command: each defines register(subparsers) and sets func on its parser.
+COMMAND_MODULES: tuple[str, ...] = ()
 
 console = Console()
 err_console = Console(stderr=True)
@@ -70,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate a site file and print the plan per host, touching nothing")
     check.add_argument("site", nargs="?", help="site YAML file (default: the lab's)")
     check.set_defaults(func=cmd_check)
+
+    # Each further command lives in its own module with `register(subparsers)`.
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(sub)
     return p
 
 
