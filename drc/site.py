@@ -10,7 +10,7 @@ import ipaddress
 import re
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, IPvAnyAddress, IPvAnyNetwork, ValidationError, field_validator, model_validator
@@ -91,6 +91,46 @@ class Host(Strict):
     address: IPvAnyAddress
 
 
+UNIT_RE = re.compile(r"^[A-Za-z0-9@._:-]+\.(service|socket|timer|mount|path|target)$")
+
+
+class Component(Strict):
+    """A service component and its criticality (SOP EM-5: *tingkat kebutuhan*), and how
+    `siaga status` checks it: from the hosts named by `run_on` ('active' = the hosts of the
+    active site, 'all', a site name or a host name), as `kind`:
+    tcp (`target` = host:port connects), http (`target` = URL answers 2xx/3xx, certificate not
+    verified) or systemd (`target` = unit is active). SOP IN-4 (software and services watched)."""
+
+    name: str = Field(min_length=1)
+    criticality: Literal["Tinggi", "Sedang"]
+    kind: Literal["tcp", "http", "systemd"]
+    target: str = Field(min_length=1)
+    run_on: str = "active"
+
+    @model_validator(mode="after")
+    def _target_fits_kind(self) -> Component:
+        t = self.target
+        if self.kind == "tcp":
+            host, _, port = t.rpartition(":")
+            if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+                raise SiteRuleError("", f"tcp target '{t}' is not host:port", "write e.g. 127.0.0.1:5432 or [::1]:443")
+        elif self.kind == "http" and not re.match(r"^https?://[^/\s]+", t):
+            raise SiteRuleError("", f"http target '{t}' is not an http(s) URL", "write e.g. https://127.0.0.1/eproc4/")
+        elif self.kind == "systemd" and not UNIT_RE.match(t):
+            raise SiteRuleError("", f"systemd target '{t}' is not a unit name", "write the unit with its suffix, e.g. spse.service")
+        return self
+
+
+class StatusThresholds(Strict):
+    """When `siaga status` says the DRC is not up to date (exit 1): SOP EM-3 (make sure DRC data
+    is up to date) for cron and CI."""
+
+    # Database WAL the standby has not replayed yet.
+    max_lag_bytes: int = Field(1024 * 1024, ge=0)
+    # Seconds the standby's database, or its uploads, are behind primary.
+    max_lag_seconds: float = Field(60, gt=0)
+
+
 class Site(Strict):
     site: str = Field(pattern=NAME_RE)
     # Which site serves users now; the firewall opens the web ports there. Runbooks change it.
@@ -110,12 +150,18 @@ class Site(Strict):
     spse_app: SpseAppSettings = Field(default_factory=SpseAppSettings)
     replication: ReplicationSettings = Field(default_factory=ReplicationSettings)
     uploads_sync: UploadsSyncSettings = Field(default_factory=UploadsSyncSettings)
+    # SOP EM-5: what `siaga status` checks, with its criticality. Unset: default_components().
+    components: list[Component] = Field(default_factory=list)
+    status: StatusThresholds = Field(default_factory=StatusThresholds)
 
     @model_validator(mode="after")
     def _consistent(self) -> Site:
         _check_sites(self)
         _check_admins(self)
         _check_allowlist(self)
+        if "components" not in self.model_fields_set:
+            self.components = default_components(self)
+        _check_components(self)
         return self
 
     @cached_property
@@ -130,6 +176,38 @@ class Site(Strict):
         """Addresses of the hosts at the other site (replication peers)."""
         mine = self.site_of[host_name]
         return [str(self.hosts[h].address) for h, role in self.site_of.items() if role != mine]
+
+    def hosts_for(self, run_on: str) -> list[str]:
+        """The hosts a component's `run_on` names: 'active', 'all', a site or a host."""
+        if run_on == "all":
+            return list(self.site_of)
+        if run_on == "active":
+            return self.hosts_in(self.active_site)
+        if run_on in SITE_ROLES:
+            return self.hosts_in(run_on)
+        return [run_on] if run_on in self.hosts else []
+
+
+def default_components(s: Site) -> list[Component]:
+    """SOP EM-5's components this site runs, named by its own settings (also the lab's list).
+    Tinggi: the main server (application, database, web server), the main internet link, and
+    the database replication the DRC depends on (SOP EM-3). The Sedang ones (training, helpdesk,
+    vendor registration, bidding room, PC facilities) differ per LPSE: list them in the site file
+    (`components:` replaces this whole list)."""
+    port, app = s.firewall.postgresql_port, s.spse_app
+    out = [
+        Component(name="Server utama: aplikasi SPSE", criticality="Tinggi", kind="systemd", target=app.unit),
+        Component(name="Server utama: database PostgreSQL", criticality="Tinggi", kind="tcp", target=f"127.0.0.1:{port}", run_on="all"),
+        Component(name="Web server Apache (HTTPS)", criticality="Tinggi", kind="http", target=f"https://127.0.0.1{app.context_path}/"),
+        # The main internet link, seen from each server: Debian's mirror, where security updates come from.
+        Component(name="Jaringan internet utama", criticality="Tinggi", kind="tcp", target="deb.debian.org:443", run_on="all"),
+    ]
+    source = s.replication.source_site
+    for host in s.hosts_in(source)[:1]:
+        standby_site = next(r for r in SITE_ROLES if r != source)
+        out.append(Component(name=f"Replikasi database ke {standby_site.upper()}", criticality="Tinggi", kind="tcp",
+                             target=f"{s.hosts[host].address}:{port}", run_on=standby_site))
+    return out
 
 
 def _check_sites(s: Site) -> None:
@@ -194,6 +272,28 @@ def _check_allowlist(s: Site) -> None:
     for i, net in enumerate(s.ssh_allowlist):
         if net.prefixlen == 0:
             raise SiteRuleError(f"ssh_allowlist[{i}]", f"{net} allows the whole internet (SOP RA-2)", "list the office network and permitted addresses only")
+
+
+def _check_components(s: Site) -> None:
+    names = [c.name for c in s.components]
+    for i, c in enumerate(s.components):
+        if names.index(c.name) != i:
+            raise SiteRuleError(f"components[{i}].name", f"component '{c.name}' is listed twice", "give each component its own name")
+        if not s.hosts_for(c.run_on):
+            raise SiteRuleError(f"components[{i}].run_on", f"'{c.run_on}' names no host",
+                                "use 'active', 'all', a site (primary, drc) or a host name from hosts")
+
+
+def _check_uploads_sync(s: Site) -> None:
+    """sshd gives members of the sync group rrsync only: an admin there would lose the shell."""
+    u = s.uploads_sync
+    if u.group == s.base.admin_group or u.group in s.ssh_hardening.extra_allow_groups:
+        raise SiteRuleError("uploads_sync.group", f"'{u.group}' is also a login group of people; its members get rrsync only",
+                            "give the uploads sync its own group, e.g. 'siaga-sync'")
+    account = u.account or s.spse_app.user
+    if account in {a.name for a in s.admins}:
+        raise SiteRuleError("uploads_sync.account", f"'{account}' is an admin; the sync account gets rrsync only (SOP RA-3)",
+                            "use the application's account (leave it unset) or a dedicated one")
 
 
 def _inside(inner: ipaddress._BaseNetwork, outer: ipaddress._BaseNetwork) -> bool:

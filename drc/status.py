@@ -1,0 +1,401 @@
+"""`siaga status [SITE]`: is the DRC up to date, and who is primary? Read from the hosts themselves.
+
+Per host: role (primary / standby / unknown, from PostgreSQL's pg_is_in_recovery, never from the
+site file), application health, database replication lag (bytes and seconds), WAL receiver state,
+uploads lag (seconds and files missing on the DRC) and the service components of SOP EM-5 with
+their criticality. Exit 0 when there is exactly one primary, every other host is its standby and
+each standby is within `status.max_lag_bytes` / `status.max_lag_seconds` of it; 1 otherwise (so
+cron and CI can use it); 2 for a bad site file. SOP EM-3 ("make sure DRC data is up to date"),
+EM-5, IN-4.
+
+Hosts are queried in parallel over SSH (Fabric) with the site's connection data and strict host
+key checking; each host has a deadline, so an unreachable one is "unknown", never a hang.
+The probe that runs on each host is drc/status_probe.py (read-only); `evaluate()` below decides,
+on what the probes returned, without touching any host (unit-tested on recorded data).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import fnmatch
+import json
+import shlex
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from drc.site import Site, load_site
+
+CONNECT_TIMEOUT_S = 5.0
+# Listing a large uploads tree (find) is the slowest part of a probe.
+PROBE_TIMEOUT_S = 60.0
+# rsync keeps mtimes; a copy within this of the source's mtime (and the same size) is current.
+MTIME_SLACK_S = 1.0
+PROBE_SOURCE = Path(__file__).with_name("status_probe.py")
+
+Probe = dict[str, Any]
+
+
+# --- probing the hosts (Fabric) --------------------------------------------------------------
+
+def _probe_args(site: Site, host: str, timeout: float) -> dict:
+    app = site.spse_app
+    return {
+        "timeout": timeout,
+        "listing_timeout": PROBE_TIMEOUT_S,
+        "pg_port": site.firewall.postgresql_port,
+        "health_url": f"http://127.0.0.1:{app.listen_port}{app.context_path}/health",
+        "uploads_dir": app.uploads_dir,
+        "components": [{"name": c.name, "kind": c.kind, "target": c.target}
+                       for c in site.components if host in site.hosts_for(c.run_on)],
+    }
+
+
+def _connection(site: Site, host: str, timeout: float):
+    from fabric import Config, Connection
+    from paramiko import RejectPolicy
+
+    c = site.connection
+    conn = Connection(
+        host=str(site.hosts[host].address), user=c.user, port=c.port, connect_timeout=int(max(1, timeout)),
+        config=Config(overrides={"load_ssh_configs": False}),
+        connect_kwargs={"key_filename": str(c.key_file), "allow_agent": False, "look_for_keys": False,
+                        "banner_timeout": timeout, "auth_timeout": timeout},
+    )
+    # Fabric trusts unknown host keys by default; a status read must not talk to a spoofed server.
+    conn.client.set_missing_host_key_policy(RejectPolicy())
+    if c.known_hosts_file:
+        conn.client.load_host_keys(str(c.known_hosts_file))
+    else:
+        conn.client.load_system_host_keys()
+    return conn
+
+
+def probe_host(site: Site, host: str, timeout: float = CONNECT_TIMEOUT_S) -> Probe:
+    """What one host says about itself, or {"reachable": False, "error": ...}."""
+    args = json.dumps(_probe_args(site, host, timeout))
+    cmd = f"python3 -c {shlex.quote(PROBE_SOURCE.read_text())} {shlex.quote(args)}"
+    try:
+        with _connection(site, host, timeout) as conn:
+            result = conn.run(cmd, hide=True, warn=True, in_stream=False, timeout=PROBE_TIMEOUT_S + 4 * timeout)
+    except Exception as exc:  # noqa: BLE001 (any failure to reach a host makes it unknown, with why)
+        return {"reachable": False, "error": _why(exc)}
+    if result.exited != 0:
+        return {"reachable": True, "error": f"probe failed ({result.exited}): {result.stderr.strip()[-300:]}"}
+    try:
+        return {"reachable": True, "error": None, **json.loads(result.stdout)}
+    except ValueError:
+        return {"reachable": True, "error": f"probe said: {result.stdout.strip()[:300]!r}"}
+
+
+def _why(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"[:300]
+
+
+def probe_all(site: Site, timeout: float = CONNECT_TIMEOUT_S) -> dict[str, Probe]:
+    """Every host in parallel; a host that has not answered by the deadline is unreachable.
+    Daemon threads: one stuck in the network never keeps the command from exiting."""
+    results: dict[str, Probe] = {}
+    lock = threading.Lock()
+
+    def work(name: str) -> None:
+        probe = probe_host(site, name, timeout)
+        with lock:
+            results[name] = probe
+
+    threads = [threading.Thread(target=work, args=(name,), daemon=True, name=f"status-{name}") for name in site.site_of]
+    for t in threads:
+        t.start()
+    deadline_s = PROBE_TIMEOUT_S + 6 * timeout
+    end = time.monotonic() + deadline_s
+    for t in threads:
+        t.join(max(0.0, end - time.monotonic()))
+    with lock:
+        return {name: results.get(name, {"reachable": False, "error": f"no answer within {deadline_s:.0f} s"})
+                for name in site.site_of}
+
+
+# --- evaluation (no host touched) ------------------------------------------------------------
+
+def parse_lsn(lsn: str | None) -> int | None:
+    """'16/B374D848' -> byte position in the WAL."""
+    if not lsn:
+        return None
+    hi, _, lo = lsn.partition("/")
+    try:
+        return (int(hi, 16) << 32) + int(lo, 16)
+    except ValueError:
+        return None
+
+
+def role_of(probe: Probe) -> str:
+    """primary / standby from PostgreSQL itself; unknown when it could not be asked."""
+    pg = probe.get("pg") or {}
+    if not probe.get("reachable") or "error" in pg:
+        return "unknown"
+    return {False: "primary", True: "standby"}.get(pg.get("in_recovery"), "unknown")
+
+
+def replay_delay_s(lag_bytes: int | None, pg: dict) -> float | None:
+    """How many seconds the standby's data is behind, robustly.
+
+    No WAL left to replay means no delay: pg_last_xact_replay_timestamp() only moves when a
+    transaction is replayed, so on a quiet database it grows forever and says nothing. With WAL
+    left, the delay is at most the age of the last replayed transaction, and, when the receiver
+    has replayed all it received, at most the time since it last heard from the primary (what
+    was written before that was received, so the oldest unreplayed change is newer). The
+    smaller of the two bounds is reported; None when neither is known.
+    """
+    if lag_bytes is None:
+        return None
+    if lag_bytes <= 0:
+        return 0.0
+    bounds = [pg["replay_age_s"]] if pg.get("replay_age_s") is not None else []
+    contact = pg.get("receiver_contact_age_s")
+    if contact is not None and pg.get("receive_lsn") and pg.get("receive_lsn") == pg.get("replay_lsn"):
+        bounds.append(contact)
+    return max(0.0, min(bounds)) if bounds else None
+
+
+def _excluded(path: str, patterns: list[str]) -> bool:
+    """rsync-like: a pattern without '/' matches any path component, one with '/' the whole path."""
+    parts = path.split("/")
+    return any(fnmatch.fnmatch(path, p) if "/" in p else any(fnmatch.fnmatch(part, p) for part in parts)
+               for p in patterns)
+
+
+def uploads_lag(source: dict, target: dict, source_now: float, exclude: list[str]) -> dict:
+    """Compare two listings ({"files": [[path, size, mtime]]}): files on the source missing on the
+    target or older/different there, and how long the oldest of them has been waiting (seconds, on
+    the source's clock). The oldest, not the newest: a fresh upload must not hide an old gap."""
+    have = {p: (size, mtime) for p, size, mtime in target["files"] if not _excluded(p, exclude)}
+    missing = outdated = 0
+    oldest: float | None = None
+    source_paths = set()
+    for path, size, mtime in source["files"]:
+        if _excluded(path, exclude):
+            continue
+        source_paths.add(path)
+        copy = have.get(path)
+        if copy is None:
+            missing += 1
+        elif copy[0] != size or copy[1] + MTIME_SLACK_S < mtime:
+            outdated += 1
+        else:
+            continue
+        oldest = mtime if oldest is None else min(oldest, mtime)
+    return {
+        "files": len(source_paths),
+        "missing": missing,
+        "outdated": outdated,
+        "extra": len(set(have) - source_paths),
+        "lag_seconds": 0.0 if oldest is None else round(max(0.0, source_now - oldest), 3),
+    }
+
+
+def _fmt_bytes(n: int | float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def evaluate(site: Site, probes: dict[str, Probe], now: datetime.datetime | None = None) -> dict:
+    """The report (JSON-ready) and its verdict, from what each host said. Touches no host."""
+    th = site.status
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    hosts: dict[str, dict] = {}
+    for name, site_role in site.site_of.items():
+        p = probes.get(name) or {"reachable": False, "error": "not probed"}
+        pg = p.get("pg") or {}
+        health = p.get("health") or {}
+        role = role_of(p)
+        comps = []
+        for c in site.components:
+            if name in site.hosts_for(c.run_on):
+                seen = (p.get("components") or {}).get(c.name) or {}
+                comps.append({"name": c.name, "criticality": c.criticality, "kind": c.kind, "target": c.target,
+                              "state": seen.get("state", "unknown"), "detail": seen.get("detail", "")})
+        receiver = None
+        if pg.get("receiver_status") or role == "standby":
+            receiver = {"status": pg.get("receiver_status") or "none", "sender_host": pg.get("sender_host"),
+                        "last_contact_s": pg.get("receiver_contact_age_s")}
+        hosts[name] = {
+            "site": site_role,
+            "address": str(site.hosts[name].address),
+            "reachable": bool(p.get("reachable")),
+            "error": p.get("error") or pg.get("error"),
+            "role": role,
+            "app": health.get("status", "unknown") if p.get("reachable") and not p.get("error") else "unknown",
+            "database": {
+                "current_lsn": pg.get("current_lsn"),
+                "receive_lsn": pg.get("receive_lsn"),
+                "replay_lsn": pg.get("replay_lsn"),
+                "lag_bytes": None,
+                "lag_seconds": None,
+                "receiver": receiver,
+            },
+            "uploads": {"files": len(p["uploads"]["files"]) if "files" in (p.get("uploads") or {}) else None,
+                        "error": (p.get("uploads") or {}).get("error"),
+                        "missing": None, "outdated": None, "extra": None, "lag_seconds": None},
+            "components": comps,
+        }
+
+    primaries = [h for h, d in hosts.items() if d["role"] == "primary"]
+    standbys = [h for h, d in hosts.items() if d["role"] == "standby"]
+    unknown = [h for h, d in hosts.items() if d["role"] == "unknown"]
+    problems: list[str] = []
+    for h in unknown:
+        problems.append(f"{h}: role unknown ({hosts[h]['error'] or 'PostgreSQL did not say'})")
+    if len(primaries) != 1:
+        problems.append(f"{len(primaries)} primaries ({', '.join(primaries) or 'none'}): there must be exactly one")
+
+    if len(primaries) == 1:
+        src = primaries[0]
+        src_probe = probes[src]
+        src_lsn = parse_lsn(src_probe["pg"].get("current_lsn"))
+        for h in standbys:
+            pg, db = probes[h]["pg"], hosts[h]["database"]
+            replay = parse_lsn(pg.get("replay_lsn"))
+            # Read at slightly different moments: a standby ahead of the primary's reading is current.
+            lag = max(0, src_lsn - replay) if src_lsn is not None and replay is not None else None
+            db["lag_bytes"] = lag
+            secs = replay_delay_s(lag, pg)
+            db["lag_seconds"] = None if secs is None else round(secs, 3)
+            if lag is None:
+                problems.append(f"{h}: database lag unknown (no LSN from {src} or {h})")
+            elif lag > th.max_lag_bytes:
+                problems.append(f"{h}: database {_fmt_bytes(lag)} behind {src} (> {_fmt_bytes(th.max_lag_bytes)}, status.max_lag_bytes)")
+            if secs is None and lag:
+                problems.append(f"{h}: database lag in seconds unknown")
+            elif secs is not None and secs > th.max_lag_seconds:
+                problems.append(f"{h}: database {secs:.0f} s behind {src} (> {th.max_lag_seconds:g} s, status.max_lag_seconds)")
+            rstatus = db["receiver"]["status"]
+            if rstatus != "streaming":
+                problems.append(f"{h}: WAL receiver {rstatus}, not streaming from {src}")
+
+            up = hosts[h]["uploads"]
+            src_up, dst_up = src_probe.get("uploads") or {}, probes[h].get("uploads") or {}
+            if "files" in src_up and "files" in dst_up:
+                up.update(uploads_lag(src_up, dst_up, src_probe["now"], site.uploads_sync.exclude))
+                if up["lag_seconds"] > th.max_lag_seconds:
+                    problems.append(f"{h}: uploads {up['lag_seconds']:.0f} s behind {src}, {up['missing']} files missing, "
+                                    f"{up['outdated']} out of date (> {th.max_lag_seconds:g} s, status.max_lag_seconds)")
+            else:
+                up["error"] = up["error"] or src_up.get("error") or "no listing"
+                problems.append(f"{h}: uploads lag unknown ({up['error']})")
+
+    return {
+        "site": site.site,
+        "checked_at": now.isoformat(timespec="seconds"),
+        "ok": not problems,
+        "thresholds": {"max_lag_bytes": th.max_lag_bytes, "max_lag_seconds": th.max_lag_seconds},
+        "roles": {"primary": primaries, "standby": standbys, "unknown": unknown},
+        "hosts": hosts,
+        "problems": problems,
+    }
+
+
+def exit_code(report: dict) -> int:
+    return 0 if report["ok"] else 1
+
+
+# --- output ----------------------------------------------------------------------------------
+
+ROLE_STYLE = {"primary": "bold green", "standby": "cyan", "unknown": "bold red"}
+STATE_STYLE = {"ok": "green", "up": "green", "read-only": "yellow", "down": "red", "unknown": "red"}
+
+
+def _styled(value: str, styles: dict[str, str]) -> str:
+    style = styles.get(value)
+    return f"[{style}]{value}[/{style}]" if style else value
+
+
+def _secs(v: float | None) -> str:
+    return "?" if v is None else f"{v:.1f} s"
+
+
+def render(report: dict, console: Console) -> None:
+    th = report["thresholds"]
+    t = Table(title=f"siaga status: site '{report['site']}' at {report['checked_at']} "
+                    f"(max lag {_fmt_bytes(th['max_lag_bytes'])} / {th['max_lag_seconds']:g} s); roles as PostgreSQL says",
+              title_justify="left")
+    for col in ("host", "site", "role", "app", "database lag", "WAL receiver", "uploads lag"):
+        t.add_column(col)
+    for name, h in report["hosts"].items():
+        db, up = h["database"], h["uploads"]
+        if h["role"] == "standby":
+            lag = "?" if db["lag_bytes"] is None else f"{_fmt_bytes(db['lag_bytes'])}, {_secs(db['lag_seconds'])}"
+            r = db["receiver"]
+            recv = r["status"] + (f" from {r['sender_host']}" if r.get("sender_host") else "")
+            uploads = (f"{_secs(up['lag_seconds'])}, {up['missing']} missing" + (f", {up['outdated']} older" if up["outdated"] else "")
+                       if up["lag_seconds"] is not None else f"? ({up['error'] or 'no primary'})")
+        elif h["role"] == "primary":
+            lag, recv, uploads = f"source ({db['current_lsn']})", "-", f"source ({up['files']} files)" if up["files"] is not None else "?"
+        else:
+            lag = recv = uploads = "?"
+        role = _styled(h["role"], ROLE_STYLE) + ("" if h["reachable"] else "\n[red]unreachable[/red]")
+        t.add_row(name, h["site"], role, _styled(h["app"], STATE_STYLE), lag, recv, uploads)
+    console.print(t)
+
+    ct = Table(title="Service components (SOP EM-5)", title_justify="left")
+    for col in ("component", "criticality", "check", *report["hosts"]):
+        ct.add_column(col)
+    rows: dict[str, dict] = {}
+    for name, h in report["hosts"].items():
+        for c in h["components"]:
+            rows.setdefault(c["name"], {"c": c, "on": {}})["on"][name] = c["state"]
+    for row in rows.values():
+        c = row["c"]
+        crit = "[bold]Tinggi[/bold]" if c["criticality"] == "Tinggi" else "Sedang"
+        ct.add_row(c["name"], crit, f"{c['kind']} {c['target']}",
+                   *(_styled(row["on"][h], STATE_STYLE) if h in row["on"] else "-" for h in report["hosts"]))
+    if rows:
+        console.print(ct)
+    for name, h in report["hosts"].items():
+        if h["error"]:
+            console.print(f"[yellow]{name}[/yellow]: {h['error']}", highlight=False)
+    if report["ok"]:
+        console.print("[green]OK[/green]: one primary, the DRC streams from it and is up to date (SOP EM-3).")
+    else:
+        console.print("[red]NOT OK[/red] (SOP EM-3: make sure DRC data is up to date):")
+        for p in report["problems"]:
+            console.print(f"  - {p}", highlight=False)
+
+
+def run_status(site_path: str, console: Console, as_json: bool = False, timeout: float = CONNECT_TIMEOUT_S) -> int:
+    site = load_site(site_path)
+    report = evaluate(site, probe_all(site, timeout))
+    if as_json:
+        console.file.write(json.dumps(report, indent=2) + "\n")
+        console.file.flush()
+    else:
+        render(report, console)
+    return exit_code(report)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "status",
+        help="per host: role read from PostgreSQL, app health, replication and uploads lag, components (EM-3, EM-5)",
+        description="Exit 0: one primary, the others its streaming standbys within status.max_lag_bytes and "
+                    "status.max_lag_seconds. Exit 1: not so (or a host is unknown). Exit 2: bad site file.",
+    )
+    p.add_argument("site", nargs="?", help="site YAML file (default: the lab's)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON (for cron, CI, monitoring)")
+    p.add_argument("--timeout", type=float, default=CONNECT_TIMEOUT_S, help="SSH connect timeout per host, seconds (default %(default)s)")
+    p.set_defaults(func=_cmd)
+
+
+def _cmd(args: argparse.Namespace) -> int:
+    from drc import cli
+
+    site = args.site or cli._default_site(args)
+    return run_status(site, cli.console, as_json=args.json, timeout=args.timeout)

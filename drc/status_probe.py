@@ -1,0 +1,132 @@
+"""The part of `siaga status` that runs ON each host: `python3 -c <this file> '<json args>'`.
+
+Standard library only (Debian's python3 on the servers), read-only, one JSON object on stdout:
+
+    {"now": 1718000000.1,                      # the host's clock (uploads ages are on primary's)
+     "pg": {...} | {"error": "..."},           # PostgreSQL itself, via `sudo -u postgres psql`
+     "health": {"status": "ok" | "read-only" | "down", "http": 200, "detail": "..."},
+     "uploads": {"dir": "...", "files": [[path, size, mtime], ...]} | {"error": "..."},
+     "components": {"<name>": {"state": "up" | "down", "detail": "..."}}}
+
+Nothing here decides anything: drc/status.py evaluates what every host said. SOP IN-4, EM-3.
+"""
+
+import json
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+# One row, '|'-separated; empty fields where a value does not apply (e.g. receive LSN on a primary).
+PG_SQL = """
+SELECT pg_is_in_recovery(),
+       CASE WHEN pg_is_in_recovery() THEN '' ELSE pg_current_wal_lsn()::text END,
+       coalesce(pg_last_wal_receive_lsn()::text, ''),
+       coalesce(pg_last_wal_replay_lsn()::text, ''),
+       coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp())::text, ''),
+       coalesce((SELECT status FROM pg_stat_wal_receiver), ''),
+       coalesce((SELECT sender_host FROM pg_stat_wal_receiver), ''),
+       coalesce((SELECT extract(epoch FROM now() - last_msg_receipt_time) FROM pg_stat_wal_receiver)::text, '')
+"""
+PG_FIELDS = ("in_recovery", "current_lsn", "receive_lsn", "replay_lsn", "replay_age_s", "receiver_status",
+             "sender_host", "receiver_contact_age_s")
+
+
+def _run(cmd, timeout):
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd="/", stdin=subprocess.DEVNULL)
+
+
+def _short(text):
+    return " ".join((text or "").split())[:300]
+
+
+def pg(port, timeout):
+    """PostgreSQL's own view: role (pg_is_in_recovery), LSNs, WAL receiver. No password: peer auth."""
+    try:
+        proc = _run(["sudo", "-n", "-u", "postgres", "psql", "-XAtq", "-F", "|", "-p", str(port), "-d", "postgres",
+                     "-c", PG_SQL], timeout)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return {"error": f"psql: {exc}"}
+    if proc.returncode != 0 or not proc.stdout.strip():
+        return {"error": f"psql: {_short(proc.stderr) or 'no answer'}"}
+    values = proc.stdout.strip().splitlines()[0].split("|")
+    if len(values) != len(PG_FIELDS):
+        return {"error": f"psql: unexpected answer {proc.stdout.strip()[:200]!r}"}
+    row = dict(zip(PG_FIELDS, values))
+    out = {k: (v or None) for k, v in row.items()}
+    out["in_recovery"] = {"t": True, "f": False}.get(row["in_recovery"])
+    for key in ("replay_age_s", "receiver_contact_age_s"):
+        out[key] = float(row[key]) if row[key] else None
+    return out
+
+
+def health(url, timeout):
+    """The application's health endpoint: ok (reads and writes), read-only (a standby), down."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            code, body = resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        code, body = exc.code, exc.read()
+    except (OSError, ValueError) as exc:
+        return {"status": "down", "http": None, "detail": str(getattr(exc, "reason", exc))[:200]}
+    try:
+        said = json.loads(body).get("status")
+    except (ValueError, AttributeError):
+        said = None
+    status = said if said in ("ok", "read-only", "down") else ("ok" if code == 200 else "down")
+    return {"status": status, "http": code, "detail": "" if said else body[:200].decode(errors="replace")}
+
+
+def uploads(directory, timeout):
+    """Every file under the uploads directory: [relative path, size, mtime] (find -printf '%P %s %T@')."""
+    try:
+        proc = subprocess.run(["sudo", "-n", "find", directory, "-type", "f", "-printf", "%P\\0%s\\0%T@\\0"],
+                              capture_output=True, timeout=timeout, cwd="/", stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return {"error": f"find: {exc}"}
+    if proc.returncode != 0:
+        return {"error": f"find {directory}: {_short(proc.stderr.decode(errors='replace')) or proc.returncode}"}
+    parts = proc.stdout.decode(errors="surrogateescape").split("\0")[:-1]
+    files = [[parts[i], int(parts[i + 1]), float(parts[i + 2])] for i in range(0, len(parts) - 2, 3)]
+    return {"dir": directory, "files": files}
+
+
+def component(kind, target, timeout):
+    try:
+        if kind == "tcp":
+            host, _, port = target.rpartition(":")
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+                return {"state": "up", "detail": "connects"}
+        if kind == "http":
+            ctx = ssl.create_default_context()
+            ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE  # up or not; certificates are not this check
+            try:
+                with urllib.request.urlopen(target, timeout=timeout, context=ctx) as resp:
+                    code = resp.status
+            except urllib.error.HTTPError as exc:
+                code = exc.code
+            return {"state": "up" if code < 400 else "down", "detail": f"HTTP {code}"}
+        if kind == "systemd":
+            proc = _run(["systemctl", "is-active", target], timeout)
+            state = proc.stdout.strip() or _short(proc.stderr)
+            return {"state": "up" if proc.returncode == 0 else "down", "detail": state}
+        return {"state": "down", "detail": f"unknown kind {kind}"}
+    except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
+        return {"state": "down", "detail": str(getattr(exc, "reason", exc))[:200]}
+
+
+def main(args):
+    timeout = args.get("timeout", 5)
+    out = {"pg": pg(args["pg_port"], timeout * 2), "health": health(args["health_url"], timeout)}
+    out["components"] = {c["name"]: component(c["kind"], c["target"], timeout) for c in args.get("components", [])}
+    out["uploads"] = uploads(args["uploads_dir"], args.get("listing_timeout", 60))
+    out["now"] = time.time()  # after the listing: a file written during it has age >= 0
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(json.loads(sys.argv[1])))

@@ -1,0 +1,315 @@
+"""`siaga status` decisions on recorded probe data (what hosts answered), no host touched:
+exit codes, the JSON shape, unknown hosts, lag in bytes and seconds, uploads lag. SOP EM-3, EM-5."""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import pytest
+import yaml
+from rich.console import Console
+
+from drc import cli, status, status_probe
+from drc.site import SiteError, load_site
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "inventory" / "production.example.yaml"
+MiB = 1024 * 1024
+
+# Recorded from the lab (a deployed, quiet site; names and addresses as in the example site file).
+# The DRC last replayed a transaction an hour ago: that timestamp is stale, not a lag.
+HEALTHY = {
+    "spse-primary": {
+        "reachable": True, "error": None, "now": 1780000000.0,
+        "pg": {"in_recovery": False, "current_lsn": "0/3A0001C8", "receive_lsn": None, "replay_lsn": None,
+               "replay_age_s": None, "receiver_status": None, "sender_host": None, "receiver_contact_age_s": None},
+        "health": {"status": "ok", "http": 200, "detail": ""},
+        "components": {"Server utama: aplikasi SPSE": {"state": "up", "detail": "active"},
+                       "Server utama: database PostgreSQL": {"state": "up", "detail": "connects"},
+                       "Web server Apache (HTTPS)": {"state": "up", "detail": "HTTP 200"},
+                       "Jaringan internet utama": {"state": "up", "detail": "connects"}},
+        "uploads": {"dir": "/home/file/file_prod", "files": [
+            ["2026/11/22/a1-rks.pdf", 65536, 1779990000.5],
+            ["2026/11/22/b2-hps.pdf", 1024, 1779999000.25],
+            ["2026/11/22/.tmp-c3-upload.pdf", 10, 1779999999.0],  # being written: not replicated
+        ]},
+    },
+    "spse-drc": {
+        "reachable": True, "error": None, "now": 1780000000.4,
+        "pg": {"in_recovery": True, "current_lsn": None, "receive_lsn": "0/3A0001C8", "replay_lsn": "0/3A0001C8",
+               "replay_age_s": 3600.5, "receiver_status": "streaming", "sender_host": "10.10.1.10",
+               "receiver_contact_age_s": 2.1},
+        "health": {"status": "down", "http": None, "detail": "[Errno 111] Connection refused"},
+        "components": {"Server utama: database PostgreSQL": {"state": "up", "detail": "connects"},
+                       "Jaringan internet utama": {"state": "down", "detail": "timed out"},
+                       "Replikasi database ke DRC": {"state": "up", "detail": "connects"}},
+        "uploads": {"dir": "/home/file/file_prod", "files": [
+            ["2026/11/22/a1-rks.pdf", 65536, 1779990000.5],
+            ["2026/11/22/b2-hps.pdf", 1024, 1779999000.25],
+        ]},
+    },
+}
+UNREACHABLE = {"reachable": False, "error": "NoValidConnectionsError: [Errno None] Unable to connect to port 22 on 10.20.1.10"}
+
+
+@pytest.fixture(scope="module")
+def site():
+    return load_site(EXAMPLE)
+
+
+def probes(**changes) -> dict:
+    """HEALTHY with host entries replaced or updated: probes(drc={...}) / probes(drc_pg={...})."""
+    out = copy.deepcopy(HEALTHY)
+    for key, value in changes.items():
+        host, _, part = key.partition("_")
+        name = f"spse-{host}"
+        if not part:
+            out[name] = value
+        else:
+            out[name][part].update(value)
+    return out
+
+
+def test_a_quiet_healthy_site_is_ok_and_a_stale_replay_timestamp_is_no_lag(site):
+    report = status.evaluate(site, probes())
+    assert status.exit_code(report) == 0, report["problems"]
+    assert report["roles"] == {"primary": ["spse-primary"], "standby": ["spse-drc"], "unknown": []}
+    drc = report["hosts"]["spse-drc"]
+    assert drc["database"]["lag_bytes"] == 0
+    assert drc["database"]["lag_seconds"] == 0.0  # not 3600: nothing to replay
+    assert drc["database"]["receiver"] == {"status": "streaming", "sender_host": "10.10.1.10", "last_contact_s": 2.1}
+    assert drc["uploads"] == {"files": 2, "error": None, "missing": 0, "outdated": 0, "extra": 0, "lag_seconds": 0.0}
+    assert drc["app"] == "down" and report["hosts"]["spse-primary"]["app"] == "ok"
+    # A component down is shown (with its criticality), not a verdict on the DRC's data.
+    assert {c["name"]: c["state"] for c in drc["components"]}["Jaringan internet utama"] == "down"
+
+
+def test_json_shape_is_stable_and_serialisable(site):
+    report = json.loads(json.dumps(status.evaluate(site, probes())))
+    assert set(report) == {"site", "checked_at", "ok", "thresholds", "roles", "hosts", "problems"}
+    assert report["thresholds"] == {"max_lag_bytes": MiB, "max_lag_seconds": 60.0}
+    for host in report["hosts"].values():
+        assert set(host) == {"site", "address", "reachable", "error", "role", "app", "database", "uploads", "components"}
+        assert set(host["database"]) == {"current_lsn", "receive_lsn", "replay_lsn", "lag_bytes", "lag_seconds", "receiver"}
+        for c in host["components"]:
+            assert set(c) == {"name", "criticality", "kind", "target", "state", "detail"}
+            assert c["criticality"] in ("Tinggi", "Sedang")
+    assert [c["name"] for c in report["hosts"]["spse-drc"]["components"]] == [
+        "Server utama: database PostgreSQL", "Jaringan internet utama", "Replikasi database ke DRC"]
+
+
+def test_wan_cut_lag_in_bytes_and_no_receiver_is_not_ok(site):
+    # Primary wrote 3 MiB the DRC has not got; its WAL receiver gave up on the connection.
+    report = status.evaluate(site, probes(
+        primary_pg={"current_lsn": "0/3A3001C8"},
+        drc_pg={"receiver_status": None, "sender_host": None, "receiver_contact_age_s": None, "replay_age_s": 95.0}))
+    assert status.exit_code(report) == 1
+    db = report["hosts"]["spse-drc"]["database"]
+    assert db["lag_bytes"] == 3 * MiB
+    assert db["lag_seconds"] == 95.0  # the age of the last replayed transaction bounds it
+    assert db["receiver"]["status"] == "none"
+    text = "\n".join(report["problems"])
+    assert "3.0 MiB behind spse-primary" in text and "95 s behind" in text and "WAL receiver none" in text
+    assert report["roles"]["primary"] == ["spse-primary"]  # roles unchanged by a cut WAN
+
+
+def test_seconds_lag_uses_the_tighter_bound_and_its_own_threshold(site):
+    # Little WAL, but the receiver heard nothing for 75 s and replayed all it had: >= 60 s behind at most 75 s.
+    report = status.evaluate(site, probes(
+        primary_pg={"current_lsn": "0/3A001000"},
+        drc_pg={"replay_age_s": 400.0, "receiver_contact_age_s": 75.0}))
+    db = report["hosts"]["spse-drc"]["database"]
+    assert db["lag_bytes"] == 0x1000 - 0x1C8
+    assert db["lag_seconds"] == 75.0
+    assert status.exit_code(report) == 1
+    assert report["problems"] == ["spse-drc: database 75 s behind spse-primary (> 60 s, status.max_lag_seconds)"]
+    # Within both thresholds: ok.
+    ok = status.evaluate(site, probes(primary_pg={"current_lsn": "0/3A001000"}, drc_pg={"replay_age_s": 0.4}))
+    assert ok["hosts"]["spse-drc"]["database"]["lag_seconds"] == 0.4 and status.exit_code(ok) == 0
+
+
+def test_thresholds_come_from_the_site_file(tmp_path):
+    data = yaml.safe_load(EXAMPLE.read_text())
+    data["status"] = {"max_lag_bytes": 1000, "max_lag_seconds": 5}
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump(data))
+    tight = load_site(path)
+    report = status.evaluate(tight, probes(primary_pg={"current_lsn": "0/3A001000"},
+                                          drc_pg={"replay_age_s": 6.0, "receiver_contact_age_s": 7.0}))
+    assert status.exit_code(report) == 1 and len(report["problems"]) == 2
+    data["status"] = {"max_lag_seconds": 0}
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(SiteError, match="status.max_lag_seconds"):
+        load_site(path)
+
+
+def test_standby_ahead_of_the_primary_reading_is_current(site):
+    # The two hosts are read a few ms apart; a standby that already replayed newer WAL is not behind.
+    report = status.evaluate(site, probes(drc_pg={"receive_lsn": "0/3A000F00", "replay_lsn": "0/3A000F00"}))
+    assert report["hosts"]["spse-drc"]["database"]["lag_bytes"] == 0 and status.exit_code(report) == 0
+
+
+def test_an_unreachable_drc_is_unknown_never_primary(site):
+    report = status.evaluate(site, probes(drc=UNREACHABLE))
+    drc = report["hosts"]["spse-drc"]
+    assert drc["role"] == "unknown" and not drc["reachable"] and drc["app"] == "unknown"
+    assert "Unable to connect" in drc["error"]
+    assert {c["state"] for c in drc["components"]} == {"unknown"}
+    assert report["roles"] == {"primary": ["spse-primary"], "standby": [], "unknown": ["spse-drc"]}
+    assert status.exit_code(report) == 1
+    assert report["problems"][0].startswith("spse-drc: role unknown (NoValidConnectionsError")
+
+
+def test_an_unreachable_primary_leaves_the_drc_a_standby_with_unknown_lag(site):
+    report = status.evaluate(site, probes(primary=UNREACHABLE))
+    assert report["roles"] == {"primary": [], "standby": ["spse-drc"], "unknown": ["spse-primary"]}
+    assert report["hosts"]["spse-drc"]["database"]["lag_bytes"] is None
+    assert "0 primaries (none): there must be exactly one" in report["problems"]
+    assert status.exit_code(report) == 1
+
+
+def test_postgresql_down_on_a_reachable_host_is_unknown(site):
+    down = {"error": "psql: connection to server on socket ... failed: No such file or directory"}
+    report = status.evaluate(site, probes(drc={**HEALTHY["spse-drc"], "pg": down}))
+    assert report["hosts"]["spse-drc"]["role"] == "unknown"
+    assert report["hosts"]["spse-drc"]["reachable"] is True
+    assert "psql: connection to server" in report["hosts"]["spse-drc"]["error"]
+    assert status.exit_code(report) == 1
+
+
+def test_two_primaries_is_not_ok(site):
+    promoted = {"in_recovery": False, "current_lsn": "0/3B000000", "receive_lsn": None, "replay_lsn": None,
+                "receiver_status": None, "sender_host": None, "receiver_contact_age_s": None, "replay_age_s": None}
+    report = status.evaluate(site, probes(drc_pg=promoted))
+    assert report["roles"]["primary"] == ["spse-primary", "spse-drc"]
+    assert "2 primaries (spse-primary, spse-drc): there must be exactly one" in report["problems"]
+    assert status.exit_code(report) == 1
+
+
+def test_roles_follow_postgresql_not_the_site_file(site):
+    # After a switch-over the DRC is primary and the old primary follows it: still one primary + standby.
+    swapped = probes(primary=HEALTHY["spse-drc"], drc=HEALTHY["spse-primary"])
+    report = status.evaluate(site, swapped)
+    assert report["roles"] == {"primary": ["spse-drc"], "standby": ["spse-primary"], "unknown": []}
+    assert status.exit_code(report) == 0
+
+
+def test_uploads_missing_and_outdated_files_measure_from_the_oldest(site):
+    drc_files = [["2026/11/22/a1-rks.pdf", 4096, 1779990000.5]]  # a1 partly copied; b2 missing
+    report = status.evaluate(site, probes(drc_uploads={"files": drc_files}))
+    up = report["hosts"]["spse-drc"]["uploads"]
+    assert (up["missing"], up["outdated"], up["files"]) == (1, 1, 2)
+    assert up["lag_seconds"] == pytest.approx(1780000000.0 - 1779990000.5)  # a1's age, on primary's clock
+    assert status.exit_code(report) == 1
+    assert "uploads 10000 s behind spse-primary, 1 files missing, 1 out of date" in report["problems"][0]
+
+
+def test_a_fresh_upload_not_yet_copied_is_within_the_threshold(site):
+    fresh = HEALTHY["spse-primary"]["uploads"]["files"] + [["2026/11/22/d4-new.pdf", 10, 1779999990.0]]
+    report = status.evaluate(site, probes(primary_uploads={"files": fresh},
+                                          drc_uploads={"files": HEALTHY["spse-drc"]["uploads"]["files"] + [["old/x", 1, 1.0]]}))
+    up = report["hosts"]["spse-drc"]["uploads"]
+    assert (up["missing"], up["extra"], up["lag_seconds"]) == (1, 1, 10.0)
+    assert status.exit_code(report) == 0
+
+
+def test_uploads_listing_failure_is_not_ok(site):
+    report = status.evaluate(site, probes(drc={**HEALTHY["spse-drc"], "uploads": {"error": "find /home/file/file_prod: No such file or directory"}}))
+    assert report["hosts"]["spse-drc"]["uploads"]["lag_seconds"] is None
+    assert report["problems"] == ["spse-drc: uploads lag unknown (find /home/file/file_prod: No such file or directory)"]
+
+
+def test_replay_delay_and_lsn_parsing():
+    assert status.parse_lsn("16/B374D848") == (0x16 << 32) + 0xB374D848
+    assert status.parse_lsn(None) is None and status.parse_lsn("garbage") is None
+    assert status.replay_delay_s(None, {}) is None
+    assert status.replay_delay_s(0, {"replay_age_s": 86400.0}) == 0.0
+    assert status.replay_delay_s(10, {"replay_age_s": 3.0}) == 3.0
+    # Contact age bounds only when everything received was replayed.
+    pg = {"replay_age_s": 500.0, "receiver_contact_age_s": 20.0, "receive_lsn": "0/20", "replay_lsn": "0/10"}
+    assert status.replay_delay_s(10, pg) == 500.0
+    assert status.replay_delay_s(10, {**pg, "replay_lsn": "0/20"}) == 20.0
+    assert status.replay_delay_s(10, {"replay_age_s": None}) is None
+
+
+def test_excludes_match_like_rsync():
+    assert status._excluded("2026/11/.tmp-x.pdf", [".tmp-*"])
+    assert not status._excluded("2026/11/x.pdf", [".tmp-*"])
+    assert status._excluded("cache/a/b", ["cache/*"])
+
+
+def test_default_components_follow_em5_and_the_site_settings(site):
+    by_name = {c.name: c for c in site.components}
+    assert {c.criticality for c in site.components} == {"Tinggi"}
+    assert by_name["Server utama: aplikasi SPSE"].target == "spse.service"
+    assert by_name["Web server Apache (HTTPS)"].target == "https://127.0.0.1/eproc4/"
+    assert by_name["Replikasi database ke DRC"].target == "10.10.1.10:5432"
+    assert site.hosts_for(by_name["Replikasi database ke DRC"].run_on) == ["spse-drc"]
+    assert site.hosts_for("active") == ["spse-primary"] and site.hosts_for("all") == ["spse-primary", "spse-drc"]
+
+
+def test_components_in_the_site_file_replace_the_defaults_and_are_checked(tmp_path):
+    data = yaml.safe_load(EXAMPLE.read_text())
+    helpdesk = {"name": "Helpdesk", "criticality": "Sedang", "kind": "tcp", "target": "10.10.1.20:443", "run_on": "primary"}
+    data["components"] = [helpdesk]
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert [(c.name, c.criticality) for c in load_site(path).components] == [("Helpdesk", "Sedang")]
+    for bad, message in (
+        ({"criticality": "Rendah"}, "components\\[0\\].criticality"),
+        ({"target": "10.10.1.20"}, "tcp target '10.10.1.20' is not host:port"),
+        ({"kind": "systemd", "target": "spse"}, "not a unit name"),
+        ({"kind": "http", "target": "ftp://x"}, "not an http\\(s\\) URL"),
+        ({"run_on": "spse-backup"}, "key 'components\\[0\\].run_on': 'spse-backup' names no host"),
+    ):
+        data["components"] = [{**helpdesk, **bad}]
+        path.write_text(yaml.safe_dump(data))
+        with pytest.raises(SiteError, match=message):
+            load_site(path)
+
+
+@pytest.fixture
+def wide(monkeypatch):
+    monkeypatch.setattr(cli, "console", Console(width=250))
+
+
+def test_cli_json_and_exit_codes(wide, monkeypatch, capsys):
+    monkeypatch.setattr(status, "probe_all", lambda site, timeout: probes())
+    assert cli.main(["status", str(EXAMPLE), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["roles"]["primary"] == ["spse-primary"]
+    monkeypatch.setattr(status, "probe_all", lambda site, timeout: probes(drc=UNREACHABLE))
+    assert cli.main(["status", str(EXAMPLE)]) == 1
+    out = capsys.readouterr().out
+    for text in ("spse-drc", "unknown", "unreachable", "Tinggi", "NOT OK", "role unknown"):
+        assert text in out, text
+    assert cli.main(["status", str(REPO / "no-such-site.yaml")]) == 2
+
+
+def test_probe_checks_tcp_and_http_for_real():
+    class Health(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = json.dumps({"status": "read-only"}).encode()
+            self.send_response(503)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        assert status_probe.health(f"http://127.0.0.1:{port}/eproc4/health", 2)["status"] == "read-only"
+        assert status_probe.component("tcp", f"127.0.0.1:{port}", 2)["state"] == "up"
+        assert status_probe.component("http", f"http://127.0.0.1:{port}/", 2) == {"state": "down", "detail": "HTTP 503"}
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert status_probe.component("tcp", f"127.0.0.1:{port}", 2)["state"] == "down"
+    assert status_probe.health(f"http://127.0.0.1:{port}/eproc4/health", 2)["status"] == "down"
