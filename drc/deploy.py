@@ -40,9 +40,10 @@ class DeployResult:
                 if m and m.group(3) != "-" and not m.group(1).startswith("Grand total"):
                     out.append(m.group(1))
             elif section:
-                # Operation | Change | Conditional Change
+                # Operation | Change | Conditional Change. A conditional change only fires after
+                # another change (e.g. reload after a new file), so the Change column decides.
                 m = re.match(r"^\s+(.+?)\s{2,}(\d+ \(.*?\)|-)\s{2,}(\d+ \(.*?\)|-)\s*$", line)
-                if m and (m.group(2) != "-" or m.group(3) != "-"):
+                if m and m.group(2) != "-":
                     out.append(m.group(1))
         return out
 
