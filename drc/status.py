@@ -29,7 +29,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from drc.site import Site, load_site
+from drc.site import SITE_ROLES, Site, load_site
 
 CONNECT_TIMEOUT_S = 5.0
 # Listing a large uploads tree (find) is the slowest part of a probe.
@@ -39,6 +39,11 @@ MTIME_SLACK_S = 1.0
 PROBE_SOURCE = Path(__file__).with_name("status_probe.py")
 
 Probe = dict[str, Any]
+
+
+def host_order(site: Site) -> list[str]:
+    """Hosts of the primary site first, then the DRC's (as operators read the sites)."""
+    return [h for role in SITE_ROLES for h in site.hosts_in(role)]
 
 
 # --- probing the hosts (Fabric) --------------------------------------------------------------
@@ -109,7 +114,7 @@ def probe_all(site: Site, timeout: float = CONNECT_TIMEOUT_S) -> dict[str, Probe
         with lock:
             results[name] = probe
 
-    threads = [threading.Thread(target=work, args=(name,), daemon=True, name=f"status-{name}") for name in site.site_of]
+    threads = [threading.Thread(target=work, args=(name,), daemon=True, name=f"status-{name}") for name in host_order(site)]
     for t in threads:
         t.start()
     deadline_s = PROBE_TIMEOUT_S + 6 * timeout
@@ -118,7 +123,7 @@ def probe_all(site: Site, timeout: float = CONNECT_TIMEOUT_S) -> dict[str, Probe
         t.join(max(0.0, end - time.monotonic()))
     with lock:
         return {name: results.get(name, {"reachable": False, "error": f"no answer within {deadline_s:.0f} s"})
-                for name in site.site_of}
+                for name in host_order(site)}
 
 
 # --- evaluation (no host touched) ------------------------------------------------------------
@@ -212,7 +217,8 @@ def evaluate(site: Site, probes: dict[str, Probe], now: datetime.datetime | None
     th = site.status
     now = now or datetime.datetime.now(datetime.timezone.utc)
     hosts: dict[str, dict] = {}
-    for name, site_role in site.site_of.items():
+    for name in host_order(site):
+        site_role = site.site_of[name]
         p = probes.get(name) or {"reachable": False, "error": "not probed"}
         pg = p.get("pg") or {}
         health = p.get("health") or {}
@@ -286,8 +292,8 @@ def evaluate(site: Site, probes: dict[str, Probe], now: datetime.datetime | None
             if "files" in src_up and "files" in dst_up:
                 up.update(uploads_lag(src_up, dst_up, src_probe["now"], site.uploads_sync.exclude))
                 if up["lag_seconds"] > th.max_lag_seconds:
-                    problems.append(f"{h}: uploads {up['lag_seconds']:.0f} s behind {src}, {up['missing']} files missing, "
-                                    f"{up['outdated']} out of date (> {th.max_lag_seconds:g} s, status.max_lag_seconds)")
+                    problems.append(f"{h}: uploads {up['lag_seconds']:.0f} s behind {src} (missing {up['missing']}, out of date "
+                                    f"{up['outdated']}; > {th.max_lag_seconds:g} s, status.max_lag_seconds)")
             else:
                 up["error"] = up["error"] or src_up.get("error") or "no listing"
                 problems.append(f"{h}: uploads lag unknown ({up['error']})")

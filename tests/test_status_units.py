@@ -205,7 +205,7 @@ def test_uploads_missing_and_outdated_files_measure_from_the_oldest(site):
     assert (up["missing"], up["outdated"], up["files"]) == (1, 1, 2)
     assert up["lag_seconds"] == pytest.approx(1780000000.0 - 1779990000.5)  # a1's age, on primary's clock
     assert status.exit_code(report) == 1
-    assert "uploads 10000 s behind spse-primary, 1 files missing, 1 out of date" in report["problems"][0]
+    assert "uploads 10000 s behind spse-primary (missing 1, out of date 1;" in report["problems"][0]
 
 
 def test_a_fresh_upload_not_yet_copied_is_within_the_threshold(site):
