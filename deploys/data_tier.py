@@ -8,8 +8,11 @@ Idempotent: a second run changes nothing. SOP EM-3 (DRC data up to date), EM-5, 
 """
 
 from pyinfra import host
+from pyinfra.facts.files import File
 from pyinfra.api.exceptions import DeployError
 
+from roles.backup import RUNNER, backup, init_marker
+from roles.backup.operations import prechange_backup
 from roles.data_settings import load_data_tier
 from roles.postgresql import postgresql
 from roles.replication import preflight_problems, read_nodes, replication
@@ -30,7 +33,18 @@ problems = preflight_problems(tier, nodes)
 if problems:
     raise DeployError("data tier preflight failed:\n  - " + "\n  - ".join(problems))
 
+# SOP BK-2: before anything below changes the database, the app or their configuration on the
+# host holding the data, a backup (roles/backup/operations.py: prechange_backup).
+if is_source and site.backup.enabled:
+    node = nodes.get(host_name) or {}
+    prechange_backup(name="Pre-change backup (SOP BK-2) when this deploy changes the data tier here", runner=RUNNER,
+                     has_data=bool(node.get("running") and node.get("in_recovery") is False and node.get("user_databases")),
+                     backups_ready=bool(host.get_fact(File, path=init_marker(tier))))
+
 postgresql(site, host_name, tier.postgresql, is_source=is_source, replication_user=tier.replication.user,
            app_os_users=[tier.spse_app.user])
 spse_app(site, host_name, tier.spse_app, tier.postgresql, is_db_source=is_source)
 replication(tier, host_name, nodes)
+
+# Backups (pgBackRest + restic to the repository site, offline media, timers, log): SOP BK-1..BK-9.
+backup(tier, host_name)

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, IPvAnyAddress, IPvAnyNetwork, ValidationError, field_validator, model_validator
 
+from roles.backup.defaults import BackupSettings
 from roles.base.defaults import BaseSettings
 from roles.firewall.defaults import FirewallSettings
 from roles.postgresql.defaults import PostgresqlSettings
@@ -150,6 +151,7 @@ class Site(Strict):
     spse_app: SpseAppSettings = Field(default_factory=SpseAppSettings)
     replication: ReplicationSettings = Field(default_factory=ReplicationSettings)
     uploads_sync: UploadsSyncSettings = Field(default_factory=UploadsSyncSettings)
+    backup: BackupSettings = Field(default_factory=BackupSettings)
     # SOP EM-5: what `siaga status` checks, with its criticality. Unset: default_components().
     components: list[Component] = Field(default_factory=list)
     status: StatusThresholds = Field(default_factory=StatusThresholds)

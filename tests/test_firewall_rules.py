@@ -35,8 +35,10 @@ def by_port(rules: list[InboundRule]) -> dict[int, InboundRule]:
 
 def test_active_site_host_opens_ssh_web_and_postgresql():
     rules = inbound_rules(make_site(), "app1")
-    assert [(r.port, r.proto) for r in rules] == [(22, "tcp"), (80, "tcp"), (443, "tcp"), (5432, "tcp")]
-    ssh, web, pg = by_port(rules)[22], by_port(rules)[443], by_port(rules)[5432]
+    # SSH twice: from the allowlist, and from the backup repository host (roles/backup, keys forced).
+    assert [(r.port, r.proto) for r in rules] == [(22, "tcp"), (80, "tcp"), (443, "tcp"), (22, "tcp"), (5432, "tcp")]
+    assert rules[3].sources == ("10.77.2.10/32",) and "backups" in rules[3].comment
+    ssh, web, pg = rules[0], by_port(rules)[443], by_port(rules)[5432]
     assert ssh.sources == ("10.77.0.0/24", "2001:db8:77::/48") and not ssh.anywhere
     assert ssh.sources_v4 == ["10.77.0.0/24"] and ssh.sources_v6 == ["2001:db8:77::/48"]
     assert web.anywhere and web.sources == ()
@@ -62,7 +64,15 @@ def test_ports_follow_the_settings():
         ssh_hardening={"port": 2222},
         connection={"user": "operator", "key_file": "/tmp/id", "port": 2222},
     )
-    assert [r.port for r in inbound_rules(site, "app1")] == [2222, 8443, 6432]
+    assert [r.port for r in inbound_rules(site, "app1")] == [2222, 8443, 2222, 6432]
+
+
+def test_backup_ssh_only_between_data_host_and_repository():
+    site = make_site()
+    assert [r.sources for r in inbound_rules(site, "drc1") if "backups" in r.comment] == [("10.77.1.10/32",)]
+    assert [r.sources for r in inbound_rules(site, "app2") if "backups" in r.comment] == []
+    off = make_site(backup={"enabled": False})
+    assert not [r for r in inbound_rules(off, "drc1") if "backups" in r.comment]
 
 
 def test_connection_port_stays_open_while_sshd_moves():

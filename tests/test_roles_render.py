@@ -130,7 +130,8 @@ def test_nft_accepts_the_ruleset(netns, host):
 @needs_netns
 def test_primary_active_opens_web_ssh_from_allowlist_postgresql_from_drc(netns):
     rules = accepts(input_rules(netns, render_ruleset(make_site(), "primary")[0]))
-    assert rules[22] == [["10.213.0.0/24"]]
+    # SSH from the allowlist, and from the DRC for pgBackRest (key forced, roles/backup).
+    assert rules[22] == [["10.213.0.0/24"], ["10.213.2.10/32"]]
     assert rules[80] == ["anywhere"] and rules[443] == ["anywhere"]
     assert rules[5432] == [["10.213.2.10/32"]]
     assert set(rules) == {22, 80, 443, 5432}
@@ -140,7 +141,8 @@ def test_primary_active_opens_web_ssh_from_allowlist_postgresql_from_drc(netns):
 def test_drc_standby_has_no_web_and_postgresql_only_from_primary(netns):
     rules = accepts(input_rules(netns, render_ruleset(make_site(), "drc")[0]))
     assert set(rules) == {22, 5432}
-    assert rules[22] == [["10.213.0.0/24"]]
+    # SSH from the allowlist, and from primary for backups (keys forced, roles/backup).
+    assert rules[22] == [["10.213.0.0/24"], ["10.213.1.10/32"]]
     assert rules[5432] == [["10.213.1.10/32"]]
 
 
@@ -158,7 +160,7 @@ def test_ipv6_allowlist_and_extra_rules_load(netns):
         firewall={"extra_allow": [{"port": 10050, "sources": ["198.51.100.20/32", "2001:db8:9::/64"], "comment": 'LKPP "zabbix"'}]},
     )
     rules = accepts(input_rules(netns, render_ruleset(site, "drc")[0]))
-    assert rules[22] == [["10.213.0.0/24"], ["2001:db8:5::/48"]]
+    assert rules[22] == [["10.213.0.0/24"], ["2001:db8:5::/48"], ["10.213.1.10/32"]]
     assert rules[10050] == [["198.51.100.20/32"], ["2001:db8:9::/64"]]
 
 
@@ -216,7 +218,7 @@ def test_sshd_config_renders_every_setting():
         "MaxSessions": "10", "MaxStartups": "10:30:60", "AllowTcpForwarding": "no",
         "AllowAgentForwarding": "no", "X11Forwarding": "no", "PermitTunnel": "no", "LogLevel": "VERBOSE",
         "KexAlgorithms": ",".join(s.kex_algorithms), "Ciphers": ",".join(s.ciphers), "MACs": ",".join(s.macs),
-        "HostKeyAlgorithms": ",".join(s.host_key_algorithms), "AllowGroups": "lpse-admin backup",
+        "HostKeyAlgorithms": ",".join(s.host_key_algorithms), "AllowGroups": "lpse-admin backup siagabak postgres",
         "Subsystem": "sftp internal-sftp -l INFO -f AUTH", "Banner": "/etc/issue.net",
         "AuthenticationMethods": "publickey", "UsePAM": "yes",
     }

@@ -45,6 +45,11 @@ def inbound_rules(site: Site, host_name: str) -> list[InboundRule]:
     # The public service only where users are served now; the other site's web stays closed.
     if site.site_of[host_name] == site.active_site:
         rules += [InboundRule(p, "tcp", (), "web, active site (SOP IN-2)", anywhere=True) for p in site.firewall.web_ports]
+    # The backup repository (roles/backup): SSH from the database source host, keys forced to
+    # pgBackRest's remote and sftp-server (SOP BK-1, BK-9). One rule per distinct source set.
+    if backup_from := backup_sources(site, host_name):
+        if not any(r.port == site.ssh_hardening.port and set(r.sources) == set(backup_from) for r in rules):
+            rules.append(InboundRule(site.ssh_hardening.port, "tcp", backup_from, "backups between data host and repository, keys forced (SOP BK-1)"))
     # Replication and database access only from the other site's hosts.
     peers = tuple(str(ipaddress.ip_network(a)) for a in site.peer_addresses(host_name))
     rules.append(InboundRule(site.firewall.postgresql_port, "tcp", peers, "postgresql from the peer site (SOP IN-2)"))
@@ -52,3 +57,14 @@ def inbound_rules(site: Site, host_name: str) -> list[InboundRule]:
         rules.append(InboundRule(extra.port, extra.proto, tuple(str(n) for n in extra.sources),
                                  extra.comment or f"firewall.extra_allow[{i}]"))
     return rules
+
+
+def backup_sources(site: Site, host_name: str) -> tuple[str, ...]:
+    """Addresses that reach this host's backup repository account (empty: not the repository host)."""
+    b = site.backup
+    repo, source = site.hosts_in(b.repository_site)[:1], site.hosts_in(site.replication.source_site)[:1]
+    if not b.enabled or not repo or not source or repo == source:
+        return ()
+    # The data host pushes WAL and files to the repository; the repository host pulls the database backup.
+    peer = source if host_name in repo else repo if host_name in source else []
+    return tuple(str(ipaddress.ip_network(site.hosts[h].address)) for h in peer)

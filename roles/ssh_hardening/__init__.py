@@ -30,6 +30,10 @@ def allow_groups(site: Site) -> list[str]:
     """Groups sshd lets in: the admins' group first, then the extra ones (SOP RA-3)."""
     groups = [site.base.admin_group]
     groups += [g for g in site.ssh_hardening.extra_allow_groups if g not in groups]
+    # Backups (roles/backup): the repository account, and postgres on the database host for
+    # pgBackRest's remote; every key of theirs has a forced command and a from= address.
+    if site.backup.enabled:
+        groups += [g for g in (site.backup.repository_user, "postgres") if g not in groups]
     return groups
 
 

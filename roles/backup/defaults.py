@@ -1,0 +1,120 @@
+"""Typed settings of the backup role (pgBackRest for the database, restic for files, one runner
+that writes the backup log). Site file key: `backup:`. SOP BK-1..BK-9."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+SET_NAME = r"^[a-z][a-z0-9-]{0,30}$"
+RESERVED_SETS = ("db", "offline", "prechange", "all")
+
+
+class BackupSet(BaseModel):
+    """One named set of paths backed up with restic (SOP BK-8: what is backed up)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=SET_NAME)
+    # Absolute paths on the host that holds the live data (the database source host).
+    paths: list[str] = Field(min_length=1)
+    # restic --exclude patterns (e.g. temporary files of the application).
+    exclude: list[str] = Field(default_factory=list)
+    # systemd OnCalendar of this set's incremental run (restic only stores what changed: BK-1).
+    on_calendar: str = "*-*-* 01:30"
+    # Also taken by the site deploy before it changes the database, app or configuration (BK-2).
+    before_change: bool = False
+
+    @field_validator("paths")
+    @classmethod
+    def _absolute(cls, paths: list[str]) -> list[str]:
+        for p in paths:
+            if not p.startswith("/") or "\n" in p:
+                raise ValueError(f"path {p!r} must be absolute")
+        return paths
+
+
+def _default_sets() -> list[BackupSet]:
+    return [
+        # The uploaded tender documents (SPSE's /home/file): the production data besides the database.
+        BackupSet(name="uploads", paths=["/home/file"], exclude=[".tmp-*"], on_calendar="*-*-* 01:30"),
+        # System files (BK-9): configuration, the application and its settings, admin scripts.
+        BackupSet(name="system", paths=["/etc", "/home/appserv", "/usr/local/sbin"], on_calendar="*-*-* 01:45",
+                  before_change=True),
+    ]
+
+
+class OfflineSettings(BaseModel):
+    """The second repository on removable media (BK-9: a copy the server cannot reach)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    # Where the media is mounted while copying. The runner refuses to write unless this is a
+    # mount point (never into the server's own disk by mistake).
+    mount_point: str = "/media/siaga-offline"
+    # Block device of the media (e.g. /dev/disk/by-label/SIAGA-OFFLINE): the runner mounts it for
+    # the copy and unmounts it after. Unset: someone else attaches it (the lab, an operator).
+    device: str | None = None
+    # Weekly copy (BK-9 "at least every 7x24 hours"); unset: only on `siaga backup run --set offline`.
+    on_calendar: str | None = "Sun *-*-* 04:00"
+    # Full database backups kept on the media (each one restorable on its own).
+    retention_full: int = Field(4, ge=1, le=100)
+
+
+class BackupSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # Off: no backup role on the hosts (not for production: SOP BK-1).
+    enabled: bool = True
+    # The site whose first host holds the repository (away from the data: BK-9). The database
+    # source site's host backs up to it over SSH.
+    repository_site: Literal["primary", "drc"] = "drc"
+    # Restricted account on the repository host that owns the repositories; reachable only with
+    # the backup keys, only from the backing-up host, only for pgBackRest's remote and SFTP.
+    repository_user: str = Field("siagabak", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    # Repository root on the repository host (a dedicated filesystem in production).
+    repository_path: str = "/srv/siaga-backup"
+    # pgBackRest stanza name (one PostgreSQL cluster).
+    stanza: str = Field("spse", pattern=r"^[a-z][a-z0-9_-]{0,30}$")
+    # Full database backup weekly, incremental daily (BK-1, BK-9); systemd OnCalendar expressions.
+    full_on_calendar: str = "Sun *-*-* 01:00"
+    incr_on_calendar: str = "Mon..Sat *-*-* 01:00"
+    # Full backups kept in the DRC repository (older ones expire with their WAL).
+    retention_full: int = Field(4, ge=1, le=100)
+    # A WAL segment is archived at least this often: the most a point-in-time restore can lose.
+    archive_timeout_s: int = Field(60, ge=10, le=3600)
+    # WAL waiting to be archived (DRC unreachable) above this size is dropped so the primary's disk
+    # never fills (IN-3); point-in-time recovery then has a gap until the next full backup.
+    archive_push_queue_max: str = Field("8GiB", pattern=r"^\d+(B|KiB|MiB|GiB|TiB)?$")
+    # pgBackRest compression (zst: fast, well supported in Debian 12's 2.45).
+    compress_type: Literal["zst", "lz4", "gz", "bz2", "none"] = "zst"
+    process_max: int = Field(2, ge=1, le=32)
+    # restic sets (BK-8); `db` is the pgBackRest set. Names are unique.
+    sets: list[BackupSet] = Field(default_factory=_default_sets)
+    # restic snapshots kept (forget --prune runs weekly with the full database backup).
+    keep_daily: int = Field(14, ge=1)
+    keep_weekly: int = Field(8, ge=1)
+    keep_monthly: int = Field(12, ge=0)
+    prune_on_calendar: str = "Sun *-*-* 03:00"
+    offline: OfflineSettings = Field(default_factory=OfflineSettings)
+    # A run taking longer is stopped and logged as a failure (BK-1 aims at 3 hours).
+    timeout_s: int = Field(4 * 3600, ge=60)
+    # Grace added to a set's schedule period before a missing success counts as a failure (BK-3, BK-5).
+    missing_grace_s: int = Field(6 * 3600, ge=0)
+    # The backup log on each host (JSON lines, one per run, fsynced).
+    log_file: str = "/var/log/siaga/backup.jsonl"
+    # Where the passphrases and keys live on the admin workstation (0600). Unset:
+    # ~/.local/state/siaga/<site>/ (outside the repository).
+    secrets_dir: str | None = None
+
+    @model_validator(mode="after")
+    def _unique_sets(self) -> BackupSettings:
+        names = [s.name for s in self.sets]
+        for name in names:
+            if name in RESERVED_SETS:
+                raise ValueError(f"backup set name '{name}' is reserved ({', '.join(RESERVED_SETS)})")
+            if names.count(name) > 1:
+                raise ValueError(f"backup set '{name}' is listed twice")
+        return self
