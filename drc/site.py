@@ -161,6 +161,7 @@ class Site(Strict):
         _check_sites(self)
         _check_admins(self)
         _check_allowlist(self)
+        _check_uploads_sync(self)
         if "components" not in self.model_fields_set:
             self.components = default_components(self)
         _check_components(self)

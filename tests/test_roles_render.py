@@ -141,7 +141,8 @@ def test_primary_active_opens_web_ssh_from_allowlist_postgresql_from_drc(netns):
 def test_drc_standby_has_no_web_and_postgresql_only_from_primary(netns):
     rules = accepts(input_rules(netns, render_ruleset(make_site(), "drc")[0]))
     assert set(rules) == {22, 5432}
-    # SSH from the allowlist, and from primary for backups (keys forced, roles/backup).
+    # SSH from the allowlist, and from primary for the uploads sync (rrsync only, roles/uploads_sync)
+    # and backups (keys forced, roles/backup): one rule, the same source.
     assert rules[22] == [["10.213.0.0/24"], ["10.213.1.10/32"]]
     assert rules[5432] == [["10.213.1.10/32"]]
 
@@ -218,7 +219,7 @@ def test_sshd_config_renders_every_setting():
         "MaxSessions": "10", "MaxStartups": "10:30:60", "AllowTcpForwarding": "no",
         "AllowAgentForwarding": "no", "X11Forwarding": "no", "PermitTunnel": "no", "LogLevel": "VERBOSE",
         "KexAlgorithms": ",".join(s.kex_algorithms), "Ciphers": ",".join(s.ciphers), "MACs": ",".join(s.macs),
-        "HostKeyAlgorithms": ",".join(s.host_key_algorithms), "AllowGroups": "lpse-admin backup siagabak postgres",
+        "HostKeyAlgorithms": ",".join(s.host_key_algorithms), "AllowGroups": "lpse-admin backup siaga-sync siagabak postgres",
         "Subsystem": "sftp internal-sftp -l INFO -f AUTH", "Banner": "/etc/issue.net",
         "AuthenticationMethods": "publickey", "UsePAM": "yes",
     }

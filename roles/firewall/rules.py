@@ -11,6 +11,8 @@ import ipaddress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from roles.uploads_sync import sync_sources
+
 if TYPE_CHECKING:
     from drc.site import Site
 
@@ -45,6 +47,10 @@ def inbound_rules(site: Site, host_name: str) -> list[InboundRule]:
     # The public service only where users are served now; the other site's web stays closed.
     if site.site_of[host_name] == site.active_site:
         rules += [InboundRule(p, "tcp", (), "web, active site (SOP IN-2)", anywhere=True) for p in site.firewall.web_ports]
+    # The uploads sync (roles/uploads_sync): on a target, SSH from the source site's hosts only.
+    # sshd still lets that key run nothing but `rrsync -wo <uploads>` (SOP EM-3, IN-2).
+    if sync_from := sync_sources(site, host_name):
+        rules.append(InboundRule(site.ssh_hardening.port, "tcp", sync_from, "uploads sync from the source site, key forced to rrsync (SOP EM-3, IN-2)"))
     # The backup repository (roles/backup): SSH from the database source host, keys forced to
     # pgBackRest's remote and sftp-server (SOP BK-1, BK-9). One rule per distinct source set.
     if backup_from := backup_sources(site, host_name):

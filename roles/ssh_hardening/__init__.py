@@ -14,6 +14,7 @@ from pyinfra.api import deploy
 from roles.managed_files import MANAGED_HEADER, config_file
 from roles.packages import ensure_installed
 from roles.templating import render
+from roles.uploads_sync import sshd_restrictions
 
 from . import operations as sshd
 from .defaults import SshHardeningSettings
@@ -27,9 +28,12 @@ HOST_KEY_DIR = "/etc/ssh"
 
 
 def allow_groups(site: Site) -> list[str]:
-    """Groups sshd lets in: the admins' group first, then the extra ones (SOP RA-3)."""
+    """Groups sshd lets in: the admins' group first, then the extra ones (SOP RA-3), then the
+    uploads sync group while the sync is on (its members get rrsync only, see below)."""
     groups = [site.base.admin_group]
     groups += [g for g in site.ssh_hardening.extra_allow_groups if g not in groups]
+    if site.uploads_sync.enabled and site.uploads_sync.group not in groups:
+        groups.append(site.uploads_sync.group)
     # Backups (roles/backup): the repository account, and postgres on the database host for
     # pgBackRest's remote; every key of theirs has a forced command and a from= address.
     if site.backup.enabled:
@@ -44,6 +48,7 @@ def render_sshd_config(site: Site, host_key_dir: str = HOST_KEY_DIR) -> str:
         header=MANAGED_HEADER.format(role="roles/ssh_hardening"),
         s=site.ssh_hardening,
         allow_groups=allow_groups(site),
+        sync=sshd_restrictions(site),
         banner_file=BANNER_FILE,
         host_key_dir=host_key_dir,
         yes_no=lambda flag: "yes" if flag else "no",
