@@ -11,7 +11,7 @@ from rich.console import Console
 from drc.site import SiteError
 
 # Modules that add a command: each defines register(subparsers) and sets func on its parser.
-COMMAND_MODULES: tuple[str, ...] = ("drc.status",)
+COMMAND_MODULES: tuple[str, ...] = ("drc.status", "drc.backup")
 
 console = Console()
 err_console = Console(stderr=True)

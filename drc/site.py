@@ -155,6 +155,14 @@ class Site(Strict):
     # SOP EM-5: what `siaga status` checks, with its criticality. Unset: default_components().
     components: list[Component] = Field(default_factory=list)
     status: StatusThresholds = Field(default_factory=StatusThresholds)
+    # Records on the admin workstation (collected backup log, restore reports): append-only, outside
+    # the repository. Unset: $XDG_STATE_HOME/siaga/<site>/records (~/.local/state/...). SOP BK-3, BK-7.
+    records_dir: Path | None = None
+
+    @field_validator("records_dir")
+    @classmethod
+    def _expand_records(cls, value: Path | None) -> Path | None:
+        return value.expanduser() if value else value
 
     @model_validator(mode="after")
     def _consistent(self) -> Site:

@@ -21,17 +21,16 @@ import datetime
 import fnmatch
 import json
 import shlex
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
+from drc import remote
+from drc.remote import CONNECT_TIMEOUT_S
 from drc.site import SITE_ROLES, Site, load_site
 
-CONNECT_TIMEOUT_S = 5.0
 # Listing a large uploads tree (find) is the slowest part of a probe.
 PROBE_TIMEOUT_S = 60.0
 # rsync keeps mtimes; a copy within this of the source's mtime (and the same size) is current.
@@ -61,35 +60,13 @@ def _probe_args(site: Site, host: str, timeout: float) -> dict:
     }
 
 
-def _connection(site: Site, host: str, timeout: float):
-    from fabric import Config, Connection
-    from paramiko import RejectPolicy
-
-    c = site.connection
-    conn = Connection(
-        host=str(site.hosts[host].address), user=c.user, port=c.port, connect_timeout=int(max(1, timeout)),
-        config=Config(overrides={"load_ssh_configs": False}),
-        connect_kwargs={"key_filename": str(c.key_file), "allow_agent": False, "look_for_keys": False,
-                        "banner_timeout": timeout, "auth_timeout": timeout},
-    )
-    # Fabric trusts unknown host keys by default; a status read must not talk to a spoofed server.
-    conn.client.set_missing_host_key_policy(RejectPolicy())
-    if c.known_hosts_file:
-        conn.client.load_host_keys(str(c.known_hosts_file))
-    else:
-        conn.client.load_system_host_keys()
-    return conn
-
-
 def probe_host(site: Site, host: str, timeout: float = CONNECT_TIMEOUT_S) -> Probe:
     """What one host says about itself, or {"reachable": False, "error": ...}."""
     args = json.dumps(_probe_args(site, host, timeout))
     cmd = f"python3 -c {shlex.quote(PROBE_SOURCE.read_text())} {shlex.quote(args)}"
-    try:
-        with _connection(site, host, timeout) as conn:
-            result = conn.run(cmd, hide=True, warn=True, in_stream=False, timeout=PROBE_TIMEOUT_S + 4 * timeout)
-    except Exception as exc:  # noqa: BLE001 (any failure to reach a host makes it unknown, with why)
-        return {"reachable": False, "error": _why(exc)}
+    result = remote.run(site, host, cmd, timeout=PROBE_TIMEOUT_S + 4 * timeout, connect_timeout=timeout)
+    if not result.reachable:
+        return {"reachable": False, "error": result.error}
     if result.exited != 0:
         return {"reachable": True, "error": f"probe failed ({result.exited}): {result.stderr.strip()[-300:]}"}
     try:
@@ -98,32 +75,12 @@ def probe_host(site: Site, host: str, timeout: float = CONNECT_TIMEOUT_S) -> Pro
         return {"reachable": True, "error": f"probe said: {result.stdout.strip()[:300]!r}"}
 
 
-def _why(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return f"{type(exc).__name__}: {text}"[:300]
-
-
 def probe_all(site: Site, timeout: float = CONNECT_TIMEOUT_S) -> dict[str, Probe]:
     """Every host in parallel; a host that has not answered by the deadline is unreachable.
     Daemon threads: one stuck in the network never keeps the command from exiting."""
-    results: dict[str, Probe] = {}
-    lock = threading.Lock()
-
-    def work(name: str) -> None:
-        probe = probe_host(site, name, timeout)
-        with lock:
-            results[name] = probe
-
-    threads = [threading.Thread(target=work, args=(name,), daemon=True, name=f"status-{name}") for name in host_order(site)]
-    for t in threads:
-        t.start()
     deadline_s = PROBE_TIMEOUT_S + 6 * timeout
-    end = time.monotonic() + deadline_s
-    for t in threads:
-        t.join(max(0.0, end - time.monotonic()))
-    with lock:
-        return {name: results.get(name, {"reachable": False, "error": f"no answer within {deadline_s:.0f} s"})
-                for name in host_order(site)}
+    return remote.parallel(host_order(site), lambda name: probe_host(site, name, timeout), deadline_s,
+                           lambda name: {"reachable": False, "error": f"no answer within {deadline_s:.0f} s"})
 
 
 # --- evaluation (no host touched) ------------------------------------------------------------

@@ -1,0 +1,94 @@
+"""Reaching the site's hosts from the admin workstation: one way, used by every command.
+
+Fabric over SSH with the site's connection data (`connection:` in the site file), strict host key
+checking against the site's known_hosts (an unknown key is refused, never learned), short connect
+timeouts, and a parallel runner with daemon threads and a deadline, so a host that does not answer
+is reported, never a hang. `siaga status` and `siaga backup` use it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, TypeVar
+
+from drc.site import Site
+
+CONNECT_TIMEOUT_S = 5.0
+
+T = TypeVar("T")
+
+
+def connection(site: Site, host: str, timeout: float = CONNECT_TIMEOUT_S):
+    """A Fabric Connection to one site host (not yet opened)."""
+    from fabric import Config, Connection
+    from paramiko import RejectPolicy
+
+    c = site.connection
+    conn = Connection(
+        host=str(site.hosts[host].address), user=c.user, port=c.port, connect_timeout=int(max(1, timeout)),
+        config=Config(overrides={"load_ssh_configs": False}),
+        connect_kwargs={"key_filename": str(c.key_file), "allow_agent": False, "look_for_keys": False,
+                        "banner_timeout": timeout, "auth_timeout": timeout},
+    )
+    # Fabric trusts unknown host keys by default; siaga must not talk to a spoofed server.
+    conn.client.set_missing_host_key_policy(RejectPolicy())
+    if c.known_hosts_file:
+        conn.client.load_host_keys(str(c.known_hosts_file))
+    else:
+        conn.client.load_system_host_keys()
+    return conn
+
+
+def why(exc: BaseException) -> str:
+    """One line saying why a host could not be reached or a command not run."""
+    text = str(exc).strip() or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"[:300]
+
+
+@dataclass
+class Result:
+    """What one command on one host gave. reachable False: it did not run (error says why)."""
+
+    host: str
+    reachable: bool
+    exited: int | None = None
+    stdout: str = ""
+    stderr: str = ""
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.reachable and self.exited == 0
+
+
+def run(site: Site, host: str, command: str, timeout: float, connect_timeout: float = CONNECT_TIMEOUT_S) -> Result:
+    """Run one shell command (already quoted) on a host; never raises for a host problem."""
+    try:
+        with connection(site, host, connect_timeout) as conn:
+            r = conn.run(command, hide=True, warn=True, in_stream=False, timeout=timeout)
+    except Exception as exc:  # noqa: BLE001 (any failure to reach a host is reported, with why)
+        return Result(host, reachable=False, error=why(exc))
+    return Result(host, reachable=True, exited=r.exited, stdout=r.stdout, stderr=r.stderr)
+
+
+def parallel(hosts: list[str], work: Callable[[str], T], deadline_s: float, on_timeout: Callable[[str], T]) -> dict[str, T]:
+    """work(host) for every host at once; a host without an answer by the deadline gets
+    on_timeout(host). Daemon threads: one stuck in the network never keeps siaga from exiting."""
+    results: dict[str, T] = {}
+    lock = threading.Lock()
+
+    def one(name: str) -> None:
+        value = work(name)
+        with lock:
+            results[name] = value
+
+    threads = [threading.Thread(target=one, args=(name,), daemon=True, name=f"siaga-{name}") for name in hosts]
+    for t in threads:
+        t.start()
+    end = time.monotonic() + deadline_s
+    for t in threads:
+        t.join(max(0.0, end - time.monotonic()))
+    with lock:
+        return {name: results[name] if name in results else on_timeout(name) for name in hosts}

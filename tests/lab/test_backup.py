@@ -1,0 +1,106 @@
+"""`siaga backup` on the real lab, as an operator runs it (the CLI, `--json`, exit codes): timers in
+place, a backup run now gives success records for the database (pgBackRest on the DRC) and the file
+sets (restic from primary), both repositories list what the records say, the log is collected to
+the workstation once per record, and with the WAN cut a run fails cleanly, is logged as a failure,
+and the next run after the heal succeeds. SOP BK-1, BK-3, BK-5, BK-8."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import lab_host
+
+REPO = Path(__file__).resolve().parents[2]
+RUN_DEADLINE_S = 600.0
+PGBR = "runuser -u siagabak -- pgbackrest --config-path=/etc/siaga/pgbackrest-repo --stanza=spse --output=json"
+RESTIC = ("env RESTIC_PASSWORD_FILE=/etc/siaga/backup/restic-repo1.password RESTIC_CACHE_DIR=/var/cache/siaga-restic "
+          "restic -r sftp:siagabak@{drc}:/srv/siaga-backup/restic "
+          "-o sftp.command='ssh -F /etc/siaga/backup/ssh_config {drc} -s sftp'")
+
+
+def siaga(lab, *args: str, deadline: float = RUN_DEADLINE_S) -> tuple[int, dict, float]:
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "drc.cli", "backup", *args, str(lab.site_file), "--json"], cwd=REPO,
+                          capture_output=True, text=True, timeout=deadline)
+    took = time.monotonic() - start
+    assert proc.returncode in (0, 1), (proc.returncode, proc.stderr[-3000:], proc.stdout[-3000:])
+    return proc.returncode, json.loads(proc.stdout), took
+
+
+@pytest.fixture(scope="module")
+def hosts(lab, deployed):
+    return {"primary": lab_host(lab, "primary"), "drc": lab_host(lab, "drc")}
+
+
+def by_set(recs: list[dict]) -> dict[str, dict]:
+    return {r["set"]: r for r in recs}
+
+
+def test_timers_are_active_on_the_host_owning_each_set(hosts):
+    for unit in ("siaga-backup-db-full.timer", "siaga-backup-db-incr.timer"):
+        assert hosts["drc"].service(unit).is_running, unit
+        assert not hosts["primary"].file(f"/etc/systemd/system/{unit}").exists
+    for job in ("uploads", "system", "prune", "offline"):
+        assert hosts["primary"].service(f"siaga-backup-{job}.timer").is_running, job
+
+
+def test_run_backs_up_db_and_uploads_and_the_repositories_agree(lab, hosts):
+    code, out, took = siaga(lab, "run")
+    recs = by_set(out["records"])
+    assert code == 0 and out["ok"], out
+    assert set(recs) == {"db", "uploads", "system"}
+    db, up = recs["db"], recs["uploads"]
+    assert (db["host"], db["repository"], db["result"], db["kind"] in ("full", "incr")) == ("drc", "repo1", "success", True)
+    assert (up["host"], up["result"]) == ("primary", "success") and up["details"]["snapshot"]
+    # pgBackRest itself lists that backup, status ok.
+    info = json.loads(hosts["drc"].check_output(f"{PGBR} info"))[0]
+    assert info["status"]["code"] == 0, info["status"]
+    assert db["details"]["label"] in [b["label"] for b in info["backup"]]
+    # restic itself lists that snapshot.
+    snaps = json.loads(hosts["primary"].check_output(RESTIC.format(drc=lab.address("drc")) + " snapshots --json --tag uploads"))
+    assert any(s["id"].startswith(up["details"]["snapshot"]) for s in snaps)  # restic's summary gives the short id
+    print(f"siaga backup run: {took:.1f} s; db {db['kind']} {db['details']['label']} {db['duration_s']} s, "
+          f"uploads {up['details']['snapshot'][:8]} {up['duration_s']} s, system {recs['system']['duration_s']} s")
+
+
+def test_log_is_collected_once_per_record(lab, hosts):
+    code, report, _ = siaga(lab, "log")
+    assert code == 0, (report["hosts"], report["sets"])
+    ids = [r["id"] for r in report["records"]]
+    assert len(ids) == len(set(ids))
+    host_lines = len(hosts["drc"].file("/var/log/siaga/backup.jsonl").content_string.splitlines()) + \
+        len(hosts["primary"].file("/var/log/siaga/backup.jsonl").content_string.splitlines())
+    assert sum(h["records"] for h in report["hosts"].values()) == host_lines
+    assert {r["set"] for r in report["records"] if r["result"] == "success"} >= {"db", "uploads", "system"}
+    assert all(not s["late"] for s in report["sets"].values())
+    _, again, _ = siaga(lab, "log")
+    assert again["new_records"] == 0 and len(again["records"]) == len(report["records"])
+    assert Path(report["records_file"]).is_file()
+
+
+def test_wan_cut_run_fails_cleanly_is_logged_and_the_next_run_succeeds(lab, hosts):
+    try:
+        lab.set_wan(cut=True)
+        code, out, took = siaga(lab, "run")
+        assert code == 1 and not out["ok"]
+        recs = by_set(out["records"])
+        assert {r["result"] for r in recs.values()} == {"failure"}, out
+        assert set(recs) == {"db", "uploads", "system"}
+        assert all(r["error"] for r in recs.values())
+        assert took < 180, f"a cut WAN made the run take {took:.0f} s"
+        print(f"WAN cut: run failed in {took:.1f} s: db: {recs['db']['error'][:160]} | uploads: {recs['uploads']['error'][:160]}")
+    finally:
+        lab.set_wan(cut=False)
+    _, log, _ = siaga(lab, "log")
+    failed = {r["id"] for r in log["records"] if r["result"] == "failure"}
+    assert {r["id"] for r in recs.values()} <= failed
+    code, out, took = siaga(lab, "run")
+    assert code == 0, out
+    assert {r["result"] for r in out["records"]} == {"success"}
+    print(f"healed: next run OK in {took:.1f} s")
