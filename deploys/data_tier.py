@@ -17,6 +17,7 @@ from roles.data_settings import load_data_tier
 from roles.postgresql import postgresql
 from roles.replication import preflight_problems, read_nodes, replication
 from roles.spse_app import spse_app
+from roles.uploads_sync import uploads_sync
 
 if not host.data.get("siaga_site_file"):
     raise DeployError(f"{host.name}: no siaga_site_file in the host data; use an inventory from inventory/ (drc.inventory)")
@@ -45,6 +46,8 @@ postgresql(site, host_name, tier.postgresql, is_source=is_source, replication_us
            app_os_users=[tier.spse_app.user])
 spse_app(site, host_name, tier.spse_app, tier.postgresql, is_db_source=is_source)
 replication(tier, host_name, nodes)
+# Uploads (/home/file/...) copied from uploads_sync.source_site to the other site (lsyncd, rrsync).
+uploads_sync(tier, host_name)
 
 # Backups (pgBackRest + restic to the repository site, offline media, timers, log): SOP BK-1..BK-9.
 backup(tier, host_name)

@@ -116,6 +116,73 @@ def test_drc_refuses_writes_and_its_app_says_read_only(db_drc):
     assert health["database"] == {**health["database"], "read": True, "write": False, "in_recovery": True}
 
 
+# --- uploads (roles/uploads_sync): lsyncd over SSH, key forced to rrsync -----------------------
+
+UPLOADS_DEADLINE_S = 20.0  # issue 3 benchmark goal for uploads lag
+SYNC_SSH = ("ssh -F /dev/null -i /etc/siaga/uploads-sync/id_ed25519 -o IdentitiesOnly=yes -o BatchMode=yes "
+            "-o UserKnownHostsFile=/etc/siaga/uploads-sync/known_hosts -o StrictHostKeyChecking=yes "
+            "-o LogLevel=ERROR -o ConnectTimeout=10")
+
+
+def sha256_on(host, path: str) -> str | None:
+    cmd = host.run("sha256sum %s", path)
+    return cmd.stdout.split()[0] if cmd.rc == 0 else None
+
+
+def test_a_file_uploaded_over_https_reaches_the_drc_with_the_same_sha256(lab, db_drc):
+    content = os.urandom(256 * 1024)
+    doc = upload(lab, content, "dokumen-penawaran.pdf")
+    assert doc["path"].startswith("/home/file/file_prod/")
+    _, lag = poll("the file on the DRC", lambda: sha256_on(db_drc, doc["path"]) == doc["sha256"], UPLOADS_DEADLINE_S)
+    print(f"upload reached the DRC in {lag:.2f} s")
+    copy = db_drc.file(doc["path"])
+    assert (copy.user, copy.group) == ("appserv", "appserv")  # the DRC's app can take it over
+
+
+def test_the_sync_key_cannot_open_a_shell_on_the_drc(lab, db_primary, db_drc):
+    drc = lab.address("drc")
+    for command in ("id", "sh -c id", "rsync --server --sender -logDtpre.iLsfxCIvu . /etc/"):
+        cmd = db_primary.run(f"{SYNC_SSH} appserv@{drc} %s", command)
+        assert cmd.rc != 0 and "uid=" not in cmd.stdout, (command, cmd.stdout, cmd.stderr)
+        assert "rrsync error" in cmd.stderr, cmd.stderr
+    # No command, asking for a terminal (an interactive login): no PTY, and rrsync refuses.
+    tty = db_primary.run(f"{SYNC_SSH} -tt appserv@{drc} </dev/null; echo exit=$?")
+    assert "PTY allocation request failed" in tty.stderr and "exit=0" not in tty.stdout
+    # sshd itself forces rrsync for the group and reads its keys only from a root-owned file.
+    forced = db_drc.run("sshd -T -C user=appserv,host=primary,addr=%s", lab.address("primary")).stdout
+    assert "forcecommand /usr/bin/rrsync -wo /home/file" in forced
+    assert "authorizedkeysfile /etc/ssh/siaga-sync-keys/%u" in forced
+    keys = db_drc.file("/etc/ssh/siaga-sync-keys/appserv")
+    assert (keys.user, keys.mode) == ("root", 0o644)
+    assert keys.content_string.strip().splitlines()[-1].startswith('restrict,command="/usr/bin/rrsync -wo /home/file",')
+    # No sudo for the sync account.
+    assert "not allowed" in db_drc.run("sudo -l -U appserv").stdout
+    # The private key is root's, 0600, on the source only.
+    key = db_primary.file("/etc/siaga/uploads-sync/id_ed25519")
+    assert (key.user, key.mode) == ("root", 0o600)
+    assert not db_drc.file("/etc/siaga/uploads-sync/id_ed25519").exists
+
+
+def test_lsyncd_and_the_full_resync_timer_run_on_the_source_only(db_primary, db_drc):
+    assert db_primary.service("siaga-uploads-sync.service").is_running
+    timer = db_primary.service("siaga-uploads-resync.timer")
+    assert timer.is_running and timer.is_enabled
+    assert db_primary.run("systemctl show -P NextElapseUSecRealtime siaga-uploads-resync.timer").stdout.strip()
+    assert not db_drc.service("siaga-uploads-sync.service").is_running
+    assert not db_drc.service("siaga-uploads-resync.timer").is_running
+
+
+def test_a_file_removed_on_the_drc_behind_lsyncds_back_is_restored_by_the_resync(lab, db_primary, db_drc):
+    content = os.urandom(32 * 1024)
+    doc = upload(lab, content, "berita-acara.pdf")
+    poll("the file on the DRC", lambda: sha256_on(db_drc, doc["path"]) == doc["sha256"], UPLOADS_DEADLINE_S)
+    assert db_drc.run("rm -f %s", doc["path"]).rc == 0  # lsyncd on primary sees no event for this
+    run = db_primary.run("systemctl start siaga-uploads-resync.service")  # oneshot: returns when done
+    assert run.rc == 0, run.stderr
+    assert sha256_on(db_drc, doc["path"]) == doc["sha256"]
+    assert db_primary.file("/var/lib/siaga-uploads-sync/last-full-resync").exists
+
+
 def test_second_run_changes_nothing(lab, data_tier):
     again = run_deploy(lab, "deploys/data_tier.py")
     assert again.ok, again.output[-4000:]

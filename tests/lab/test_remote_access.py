@@ -13,6 +13,7 @@ import yaml
 
 from drc.lab import ADMINS
 from drc.site import load_site
+from roles.ssh_hardening import allow_groups
 from tests.helpers import lab_host, run_deploy, tcp_from
 
 HOSTS = ("primary", "drc")
@@ -31,17 +32,18 @@ def site(lab, deployed):
 @pytest.mark.parametrize("name", HOSTS)
 def test_sshd_effective_config_has_every_control(lab, site, name):
     s = site.ssh_hardening
-    effective = {}
+    effective, allow = {}, []
     for line in lab_host(lab, name).check_output("sshd -T").splitlines():
         key, _, value = line.partition(" ")
         effective[key] = value
+        if key == "allowgroups":  # sshd -T prints one line per group
+            allow.append(value)
     expected = {
         "permitrootlogin": "no",
         "passwordauthentication": "no",
         "kbdinteractiveauthentication": "no",
         "pubkeyauthentication": "yes",
         "permitemptypasswords": "no",
-        "allowgroups": site.base.admin_group,
         "maxauthtries": str(s.max_auth_tries),
         "logingracetime": "30",
         "clientaliveinterval": str(s.client_alive_interval),
@@ -60,6 +62,8 @@ def test_sshd_effective_config_has_every_control(lab, site, name):
     }
     wrong = {k: (effective.get(k), v) for k, v in expected.items() if effective.get(k) != v}
     assert not wrong, f"sshd -T differs (got, want): {wrong}"
+    # The admins first; the service groups (uploads sync, backups) get forced commands only.
+    assert allow == allow_groups(site)
     assert not any(c.endswith("-cbc") for c in effective["ciphers"].split(","))
     assert not any("sha1" in m or "md5" in m for m in effective["macs"].split(","))
 
