@@ -213,6 +213,7 @@ class Lab:
     def up(self, log: Callable[[str], None] = print) -> dict:
         with _locked(LABS_ROOT / ".lock"):
             sweep_leftovers(log)
+            _raise_inotify_limit()
             st = self.state()
             if st and all(h.name in self.running_hosts() for h in HOSTS):
                 self._wait_ready(st, log)
@@ -503,6 +504,14 @@ table inet {table} {{
     }}
 }}
 """)
+
+
+def _raise_inotify_limit(minimum: int = 1024) -> None:
+    """Each booted host's systemd takes inotify instances from this machine's per-user limit
+    (128 by default): with several labs up, new hosts fail to boot. Raise it, never lower it."""
+    knob = Path("/proc/sys/fs/inotify/max_user_instances")
+    if int(knob.read_text()) < minimum:
+        knob.write_text(f"{minimum}\n")
 
 
 def _host_net_up(st: dict, host: str) -> None:
