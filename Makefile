@@ -44,6 +44,8 @@ bench: setup
 	$(BIN)/python bench/lab_up.py
 	$(BIN)/python bench/deploy_rerun.py
 	$(BIN)/python bench/ansible_ratio.py
+	$(BIN)/python bench/replication_lag.py
+	$(BIN)/python bench/initial_drc_build.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
