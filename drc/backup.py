@@ -408,6 +408,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     common(log)
     log.set_defaults(func=_cmd(cmd_log))
 
+    from drc import backup_restore
+
+    backup_restore.register(sub, common, _cmd)
+
 
 def _cmd(fn):
     def call(args: argparse.Namespace) -> int:

@@ -93,3 +93,20 @@ def test_workstation_log_is_append_only_and_deduplicated(tmp_path):
     assert records.append_new(path, [{"id": "a", "n": 3}, {"id": "c"}]) == [{"id": "c"}]
     assert [r["id"] for r in records.read(path)] == ["a", "b", "c"]
     assert records.read(path)[0]["n"] == 1
+
+
+def test_restore_report_says_gagal_for_a_failed_test_and_names_the_bk7_fields(site):
+    from drc.backup_restore import render_berita_acara, table_queries
+
+    q = table_queries([("public", "tender_document", "uploaded_at"), ("public", "x", None)], "epns_prod", 1700000000.0)
+    assert 'WHERE "uploaded_at" < to_timestamp(1700000000.000)' in q[0]["sql"] and "WHERE" not in q[1]["sql"].split("FROM")[-1]
+    result = {"id": "ab" * 16, "site": "t", "start": "2026-11-22T14:00:00+07:00", "end": "2026-11-22T14:01:00+07:00",
+              "duration_s": 60.0, "by": "budi", "requester": "Andi", "head": "Kepala LPSE", "result": "failure",
+              "problems": ["database: pgbackrest verify failed: checksum invalid: 1"],
+              "db": {"database": "epns_prod", "label": "L1", "type": "full", "chosen_from": 3, "backup_start": "s",
+                     "backup_stop": "e", "location": "drc:/srv", "cutoff": "c", "verify": {"ok": False, "output": "checksum invalid: 1"},
+                     "tables": {}, "cleanup": {"path": "/var/tmp/x", "removed": True}}, "files": None}
+    html = render_berita_acara(result, site)
+    for field in ("Pemohon", "Pelaksana", "Pimpinan", "Tanggal pelaksanaan", "Yang direstore", "Hasil", "GAGAL", "Andi"):
+        assert field in html
+    assert "BERHASIL" not in html

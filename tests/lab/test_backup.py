@@ -104,3 +104,61 @@ def test_wan_cut_run_fails_cleanly_is_logged_and_the_next_run_succeeds(lab, host
     assert code == 0, out
     assert {r["result"] for r in out["records"]} == {"success"}
     print(f"healed: next run OK in {took:.1f} s")
+
+
+UPLOAD = """
+import os, ssl, urllib.request
+ctx = ssl._create_unverified_context()
+for i in range(3):
+    req = urllib.request.Request('https://127.0.0.1/eproc4/dokumen?name=rt%d.pdf' % i, data=os.urandom(4096 + i), method='POST')
+    print(urllib.request.urlopen(req, context=ctx).status)
+"""
+REPO_DIR = "/srv/siaga-backup/pgbackrest/backup/spse"
+
+
+def restore_test(lab, *args: str) -> tuple[int, dict, float]:
+    return siaga(lab, "restore-test", "--slack", "0", *args, deadline=900)
+
+
+def test_restore_test_restores_verifies_and_writes_the_berita_acara(lab, hosts):
+    hosts["primary"].check_output("python3 -c %s", UPLOAD)
+    code, out, _ = siaga(lab, "run")
+    assert code == 0, out
+    code, rt, took = restore_test(lab, "--label", "latest", "--snapshot", "latest")
+    assert code == 0 and rt["result"] == "success", rt["problems"]
+    db, files = rt["db"], rt["files"]
+    assert db["verify"]["ok"] and db["restore"]["ok"] and db["start"]["in_recovery"] == "f"
+    app = db["tables"]["public.tender_document"]
+    assert app["match"] and int(app["restored"][0]) >= 3
+    assert db["cleanup"]["removed"] and not hosts["drc"].file(db["cleanup"]["path"]).exists
+    assert files["check"]["ok"] and len(files["files"]) >= 3 and all(f["match"] for f in files["files"].values())
+    html = Path(rt["report"]).read_text()
+    for field in ("BERITA ACARA PELAKSANAAN RESTORE", "Pemohon", "Pelaksana", "Pimpinan", "Yang direstore", "BERHASIL", db["label"]):
+        assert field in html, field
+    # The production cluster was never touched: still the primary, the DRC still its standby.
+    assert hosts["primary"].check_output("runuser -u postgres -- psql -XAtc 'select pg_is_in_recovery()'") == "f"
+    print(f"restore-test: {took:.1f} s; db {db['label']} restored+recovered in {db['restore_seconds']:.1f} s, "
+          f"{app['restored'][0]} documents matched; {len(files['files'])} files matched; report {rt['report']}")
+
+
+def test_random_sampling_picks_among_the_backups(lab, hosts):
+    code, rt, _ = restore_test(lab, "--skip-files", "--seed", "7")
+    assert rt["db"]["chosen_from"] >= 2
+    assert code == 0, rt["problems"]
+
+
+def test_a_corrupted_repository_file_is_reported_failed_never_good(lab, hosts):
+    drc = hosts["drc"]
+    # The biggest file of the full backup every later incremental builds on.
+    victim = drc.check_output(f"find {REPO_DIR} -path '*F/pg_data/*' -type f -printf '%s %p\\n' | sort -n | tail -1 | cut -d' ' -f2")
+    drc.check_output(f"cp -a {victim} /root/siaga-test-victim")
+    try:
+        drc.check_output(f"printf 'siaga-corruption' | dd of={victim} bs=1 seek=100 conv=notrunc status=none")
+        code, rt, _ = restore_test(lab, "--label", "latest", "--skip-files")
+        assert code == 1 and rt["result"] == "failure"
+        assert not rt["db"]["verify"]["ok"]
+        assert any("verify failed" in p for p in rt["problems"]), rt["problems"]
+        assert "GAGAL" in Path(rt["report"]).read_text()
+        print(f"corrupted {victim}: restore-test GAGAL; verify said: {rt['db']['verify']['output'][-300:]}")
+    finally:
+        drc.check_output(f"cp -a /root/siaga-test-victim {victim} && rm -f /root/siaga-test-victim")

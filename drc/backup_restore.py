@@ -1,0 +1,296 @@
+"""`siaga backup restore-test`: prove a backup by restoring it (SOP BK-4, BK-7).
+
+Picks a database backup and an uploads snapshot at random (BK-4 "random sampling"; or the ones
+named), and:
+
+- on the repository host (the DRC): `pgbackrest verify` of the whole repository, then the backup
+  restored into a fresh scratch directory as the repository account, started as a throwaway
+  PostgreSQL (another port, socket only, inside the scratch directory), recovered to the backup's
+  consistent point (`--type=immediate`), queried, stopped and removed (drc/restore_probe.py);
+- sampled tables (the app's `tender_document` and others at random): row count and checksum of
+  the rows older than the backup's start (minus `--slack`) in the restored database and in
+  production: they must be the same;
+- on the data host: `restic check` reading part of the data, then sampled upload files of the
+  snapshot restored to a scratch directory and their sha256 compared with the app's own records
+  (`tender_document.sha256`) for documents older than the snapshot.
+
+The result, with the restore duration, is appended to `<records_dir>/restore-tests.jsonl` and
+written as the *Berita Acara Pelaksanaan Restore* (HTML, Indonesian, BK-7 fields) next to it.
+A failed or unverifiable check makes the result GAGAL (failure) and the exit status 1: a backup is
+never reported good unless it was restored and matched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import random
+import shlex
+import uuid
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from rich.console import Console
+from rich.table import Table
+
+from drc import records, remote
+from drc.site import Site, load_site
+
+PROBE_SOURCE = Path(__file__).with_name("restore_probe.py")
+TEMPLATES = Path(__file__).with_name("templates")
+RESTORE_RECORDS = "restore-tests.jsonl"
+SCRATCH_ROOT = "/var/tmp/siaga-restore-test"
+SCRATCH_PORT = 54329
+APP_TABLE = "tender_document"
+
+
+def probe(site: Site, host: str, args: dict, timeout: float) -> dict:
+    cmd = f"sudo -n python3 -c {shlex.quote(PROBE_SOURCE.read_text())} {shlex.quote(json.dumps(args))}"
+    r = remote.run(site, host, cmd, timeout=timeout)
+    if not r.reachable:
+        return {"error": f"{host}: {r.error}"}
+    try:
+        return json.loads(r.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return {"error": f"{host}: probe exited {r.exited}: {(r.stderr or r.stdout).strip()[-400:]}"}
+
+
+def site_tz(site: Site) -> dt.tzinfo:
+    """Records carry the site's local time (base.timezone: WIB/WITA/WIT)."""
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo(site.base.timezone)
+
+
+def ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def table_queries(tables: list[tuple[str, str, str | None]], db: str, cutoff: float) -> list[dict]:
+    """Count and checksum of each table's rows older than cutoff (epoch s), in a stable order."""
+    out = []
+    for schema, table, ts in tables:
+        fq = f"{ident(schema)}.{ident(table)}"
+        where = f"WHERE {ident(ts)} < to_timestamp({cutoff:.3f})" if ts else ""
+        out.append({"key": f"{schema}.{table}", "db": db,
+                    "sql": f"SELECT count(*), coalesce(md5(string_agg(t::text, E'\\n' ORDER BY t::text)), 'kosong'), "
+                           f"(SELECT count(*) FROM {fq}) FROM {fq} t {where}"})
+    return out
+
+
+TABLES_SQL = """SELECT t.table_schema, t.table_name,
+  coalesce((SELECT c.column_name FROM information_schema.columns c WHERE c.table_schema = t.table_schema
+   AND c.table_name = t.table_name AND c.data_type = 'timestamp with time zone' AND c.is_nullable = 'NO'
+   ORDER BY c.ordinal_position LIMIT 1), '')
+FROM information_schema.tables t WHERE t.table_type = 'BASE TABLE'
+ AND t.table_schema NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, 2"""
+
+
+def restore_test(site: Site, args: argparse.Namespace, console: Console) -> dict:
+    rng = random.Random(args.seed) if args.seed is not None else random.SystemRandom()
+    b, pg = site.backup, site.postgresql
+    repo = site.hosts_in(b.repository_site)[0]
+    data = site.hosts_in(site.replication.source_site)[0]
+    port = site.firewall.postgresql_port
+    t = args.timeout_run
+    started = dt.datetime.now(site_tz(site))
+    problems: list[str] = []
+    result: dict = {"v": 1, "id": uuid.uuid4().hex, "site": site.site, "kind": "restore-test",
+                    "start": started.isoformat(timespec="seconds"), "by": site.connection.user,
+                    "requester": args.requester, "head": args.head, "seed": args.seed, "db": None, "files": None}
+
+    # --- database: pick a backup at random ------------------------------------------------------------
+    common = {"config_path": "/etc/siaga/pgbackrest-repo", "stanza": b.stanza, "user": b.repository_user}
+    listing = probe(site, repo, {**common, "mode": "db-list"}, 300)
+    backups = ((listing.get("info") or [{}])[0].get("backup") or []) if listing.get("ok") else []
+    if not backups:
+        problems.append(f"database: no backup to restore on {repo} ({listing.get('error') or 'pgbackrest info lists none'})")
+    else:
+        chosen = (backups[-1] if args.label == "latest" else next((x for x in backups if x["label"] == args.label), None)) \
+            if args.label else rng.choice(backups)
+        if chosen is None:
+            problems.append(f"database: no backup labelled {args.label} (have: {', '.join(x['label'] for x in backups)})")
+        else:
+            result["db"] = db_part(site, repo, data, chosen, len(backups), common, rng, args, problems, t)
+
+    # --- uploads: pick a snapshot at random -----------------------------------------------------------
+    if not args.skip_files:
+        result["files"] = files_part(site, data, rng, args, problems, t)
+
+    ended = dt.datetime.now(site_tz(site))
+    result["end"] = ended.isoformat(timespec="seconds")
+    result["duration_s"] = round((ended - started).total_seconds(), 3)
+    result["problems"] = problems
+    result["result"] = "success" if not problems else "failure"
+    return result
+
+
+def db_part(site, repo, data, chosen, n_backups, common, rng, args, problems, t) -> dict:
+    b, pg = site.backup, site.postgresql
+    port = site.firewall.postgresql_port
+    tz = site_tz(site)
+    start_ts = float(chosen["timestamp"]["start"])
+    cutoff = start_ts - args.slack
+    part = {"label": chosen["label"], "type": chosen["type"], "chosen_from": n_backups,
+            "backup_start": dt.datetime.fromtimestamp(start_ts, tz).isoformat(timespec="seconds"),
+            "backup_stop": dt.datetime.fromtimestamp(float(chosen["timestamp"]["stop"]), tz).isoformat(timespec="seconds"),
+            "cutoff": dt.datetime.fromtimestamp(cutoff, tz).isoformat(timespec="seconds"),
+            "database": pg.database, "location": f"{repo}:{b.repository_path}/pgbackrest", "tables": {}}
+    listed = probe(site, data, {"mode": "sql", "port": port,
+                                "queries": [{"key": "tables", "db": pg.database, "sql": TABLES_SQL}]}, 120)
+    q = (listed.get("queries") or {}).get("tables") or {}
+    if not q.get("ok"):
+        problems.append(f"database: cannot list the tables of {pg.database} on {data}: {q.get('error') or listed.get('error')}")
+        return part
+    tables = [(r[0], r[1], r[2] or None) for r in q["rows"]]
+    app = [x for x in tables if x[1] == APP_TABLE]
+    others = [x for x in tables if x[1] != APP_TABLE]
+    sample = app + rng.sample(others, min(len(others), max(0, args.tables - len(app))))
+    queries = table_queries(sample, pg.database, cutoff)
+    # Production first (read-only), then the restore: the rows compared are older than the backup.
+    prod = probe(site, data, {"mode": "sql", "port": port, "queries": queries}, 600)
+    res = probe(site, repo, {**common, "mode": "db", "label": chosen["label"], "port": SCRATCH_PORT, "production_port": port,
+                             "pg_bin": f"/usr/lib/postgresql/{pg.version}/bin", "scratch_root": SCRATCH_ROOT,
+                             "production_paths": ["/var/lib/postgresql", f"/etc/postgresql", b.repository_path],
+                             "timeout_s": b.timeout_s, "start_timeout_s": 600, "queries": queries}, t)
+    if res.get("error"):
+        problems.append(f"database: {res['error']}")
+        part["error"] = res["error"]
+        return part
+    part.update({k: res.get(k) for k in ("verify", "restore", "start", "cleanup")})
+    if not (res.get("verify") or {}).get("ok"):
+        problems.append(f"database: pgbackrest verify failed: {(res.get('verify') or {}).get('output', '')[-600:]}")
+    if not (res.get("restore") or {}).get("ok"):
+        problems.append(f"database: restore of {chosen['label']} failed: {(res.get('restore') or {}).get('output', '')[-600:]}")
+    elif not (res.get("start") or {}).get("ok") or (res["start"].get("in_recovery") != "f"):
+        problems.append(f"database: the restored copy did not start and recover: {(res.get('start') or {}).get('output', '')[-600:]}")
+    if not (res.get("cleanup") or {}).get("removed"):
+        problems.append(f"database: scratch directory {(res.get('cleanup') or {}).get('path')} not removed on {repo}")
+    for (schema, table, ts), qd in zip(sample, queries):
+        key = qd["key"]
+        a = ((prod.get("queries") or {}).get(key) or {})
+        r = ((res.get("queries") or {}).get(key) or {})
+        row = {"timestamp_column": ts, "production": a.get("rows", [[None]])[0] if a.get("ok") else None,
+               "restored": r.get("rows", [[None]])[0] if r.get("ok") else None}
+        if not ts:
+            row["match"] = None  # no timestamp: rows may have changed since; counts shown only
+        else:
+            row["match"] = bool(row["production"] and row["restored"] and row["production"][:2] == row["restored"][:2])
+            if not row["match"] and (res.get("start") or {}).get("ok"):
+                problems.append(f"database: table {key}: rows older than {part['cutoff']} differ "
+                                f"(production {row['production'] and row['production'][:2]}, restored {row['restored'] and row['restored'][:2]}; "
+                                f"{a.get('error') or r.get('error') or ''})")
+        part["tables"][key] = row
+    part["restore_seconds"] = ((res.get("restore") or {}).get("seconds") or 0) + ((res.get("start") or {}).get("seconds") or 0)
+    return part
+
+
+def files_part(site, data, rng, args, problems, t) -> dict | None:
+    sets = [s for s in site.backup.sets if any(p == site.spse_app.uploads_dir or site.spse_app.uploads_dir.startswith(p.rstrip("/") + "/")
+                                                for p in s.paths)]
+    if not sets:
+        return None
+    tag = sets[0].name
+    listing = probe(site, data, {"mode": "files-list", "tag": tag}, 300)
+    snaps = listing.get("snapshots") or []
+    if not snaps:
+        problems.append(f"uploads: no snapshot of set '{tag}' ({listing.get('error') or 'restic lists none'})")
+        return {"set": tag}
+    snap = (snaps[-1] if args.snapshot == "latest" else next((s for s in snaps if s["id"].startswith(args.snapshot)), None)) \
+        if args.snapshot else rng.choice(snaps)
+    if snap is None:
+        problems.append(f"uploads: no snapshot {args.snapshot}")
+        return {"set": tag}
+    tz = site_tz(site)
+    snap_time = dt.datetime.fromisoformat(snap["time"][:26] + snap["time"][-6:] if "." in snap["time"] else snap["time"]).astimezone(tz)
+    cutoff = snap_time.timestamp() - args.slack
+    part = {"set": tag, "snapshot": snap["id"][:8], "chosen_from": len(snaps), "snapshot_time": snap_time.isoformat(timespec="seconds"),
+            "cutoff": dt.datetime.fromtimestamp(cutoff, tz).isoformat(timespec="seconds"), "files": {}}
+    docs = probe(site, data, {"mode": "sql", "port": site.firewall.postgresql_port, "queries": [{
+        "key": "docs", "db": site.postgresql.database,
+        "sql": f"SELECT path, sha256 FROM {APP_TABLE} WHERE uploaded_at < to_timestamp({cutoff:.3f}) ORDER BY random() LIMIT {int(args.files)}"}]}, 120)
+    d = (docs.get("queries") or {}).get("docs") or {}
+    if not d.get("ok"):
+        problems.append(f"uploads: cannot read the app's records ({APP_TABLE}): {d.get('error') or docs.get('error')}")
+        return part
+    wanted = {row[0]: row[1].strip() for row in d["rows"]}
+    res = probe(site, data, {"mode": "files", "snapshot": snap["id"], "paths": sorted(wanted), "read_data_subset": args.read_data,
+                             "scratch_root": SCRATCH_ROOT, "production_paths": ["/home", "/var/lib/postgresql"],
+                             "timeout_s": site.backup.timeout_s}, t)
+    if res.get("error"):
+        problems.append(f"uploads: {res['error']}")
+        return part
+    part.update({k: res.get(k) for k in ("check", "restore", "cleanup")})
+    if not (res.get("check") or {}).get("ok"):
+        problems.append(f"uploads: restic check failed: {(res.get('check') or {}).get('output', '')[-600:]}")
+    if not (res.get("restore") or {}).get("ok"):
+        problems.append(f"uploads: restic restore failed: {(res.get('restore') or {}).get('output', '')[-600:]}")
+    for path, want in wanted.items():
+        got = (res.get("files") or {}).get(path)
+        part["files"][path] = {"expected": want, "restored": got, "match": got == want}
+        if got != want:
+            problems.append(f"uploads: {path}: sha256 {'missing from the snapshot' if got is None else got[:16] + '...'} "
+                            f"!= the app's record {want[:16]}...")
+    if not wanted:
+        part["note"] = "no document older than the snapshot in the app's records: no file to sample"
+    part["restore_seconds"] = (res.get("restore") or {}).get("seconds")
+    return part
+
+
+# --- report ---------------------------------------------------------------------------------------------
+
+def render_berita_acara(result: dict, site: Site) -> str:
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html", "j2"]))
+    return env.get_template("berita_acara_restore.html.j2").render(r=result, site=site, pretty=json.dumps(result, indent=2, ensure_ascii=False))
+
+
+def cmd_restore_test(args: argparse.Namespace, console: Console) -> int:
+    site = load_site(args.site)
+    result = restore_test(site, args, console)
+    out_dir = records.records_dir(site)
+    name = f"berita-acara-restore-{result['start'][:19].replace(':', '').replace('-', '')}-{result['id'][:8]}.html"
+    result["report"] = str(out_dir / name)
+    (out_dir / name).write_text(render_berita_acara(result, site))
+    records.append_new(out_dir / RESTORE_RECORDS, [result])
+    if args.json:
+        console.file.write(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+        console.file.flush()
+    else:
+        t = Table(title=f"Uji restore (SOP BK-4) — site '{site.site}'", title_justify="left")
+        for col in ("Bagian", "Cadangan", "Pemeriksaan", "Durasi restore"):
+            t.add_column(col)
+        db, fl = result.get("db") or {}, result.get("files") or {}
+        if db:
+            tabs = ", ".join(f"{k}: {'cocok' if v['match'] else ('-' if v['match'] is None else 'BEDA')}" for k, v in db["tables"].items())
+            t.add_row("database", f"{db['label']} ({db['type']})", f"verify {'ok' if (db.get('verify') or {}).get('ok') else 'GAGAL'}; {tabs}",
+                      f"{db.get('restore_seconds') or 0:.1f} s")
+        if fl:
+            n = sum(1 for v in fl.get("files", {}).values() if v["match"])
+            t.add_row("uploads", f"{fl.get('snapshot')}", f"restic check {'ok' if (fl.get('check') or {}).get('ok') else 'GAGAL'}; "
+                      f"{n}/{len(fl.get('files', {}))} file sha256 cocok", f"{fl.get('restore_seconds') or 0:.1f} s")
+        console.print(t)
+        for p in result["problems"]:
+            console.print(f"  - {p}", highlight=False)
+        console.print(("[green]BERHASIL[/green]" if result["result"] == "success" else "[bold red]GAGAL[/bold red]")
+                      + f" — Berita Acara: {result['report']}", highlight=False)
+    return 0 if result["result"] == "success" else 1
+
+
+def register(sub, common, wrap) -> None:
+    rt = sub.add_parser("restore-test", help="restore a backup picked at random on scratch locations, verify it, write the Berita Acara (BK-4, BK-7)",
+                        description="Exit 0 only when the backup was verified, restored and matched production; 1 otherwise.")
+    rt.add_argument("--label", help="pgBackRest backup label or 'latest' (default: one at random)")
+    rt.add_argument("--snapshot", help="restic snapshot id of the uploads set or 'latest' (default: one at random)")
+    rt.add_argument("--requester", default="Kepala LPSE (uji restore berkala, SOP BK-4)", help="Pemohon (who asked for the restore)")
+    rt.add_argument("--head", default="Kepala LPSE", help="Pimpinan (the head who signs)")
+    rt.add_argument("--tables", type=int, default=3, help="tables sampled (the app's tender_document always)")
+    rt.add_argument("--files", type=int, default=5, help="upload files sampled")
+    rt.add_argument("--slack", type=float, default=60.0,
+                    help="rows/documents compared are older than the backup start minus this many seconds (longer transactions)")
+    rt.add_argument("--read-data", default="10%", help="restic check --read-data-subset (default %(default)s)")
+    rt.add_argument("--skip-files", action="store_true", help="database only")
+    rt.add_argument("--seed", type=int, help="random seed (to repeat a sampling)")
+    rt.add_argument("--timeout-run", type=float, default=4 * 3600, help=argparse.SUPPRESS)
+    common(rt)
+    rt.set_defaults(func=wrap(cmd_restore_test))
