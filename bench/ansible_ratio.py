@@ -68,6 +68,11 @@ class PlaybookResult:
                 out.append(task)
         return out
 
+    @property
+    def retries(self) -> int:
+        """Task attempts Ansible retried (`until:`), e.g. the lab's flaky hostnamed start."""
+        return self.output.count("FAILED - RETRYING")
+
     def ok(self, hosts: list[str]) -> bool:
         recap = self.recap
         return self.returncode == 0 and sorted(recap) == sorted(hosts) and \
@@ -149,7 +154,9 @@ def main() -> int:
     tasks = {h: r["ok"] for h, r in ansible.recap.items()}
     ratio = ansible.seconds / siaga.seconds
     print(f"siaga no-change re-run ({SIAGA_DEPLOY}, 2 hosts, 0 changes): {siaga.seconds:.1f} s")
-    print(f"Ansible no-change re-run (ansible-playbook, 2 hosts, changed=0, tasks ok {tasks}): {ansible.seconds:.1f} s")
+    retried = f", {ansible.retries} task attempts retried" if ansible.retries else ""
+    print(f"Ansible no-change re-run (ansible-playbook, 2 hosts, changed=0, tasks ok {tasks}{retried}): "
+          f"{ansible.seconds:.1f} s")
     print(f"ratio Ansible / siaga: {ratio:.2f}; load average {os.getloadavg()[0]:.2f} "
           f"(goal siaga >= {GOAL_RATIO:.0f}x faster: {'met' if ratio >= GOAL_RATIO else 'NOT met'})")
     if args.keep:
