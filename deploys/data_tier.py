@@ -13,19 +13,15 @@ from pyinfra.api.exceptions import DeployError
 
 from roles.backup import RUNNER, backup, init_marker
 from roles.backup.operations import prechange_backup
-from roles.data_settings import load_data_tier
+from drc.inventory import this_host_in_site
+from roles.data_settings import data_tier_of
 from roles.postgresql import postgresql
 from roles.replication import preflight_problems, read_nodes, replication
 from roles.spse_app import spse_app
 from roles.uploads_sync import uploads_sync
 
-if not host.data.get("siaga_site_file"):
-    raise DeployError(f"{host.name}: no siaga_site_file in the host data; use an inventory from inventory/ (drc.inventory)")
-tier = load_data_tier(host.data.siaga_site_file)
-site = tier.site
-host_name = host.data.get("siaga_host") or host.name
-if host_name not in site.hosts:
-    raise DeployError(f"{host.name}: host '{host_name}' is not in {host.data.siaga_site_file}")
+site, host_name = this_host_in_site()
+tier = data_tier_of(site)
 is_source = host_name in tier.db_source_hosts
 
 # Preflight: PostgreSQL itself, on every host, must agree with the site file (never trust labels).

@@ -44,3 +44,18 @@ def pyinfra_groups(site_path: str | Path) -> dict[str, list[HostEntry]]:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     return {role: [(name, host_data(site, path, name)) for name in site.hosts_in(role)] for role in SITE_ROLES}
+
+
+def this_host_in_site() -> tuple[Site, str]:
+    """In a deploy file: the validated site (from the host data) and this host's name in it."""
+    from pyinfra import host
+    from pyinfra.api.exceptions import DeployError
+
+    site_file = host.data.get("siaga_site_file")
+    if not site_file:
+        raise DeployError(f"{host.name}: no siaga_site_file in the host data; use an inventory from inventory/ (drc.inventory)")
+    site = load_site(site_file)
+    name = host.data.get("siaga_host") or host.name
+    if name not in site.hosts:
+        raise DeployError(f"{host.name}: host '{name}' is not in {site_file}")
+    return site, name

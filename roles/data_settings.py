@@ -41,6 +41,9 @@ class DataTier:
         return [h for h in self.site.hosts if h not in self.db_source_hosts]
 
 
-def load_data_tier(site_file: str | Path) -> DataTier:
-    site = load_site(site_file)
+def data_tier_of(site: Site) -> DataTier:
     return DataTier(site, *(getattr(site, key) for key in MODELS))
+
+
+def load_data_tier(site_file: str | Path) -> DataTier:
+    return data_tier_of(load_site(site_file))

@@ -1,0 +1,16 @@
+"""Remote access: `pyinfra inventory/<site>.py deploys/remote_access.py [--dry --diff]`.
+
+base -> ssh_hardening -> firewall on every host of the groups primary and drc (SOP RA-1..RA-4,
+IN-2). Order matters: admins and their group exist before sshd only lets that group in, and sshd is
+settled before the firewall confirms a new ruleset with a fresh SSH session.
+"""
+
+from drc.inventory import this_host_in_site
+from roles.base import base
+from roles.firewall import firewall
+from roles.ssh_hardening import ssh_hardening
+
+site, host_name = this_host_in_site()
+base(site, host_name)
+ssh_hardening(site)
+firewall(site, host_name)
