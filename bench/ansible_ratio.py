@@ -4,7 +4,7 @@ Usage: .venv/bin/python bench/ansible_ratio.py [--lab NAME] [--keep]
 Raises its own lab ("bench-ansible"; --lab bench-deploy reuses the one `bench/deploy_rerun.py --keep`
 left up), converges it with siaga, then with the same controls written as an
 Ansible playbook (bench/peers/ansible/site.yml, inventory generated from the lab's site file), then
-times one no-change re-run of each: `pyinfra -y inventory/lab.py bench/deploys/remote_access.py`
+times one no-change re-run of each: `pyinfra -y inventory/lab.py deploys/remote_access.py`
 (the site deploy's base, ssh_hardening and firewall roles: the controls the playbook has; the site
 deploy's data tier has no Ansible peer) and `ansible-playbook site.yml`. Both must report no changes (pyinfra: no operation changed; Ansible:
 changed=0 for every host in the PLAY RECAP), otherwise the exit status is 2. The goal itself only
@@ -37,7 +37,7 @@ from make_inventory import write_inventory  # noqa: E402
 GOAL_RATIO = 3.0
 # The site deploy's remote-access roles (base, ssh_hardening, firewall): the controls the peer has.
 # deploys/site.py also runs the data tier, which the Ansible peer does not implement.
-SIAGA_DEPLOY = "bench/deploys/remote_access.py"
+SIAGA_DEPLOY = "deploys/remote_access.py"
 PEER = REPO / "bench" / "peers" / "ansible"
 VENV = REPO / "bench" / ".venv-ansible"
 PLAYBOOK = VENV / "bin" / "ansible-playbook"
