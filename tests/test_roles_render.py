@@ -330,7 +330,20 @@ def test_production_example_inventory_builds_groups():
     assert groups["primary"] and groups["drc"]
 
 
-@pytest.mark.parametrize("role, model", [("base", BaseSettings), ("ssh_hardening", SshHardeningSettings), ("firewall", FirewallSettings)])
+def _role_settings() -> list[tuple[str, type]]:
+    """Every role whose settings the site file carries: (role folder, settings model)."""
+    from drc.site import Site
+
+    out = []
+    for field in Site.model_fields.values():
+        model = field.annotation
+        module = getattr(model, "__module__", "")
+        if module.startswith("roles.") and module.endswith(".defaults"):
+            out.append((module.split(".")[1], model))
+    return out
+
+
+@pytest.mark.parametrize("role, model", _role_settings(), ids=lambda v: v if isinstance(v, str) else "")
 def test_role_readme_lists_every_setting(role, model):
     readme = (REPO / "roles" / role / "README.md").read_text()
     documented = set(re.findall(r"^\| `([a-z0-9_]+)` \|", readme, re.M))
