@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib.machinery
 import importlib.util
 import json
-import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -45,11 +44,6 @@ def test_defaults_weekly_full_daily_incremental_and_bk8_sets():
 def test_bad_sets_are_refused(sets, problem):
     with pytest.raises(ValidationError, match=problem):
         BackupSettings(sets=sets)
-
-
-def test_readme_lists_every_setting():
-    readme = (REPO / "roles/backup/README.md").read_text()
-    assert set(re.findall(r"^\| `([a-z0-9_]+)` \|", readme, re.M)) == set(BackupSettings.model_fields)
 
 
 def run_args(**kw):

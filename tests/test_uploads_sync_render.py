@@ -17,7 +17,6 @@ from roles.uploads_sync import (
     KEYS_DIR, KNOWN_HOSTS, PRIVATE_KEY, authorized_keys, forced_command, known_hosts_line, receiving_account,
     render_file, source_hosts, sync_sources, target_hosts,
 )
-from roles.uploads_sync.defaults import UploadsSyncSettings
 from roles.uploads_sync.facts import GroupMembers, SshHostKey
 from roles.workstation_secrets import ensure_ssh_key
 from tests.test_roles_render import make_site
@@ -166,8 +165,3 @@ def test_sync_key_is_generated_once_0600_and_is_in_no_rendered_file(tmp_path):
     body = private.splitlines()[1]
     assert not any(body in text for text in rendered)
 
-
-def test_readme_lists_every_setting():
-    readme = (REPO / "roles" / "uploads_sync" / "README.md").read_text()
-    documented = set(re.findall(r"^\| `([a-z0-9_]+)` \|", readme, re.M))
-    assert documented == set(UploadsSyncSettings.model_fields), "README settings table != defaults.py"
