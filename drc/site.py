@@ -251,7 +251,7 @@ def _check_sites(s: Site) -> None:
                 )
     for name in s.hosts:
         if name not in seen:
-            raise SiteRuleError(f"hosts.{name}", f"host '{name}' belongs to no site", f"list it under sites.primary.hosts or sites.drc.hosts")
+            raise SiteRuleError(f"hosts.{name}", f"host '{name}' belongs to no site", "list it under sites.primary.hosts or sites.drc.hosts")
     addresses: dict[str, str] = {}
     for name, h in s.hosts.items():
         if str(h.address) in addresses:
@@ -267,7 +267,7 @@ def _check_admins(s: Site) -> None:
         if name == "root":
             raise SiteRuleError(f"admins[{i}].name", "'root' cannot be an admin (SOP RA-3)", "use the person's own account name")
         if name in s.base.removed_admins:
-            raise SiteRuleError(f"base.removed_admins", f"'{name}' is both an admin and removed", "remove it from one of the two lists")
+            raise SiteRuleError("base.removed_admins", f"'{name}' is both an admin and removed", "remove it from one of the two lists")
     if s.connection.user not in names:
         raise SiteRuleError("connection.user", f"'{s.connection.user}' is not one of the admins", "set it to the name of an entry in admins")
 

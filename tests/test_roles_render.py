@@ -23,7 +23,6 @@ from roles.base import connection_key_problem, render_sudoers, render_timesyncd
 from roles.base.defaults import BaseSettings
 from roles.base.facts import Account
 from roles.firewall import nft_comment, render_ruleset
-from roles.firewall.defaults import FirewallSettings
 from roles.firewall.facts import NftablesTable
 from roles.ssh_hardening import render_sshd_config
 from roles.ssh_hardening.defaults import SshHardeningSettings
@@ -188,7 +187,7 @@ def test_log_drops_off_still_counts():
 
 def test_version_tracks_content():
     site = make_site()
-    (a, va), (b, vb) = render_ruleset(site, "primary"), render_ruleset(site, "drc")
+    (a, va), (_b, vb) = render_ruleset(site, "primary"), render_ruleset(site, "drc")
     assert va != vb and f'comment "{va}"' in a
     assert render_ruleset(make_site(), "primary") == (a, va)
     assert render_ruleset(make_site(ssh_allowlist=["10.213.0.0/23"]), "primary")[1] != va

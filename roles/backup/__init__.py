@@ -17,10 +17,9 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
-from pyinfra.facts.files import File, FileContents
+from pyinfra.facts.files import FileContents
 from pyinfra.operations import files, server, systemd
 
 from roles.managed_files import MANAGED_HEADER, config_file

@@ -13,9 +13,8 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pyinfra import host, state
+from pyinfra import state
 from pyinfra.api import deploy
-from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import files
 
 from roles.postgresql import config_dir
