@@ -128,14 +128,15 @@ def plan_run(site: Site, hosts: dict[str, dict], set_name: str | None) -> tuple[
     return plan, problems
 
 
-def run_sets(site: Site, plan: dict[str, list[str]], by: str, timeout: float = remote.CONNECT_TIMEOUT_S) -> dict[str, dict]:
+def run_sets(site: Site, plan: dict[str, list[str]], by: str, timeout: float = remote.CONNECT_TIMEOUT_S,
+             trigger: str = "manual") -> dict[str, dict]:
     """Run the planned sets, hosts in parallel, sets on one host one after the other.
     host -> {"records": [...], "output": str, "error": str|None}."""
     b = site.backup
 
     def work(host: str) -> dict:
         # `;` not `&&`: every set runs even if one before it failed (each gets its record).
-        cmd = "; ".join(f"sudo -n {RUNNER} run {shlex.quote(s)} --trigger manual --by {shlex.quote(by)} || rc=1"
+        cmd = "; ".join(f"sudo -n {RUNNER} run {shlex.quote(s)} --trigger {shlex.quote(trigger)} --by {shlex.quote(by)} || rc=1"
                         for s in plan[host])
         r = remote.run(site, host, f"rc=0; {cmd}; exit $rc", timeout=len(plan[host]) * (b.timeout_s + RUN_MARGIN_S),
                        connect_timeout=timeout)
@@ -408,9 +409,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     common(log)
     log.set_defaults(func=_cmd(cmd_log))
 
-    from drc import backup_restore
+    from drc import backup_offline, backup_report, backup_restore
 
     backup_restore.register(sub, common, _cmd)
+    backup_report.register(sub, common, _cmd)
+    backup_offline.register(sub, common, _cmd)
 
 
 def _cmd(fn):

@@ -6,10 +6,13 @@ named), and:
 - on the repository host (the DRC): `pgbackrest verify` of the whole repository, then the backup
   restored into a fresh scratch directory as the repository account, started as a throwaway
   PostgreSQL (another port, socket only, inside the scratch directory), recovered to the backup's
-  consistent point (`--type=immediate`), queried, stopped and removed (drc/restore_probe.py);
+  consistent point (`--type=immediate`), or with `--target-time` to that point in time
+  (`--type=time`, after production's WAL up to now was archived), queried, stopped and removed
+  (drc/restore_probe.py);
 - sampled tables (the app's `tender_document` and others at random): row count and checksum of
   the rows older than the backup's start (minus `--slack`) in the restored database and in
-  production: they must be the same;
+  production: they must be the same; for `--target-time`, every row of the restored copy against
+  production's rows older than the target (exactly those: none missing, none later);
 - on the data host: `restic check` reading part of the data, then sampled upload files of the
   snapshot restored to a scratch directory and their sha256 compared with the app's own records
   (`tender_document.sha256`) for documents older than the snapshot.
@@ -56,6 +59,16 @@ def probe(site: Site, host: str, args: dict, timeout: float) -> dict:
         return {"error": f"{host}: probe exited {r.exited}: {(r.stderr or r.stdout).strip()[-400:]}"}
 
 
+def parse_target_time(value: str) -> dt.datetime:
+    """ISO 8601 time; without an offset it is read in this workstation's zone (use an offset,
+    e.g. +07:00, to be exact)."""
+    try:
+        t = dt.datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected an ISO time, e.g. 2026-11-22T14:05:00+07:00") from None
+    return t if t.tzinfo else t.astimezone()
+
+
 def site_tz(site: Site) -> dt.tzinfo:
     """Records carry the site's local time (base.timezone: WIB/WITA/WIT)."""
     from zoneinfo import ZoneInfo
@@ -67,12 +80,13 @@ def ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def table_queries(tables: list[tuple[str, str, str | None]], db: str, cutoff: float) -> list[dict]:
-    """Count and checksum of each table's rows older than cutoff (epoch s), in a stable order."""
+def table_queries(tables: list[tuple[str, str, str | None]], db: str, cutoff: float | None) -> list[dict]:
+    """Count and checksum of each table's rows older than cutoff (epoch s; None: every row), in a
+    stable order."""
     out = []
     for schema, table, ts in tables:
         fq = f"{ident(schema)}.{ident(table)}"
-        where = f"WHERE {ident(ts)} < to_timestamp({cutoff:.3f})" if ts else ""
+        where = f"WHERE {ident(ts)} < to_timestamp({cutoff:.6f})" if ts and cutoff is not None else ""
         out.append({"key": f"{schema}.{table}", "db": db,
                     "sql": f"SELECT count(*), coalesce(md5(string_agg(t::text, E'\\n' ORDER BY t::text)), 'kosong'), "
                            f"(SELECT count(*) FROM {fq}) FROM {fq} t {where}"})
@@ -107,10 +121,17 @@ def restore_test(site: Site, args: argparse.Namespace, console: Console) -> dict
     if not backups:
         problems.append(f"database: no backup to restore on {repo} ({listing.get('error') or 'pgbackrest info lists none'})")
     else:
-        chosen = (backups[-1] if args.label == "latest" else next((x for x in backups if x["label"] == args.label), None)) \
-            if args.label else rng.choice(backups)
+        target = getattr(args, "target_time", None)
+        if target is not None:
+            result["target_time"] = target.isoformat(timespec="microseconds")
+            # Point in time: only a backup that ended before the target can be replayed up to it.
+            backups = [x for x in backups if float(x["timestamp"]["stop"]) < target.timestamp()]
+        chosen = (backups[-1] if backups else None) if args.label == "latest" else \
+            next((x for x in backups if x["label"] == args.label), None) if args.label else (rng.choice(backups) if backups else None)
         if chosen is None:
-            problems.append(f"database: no backup labelled {args.label} (have: {', '.join(x['label'] for x in backups)})")
+            problems.append(f"database: no backup labelled {args.label or '(any)'}"
+                            + (f" that ended before {result['target_time']}" if target is not None else "")
+                            + f" (have: {', '.join(x['label'] for x in backups) or 'none'})")
         else:
             result["db"] = db_part(site, repo, data, chosen, len(backups), common, rng, args, problems, t)
 
@@ -131,12 +152,16 @@ def db_part(site, repo, data, chosen, n_backups, common, rng, args, problems, t)
     port = site.firewall.postgresql_port
     tz = site_tz(site)
     start_ts = float(chosen["timestamp"]["start"])
-    cutoff = start_ts - args.slack
+    target = getattr(args, "target_time", None)
+    # Rows compared: older than the backup's start (minus slack), or, for a point-in-time restore,
+    # older than the target in production against every row of the restored copy (exactly those).
+    cutoff = target.timestamp() if target is not None else start_ts - args.slack
     part = {"label": chosen["label"], "type": chosen["type"], "chosen_from": n_backups,
             "backup_start": dt.datetime.fromtimestamp(start_ts, tz).isoformat(timespec="seconds"),
             "backup_stop": dt.datetime.fromtimestamp(float(chosen["timestamp"]["stop"]), tz).isoformat(timespec="seconds"),
             "cutoff": dt.datetime.fromtimestamp(cutoff, tz).isoformat(timespec="seconds"),
-            "database": pg.database, "location": f"{repo}:{b.repository_path}/pgbackrest", "tables": {}}
+            "database": pg.database, "location": f"{repo}:{b.repository_path}/pgbackrest", "tables": {},
+            "target_time": target.isoformat(timespec="microseconds") if target is not None else None}
     listed = probe(site, data, {"mode": "sql", "port": port,
                                 "queries": [{"key": "tables", "db": pg.database, "sql": TABLES_SQL}]}, 120)
     q = (listed.get("queries") or {}).get("tables") or {}
@@ -148,9 +173,18 @@ def db_part(site, repo, data, chosen, n_backups, common, rng, args, problems, t)
     others = [x for x in tables if x[1] != APP_TABLE]
     sample = app + rng.sample(others, min(len(others), max(0, args.tables - len(app))))
     queries = table_queries(sample, pg.database, cutoff)
+    pitr: dict = {}
+    if target is not None:
+        # The target must be covered by archived WAL: switch segments and wait for the archiver.
+        part["archive"] = probe(site, data, {"mode": "archive-now", "port": port, "timeout_s": 300}, 400)
+        if not part["archive"].get("ok"):
+            problems.append(f"database: WAL up to the target not archived on {data}: {part['archive'].get('error')}")
+            return part
+        pitr = {"target_time": target.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f+00"),
+                "restored_queries": table_queries(sample, pg.database, None)}
     # Production first (read-only), then the restore: the rows compared are older than the backup.
     prod = probe(site, data, {"mode": "sql", "port": port, "queries": queries}, 600)
-    res = probe(site, repo, {**common, "mode": "db", "label": chosen["label"], "port": SCRATCH_PORT, "production_port": port,
+    res = probe(site, repo, {**common, **pitr, "mode": "db", "label": chosen["label"], "port": SCRATCH_PORT, "production_port": port,
                              "pg_bin": f"/usr/lib/postgresql/{pg.version}/bin", "scratch_root": SCRATCH_ROOT,
                              "production_paths": ["/var/lib/postgresql", f"/etc/postgresql", b.repository_path],
                              "timeout_s": b.timeout_s, "start_timeout_s": 600, "queries": queries}, t)
@@ -289,8 +323,150 @@ def register(sub, common, wrap) -> None:
     rt.add_argument("--slack", type=float, default=60.0,
                     help="rows/documents compared are older than the backup start minus this many seconds (longer transactions)")
     rt.add_argument("--read-data", default="10%", help="restic check --read-data-subset (default %(default)s)")
+    rt.add_argument("--target-time", type=parse_target_time, metavar="TIME",
+                    help="point-in-time restore (pgBackRest --type=time) to this ISO time (site time zone if none given): "
+                         "the restored copy must hold exactly production's rows older than it")
     rt.add_argument("--skip-files", action="store_true", help="database only")
     rt.add_argument("--seed", type=int, help="random seed (to repeat a sampling)")
     rt.add_argument("--timeout-run", type=float, default=4 * 3600, help=argparse.SUPPRESS)
     common(rt)
     rt.set_defaults(func=wrap(cmd_restore_test))
+    register_restore(sub, common, wrap)
+
+
+# --- restore into production (BK-7): refused unless the target is named twice ------------------------------
+
+RESTORE_LOG = "restores.jsonl"
+
+# Runs ON the database host as root: stop PostgreSQL, pgBackRest restore --delta over its data
+# directory (pulling from the repository through pgBackRest's remote), start it, wait until it is
+# a primary again. Values come as JSON in argv[1].
+PROD_RESTORE = r"""
+import json, subprocess, sys, time
+A = json.loads(sys.argv[1])
+def run(cmd, timeout):
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd="/")
+    return p.returncode, (p.stdout + p.stderr).strip()[-2000:]
+out = {"steps": []}
+unit = "postgresql@%s-main" % A["version"]
+t0 = time.monotonic()
+for name, cmd, limit in (
+        ("stop", ["systemctl", "stop", unit], 300),
+        ("restore", ["runuser", "-u", "postgres", "--", "pgbackrest", "--stanza=" + A["stanza"], "--delta",
+                     "--log-level-console=warn", *A["restore_args"], "restore"], A["timeout_s"]),
+        ("start", ["systemctl", "start", unit], 600)):
+    rc, text = run(cmd, limit)
+    out["steps"].append({"step": name, "ok": rc == 0, "output": text})
+    if rc != 0:
+        break
+else:
+    end = time.monotonic() + 600
+    while time.monotonic() < end:
+        rc, text = run(["runuser", "-u", "postgres", "--", "psql", "-XAtc", "SELECT pg_is_in_recovery()"], 30)
+        if rc == 0 and text.strip() == "f":
+            break
+        time.sleep(1)
+    out["steps"].append({"step": "promoted", "ok": rc == 0 and text.strip() == "f", "output": text})
+out["ok"] = all(s["ok"] for s in out["steps"]) and len(out["steps"]) == 4
+out["seconds"] = round(time.monotonic() - t0, 3)
+print(json.dumps(out))
+"""
+
+
+def restore_refusal(site: Site, target: str | None, confirm: str | None) -> str | None:
+    """Why a restore into production must not go on, or None. SOP BK-7: only on request, the
+    target named twice, so a slip of the keyboard cannot overwrite production."""
+    if not target:
+        return "no --target given"
+    if target not in site.hosts:
+        return f"unknown host {target!r} (hosts: {', '.join(site.hosts)})"
+    if confirm != target:
+        return (f"restore into the production database on {target!r} refused: name the target twice "
+                f"(--target {target} --confirm-target {target})" + (f"; --confirm-target was {confirm!r}" if confirm else ""))
+    source = site.hosts_in(site.replication.source_site)[:1]
+    if [target] != source:
+        return (f"{target!r} is not the database source host ({', '.join(source) or 'none'}): a standby is rebuilt by the "
+                "deploy (replication role), not restored")
+    return None
+
+
+def restore_args(label: str | None, target_time: dt.datetime | None) -> list[str]:
+    if target_time is not None:
+        return ["--type=time", f"--target={target_time.astimezone(dt.timezone.utc).strftime('%Y-%m-%d %H:%M:%S.%f+00')}",
+                "--target-action=promote"]
+    if label:
+        return [f"--set={label}", "--type=immediate", "--target-action=promote"]
+    return []  # the latest backup, then every archived WAL
+
+
+def cmd_restore(args: argparse.Namespace, console: Console) -> int:
+    from drc import backup
+
+    site = load_site(args.site)
+    tz = site_tz(site)
+    by = site.connection.user
+    confirm = args.confirm_target
+    if args.target and confirm is None and not args.json and console.is_terminal:
+        confirm = console.input(f"Restore OVERWRITES the production database on [bold]{args.target}[/bold]. "
+                                "Type the host name again to go on: ").strip()
+    started = dt.datetime.now(tz)
+    rec = {"v": 1, "id": uuid.uuid4().hex, "site": site.site, "kind": "restore", "target": args.target, "by": by,
+           "requester": args.requester, "head": args.head, "label": args.label,
+           "target_time": args.target_time.isoformat() if args.target_time else None,
+           "start": started.isoformat(timespec="seconds"), "pre_restore_backup": None, "restore": None}
+
+    def finish(result: str, error: str | None) -> int:
+        rec.update(result=result, error=error, end=dt.datetime.now(tz).isoformat(timespec="seconds"))
+        records.append_new(records.records_dir(site) / RESTORE_LOG, [rec])
+        if args.json:
+            console.file.write(json.dumps(rec, indent=2, ensure_ascii=False) + "\n")
+            console.file.flush()
+        else:
+            console.print(("[green]restored[/green]" if result == "success" else f"[bold red]{result.upper()}[/bold red]")
+                          + (f": {error}" if error else ""), highlight=False)
+        return 0 if result == "success" else (2 if result == "refused" else 1)
+
+    why = restore_refusal(site, args.target, confirm)
+    if why:
+        return finish("refused", why)
+    # A pre-restore backup first (BK-2: what the restore overwrites is backed up before).
+    hosts = backup.read_hosts(site, args.timeout)
+    plan, problems = backup.plan_run(site, hosts, "db")
+    if problems:
+        return finish("refused", "pre-restore backup not possible: " + "; ".join(problems))
+    res = backup.run_sets(site, plan, by, args.timeout, trigger="pre-restore")
+    recs = [r for v in res.values() for r in v["records"]]
+    records.append_new(records.records_dir(site) / backup.LOG_RECORDS, recs)
+    rec["pre_restore_backup"] = [{"id": r["id"], "result": r["result"], "label": (r.get("details") or {}).get("label"),
+                                  "error": r.get("error")} for r in recs]
+    if not recs or any(r.get("result") != "success" for r in recs):
+        errs = "; ".join(filter(None, [r.get("error") for r in recs] + [v.get("error") for v in res.values()]))
+        return finish("refused", f"the pre-restore backup failed, nothing restored: {errs or 'no record'}")
+    a = {"version": site.postgresql.version, "stanza": site.backup.stanza, "timeout_s": site.backup.timeout_s,
+         "restore_args": restore_args(args.label, args.target_time)}
+    r = remote.run(site, args.target, f"sudo -n python3 -c {shlex.quote(PROD_RESTORE)} {shlex.quote(json.dumps(a))}",
+                   timeout=site.backup.timeout_s + 1200)
+    try:
+        rec["restore"] = json.loads(r.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        rec["restore"] = {"ok": False, "error": r.error or f"exited {r.exited}: {(r.stderr or r.stdout).strip()[-400:]}"}
+    if not rec["restore"].get("ok"):
+        return finish("failure", f"restore on {args.target} failed: {json.dumps(rec['restore'].get('steps') or rec['restore'].get('error'))[-800:]}")
+    console.print(f"[yellow]{args.target} is on a new timeline: rebuild the standby with the site deploy.[/yellow]", highlight=False)
+    return finish("success", None)
+
+
+def register_restore(sub, common, wrap) -> None:
+    rs = sub.add_parser("restore", help="restore a backup INTO PRODUCTION (BK-7): target named twice, pre-restore backup first",
+                        description="Refused (exit 2) unless --confirm-target repeats --target (or the name is typed again "
+                                    "at a terminal) and the target is the database source host. A pre-restore backup of "
+                                    "the database is taken first; if it fails nothing is restored. Every attempt, also a "
+                                    "refused one, is recorded in <records_dir>/restores.jsonl.")
+    rs.add_argument("--target", help="host whose production database is overwritten (the database source host)")
+    rs.add_argument("--confirm-target", help="the same host name again")
+    rs.add_argument("--label", help="pgBackRest backup label (default: the latest, then every archived WAL)")
+    rs.add_argument("--target-time", type=parse_target_time, metavar="TIME", help="point in time to restore to (ISO)")
+    rs.add_argument("--requester", required=True, help="Pemohon: who asked for this restore (BK-7)")
+    rs.add_argument("--head", default="Kepala LPSE", help="Pimpinan")
+    common(rs)
+    rs.set_defaults(func=wrap(cmd_restore))

@@ -37,6 +37,9 @@ def cmd_lab(args: argparse.Namespace) -> int:
     elif args.lab_cmd == "wan":
         the_lab.set_wan(cut=args.action == "cut")
         console.print(f"WAN between sites: {'cut' if args.action == 'cut' else 'healed'}")
+    elif args.lab_cmd == "media":
+        m = the_lab.media_attach(args.host) if args.action == "attach" else the_lab.media_detach()
+        console.print(f"media {args.action}ed: {m}" if m else "media: not attached")
     elif args.lab_cmd == "restart":
         the_lab.restart_host(args.host)
         console.print(f"{args.host}: rebooted")
@@ -69,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     wan.add_argument("action", choices=["cut", "heal"])
     restart = lab_sub.add_parser("restart", help="reboot one lab host (its network state is lost, as in a real reboot)")
     restart.add_argument("host")
+    media = lab_sub.add_parser("media", help="plug the lab's removable disk into a host, or unplug it (offline backups)")
+    media.add_argument("action", choices=["attach", "detach"])
+    media.add_argument("--host", default="drc", help="host it is plugged into (default %(default)s)")
     lab_p.set_defaults(func=cmd_lab)
 
     check = sub.add_parser("check", help="validate a site file and print the plan per host, touching nothing")

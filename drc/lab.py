@@ -22,6 +22,7 @@ import ipaddress
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -50,6 +51,9 @@ HOST_OCTET = 10
 ADMINS = ("budi", "sari")  # the lab's admins; the first is the account siaga connects as
 BOOT_DEADLINE_S = 90.0
 STOP_DEADLINE_S = 30.0
+# The lab's removable disk (SOP BK-9 offline copy): an image file under the lab's directory.
+MEDIA_MOUNT_POINT = "/media/siaga-offline"
+MEDIA_SIZE_MIB = 2048
 
 
 @dataclass(frozen=True)
@@ -403,6 +407,61 @@ class Lab:
         st["wan_cut"] = cut
         self._save(st)
 
+    # --- disks plugged into a host: the removable media (SOP BK-9 offline copy), small test disks --
+    def disk_image(self, name: str) -> Path:
+        return self.dir / "disks" / f"{name}.img"
+
+    def disk_attach(self, name: str, host: str, mount_point: str, size_mib: int) -> dict:
+        """Plug a lab disk into a host: an ext4 image file (made once, kept across attaches like a
+        real disk) on a loop device, mounted at `mount_point` inside that host only (a device node
+        in the container's /dev, mounted from its mount namespace). Idempotent."""
+        if not re.fullmatch(r"[a-z][a-z0-9-]{0,20}", name):
+            raise LabError(f"disk name {name!r}")
+        with _locked(LABS_ROOT / ".lock"):
+            st = self.state()
+            if st is None or host not in self.running_hosts():
+                raise LabError(f"lab {self.name}: host {host!r} is not running")
+            disks = st.setdefault("disks", {})
+            if disks.get(name):
+                if disks[name]["host"] != host:
+                    raise LabError(f"disk {name} is attached to {disks[name]['host']}: detach it first")
+                return disks[name]
+            img = self.disk_image(name)
+            if not img.exists():
+                img.parent.mkdir(parents=True, exist_ok=True)
+                run(["truncate", "-s", f"{size_mib}M", str(img)])
+                run(["mkfs.ext4", "-q", "-L", f"SIAGA-{name.upper()}"[:16], "-m", "0", str(img)])
+            loop = run(["losetup", "--find", "--show", str(img)]).stdout.strip()
+            disks[name] = {"host": host, "loop": loop, "mount_point": mount_point, "node": f"/dev/siaga-disk-{name}"}
+            self._save(st)  # saved before mounting: a failure below is still detached by `down`
+            rdev = os.stat(loop).st_rdev
+            leader = container_leader(st["hosts"][host]["pid"])
+            if leader is None:
+                raise LabError(f"{host}: container not found")
+            node = disks[name]["node"]
+            run(["nsenter", "-t", str(leader), "-m", "--", "sh", "-c",
+                 f"mkdir -p {shlex.quote(mount_point)} && rm -f {node} && mknod {node} b {os.major(rdev)} {os.minor(rdev)} "
+                 f"&& mount -t ext4 {node} {shlex.quote(mount_point)}"])
+            return disks[name]
+
+    def disk_detach(self, name: str) -> dict | None:
+        """Unplug a lab disk (unmounted inside its host, loop device freed). Idempotent."""
+        with _locked(LABS_ROOT / ".lock"):
+            st = self.state()
+            if st is None or not (st.get("disks") or {}).get(name):
+                return None
+            d = st["disks"][name]
+            _disks_down(st, [name])
+            self._save(st)
+            return d
+
+    def media_attach(self, host: str = "drc", mount_point: str = MEDIA_MOUNT_POINT) -> dict:
+        """The removable disk of the offline copy (SOP BK-9), plugged in only while copying."""
+        return self.disk_attach("offline", host, mount_point, MEDIA_SIZE_MIB)
+
+    def media_detach(self) -> dict | None:
+        return self.disk_detach("offline")
+
     def netns_exec(self, host: str, cmd: list[str], **kw) -> subprocess.CompletedProcess:
         """Run a command in a lab host's network namespace (e.g. as the outsider)."""
         return run(["ip", "netns", "exec", self.state()["hosts"][host]["netns"], *cmd], **kw)
@@ -548,9 +607,37 @@ def _stop_machine(d: dict, kill: bool) -> None:
     d["pid"] = d["start_time"] = None
 
 
+def _disks_down(st: dict, names: list[str] | None = None) -> None:
+    """Lab disks unmounted from their host (if running) and their loop devices freed."""
+    disks = st.get("disks") or {}
+    for name in list(disks) if names is None else names:
+        m = disks.get(name)
+        if m:
+            d = st.get("hosts", {}).get(m["host"], {})
+            leader = container_leader(d["pid"]) if _alive(d.get("pid"), d.get("start_time")) else None
+            if leader:
+                mp = shlex.quote(m["mount_point"])
+                run(["nsenter", "-t", str(leader), "-m", "--", "sh", "-c",
+                     f"umount {mp} 2>/dev/null || umount -l {mp} 2>/dev/null; rm -f {m['node']}"], check=False)
+        img = str(LABS_ROOT / st["name"] / "disks" / f"{name}.img")
+        for loop in _loops_of(lambda back: back in (img, f"{img} (deleted)")):
+            run(["losetup", "-d", loop], check=False)
+        disks.pop(name, None)
+    if names is None:  # whatever image of this lab is still on a loop device
+        prefix = f"{LABS_ROOT / st['name']}/disks/"
+        for loop in _loops_of(lambda back: back.startswith(prefix)):
+            run(["losetup", "-d", loop], check=False)
+
+
+def _loops_of(match: Callable[[str], bool]) -> list[str]:
+    out = run(["losetup", "--list", "--noheadings", "--output", "NAME,BACK-FILE"], check=False).stdout
+    return [ln.split(None, 1)[0] for ln in out.splitlines() if len(ln.split(None, 1)) == 2 and match(ln.split(None, 1)[1].strip())]
+
+
 def teardown(st: dict, log: Callable[[str], None] = print) -> None:
     """Remove every object a lab created. Safe to run on a half-made or long-dead lab."""
     lab_dir = LABS_ROOT / st["name"]
+    _disks_down(st)
     for host, d in st.get("hosts", {}).items():
         _stop_machine(d, kill=False)
         _host_net_down(st, host)
@@ -584,6 +671,9 @@ def sweep_leftovers(log: Callable[[str], None] = print) -> None:
         shutil.rmtree(LABS_ROOT / st["name"], ignore_errors=True)
     # Kernel objects with a lab prefix that no state file claims any more.
     claimed = {s["prefix"] for s in _all_states()}
+    names = {s["name"] for s in _all_states()}
+    for loop in _loops_of(lambda back: back.startswith(f"{LABS_ROOT}/") and back.split("/")[len(LABS_ROOT.parts)] not in names):
+        run(["losetup", "-d", loop], check=False)
     for link in Path("/sys/class/net").iterdir():
         m = re.match(r"^(sg\d\d)(a|b|o|w|-.+)$", link.name)
         if m and m.group(1) not in claimed:

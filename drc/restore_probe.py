@@ -8,6 +8,8 @@ Standard library only (Debian's python3). One JSON object on stdout. Modes:
   data directory), started as a throwaway PostgreSQL on another port with its socket inside the
   scratch directory (no TCP), queried (`queries`), stopped and removed, also on failure.
 - `sql` (any PostgreSQL host): read-only queries as postgres on the production cluster.
+- `archive-now` (database source host): a WAL switch, then wait until that segment is archived
+  (so a point-in-time restore can reach a time just past).
 - `files-list` / `files` (data host): restic snapshots; restore of sampled paths of one snapshot
   into a scratch directory, their sha256, then the scratch directory removed; `restic check` with a
   read of part of the data.
@@ -62,9 +64,9 @@ def psql(sql, host, port, db, user=None):
                env={"PGTZ": "UTC", "PGDATESTYLE": "ISO, YMD", "PGCLIENTENCODING": "UTF8"})
 
 
-def queries(host, port, user):
+def queries(host, port, user, which=None):
     out = {}
-    for q in A.get("queries", []):
+    for q in A.get("queries", []) if which is None else which:
         rc, so, se = psql(q["sql"], host, port, q["db"], user)
         out[q["key"]] = {"ok": rc == 0, "rows": [ln.split("|") for ln in so.splitlines()] if rc == 0 else None,
                          "error": None if rc == 0 else tail(se, 500)}
@@ -74,6 +76,36 @@ def queries(host, port, user):
 def mode_db_list():
     rc, so, se = pgbackrest("--output=json", "info", timeout=300)
     return {"ok": rc == 0, "info": json.loads(so) if rc == 0 else None, "error": None if rc == 0 else tail(se)}
+
+
+def target_args():
+    """Recovery to the backup's consistent point, or to a point in time (replaying archived WAL
+    up to it: every transaction committed at or before it, none after)."""
+    if A.get("target_time"):
+        return ["--type=time", f"--target={A['target_time']}"]
+    return ["--type=immediate"]
+
+
+def mode_archive_now():
+    """Production's WAL up to now archived (a point-in-time restore to a time just past needs the
+    segment holding it): switch to a new segment and wait until the archiver has sent the old one."""
+    t0 = time.monotonic()
+    rc, so, se = psql("SELECT pg_walfile_name(pg_switch_wal())", A.get("socket_dir", "/var/run/postgresql"), A["port"], "postgres", "postgres")
+    if rc != 0:
+        return {"ok": False, "error": tail(se, 500)}
+    want = so.strip()
+    end = time.monotonic() + float(A.get("timeout_s", 120))
+    last = ""
+    while time.monotonic() < end:
+        rc, so, se = psql("SELECT coalesce(last_archived_wal, ''), coalesce(last_failed_wal, '') FROM pg_stat_archiver",
+                          A.get("socket_dir", "/var/run/postgresql"), A["port"], "postgres", "postgres")
+        last = so.strip().split("|")[0] if rc == 0 else last
+        # Same timeline: segment names sort in WAL order.
+        if last[:8] == want[:8] and last >= want:
+            return {"ok": True, "segment": want, "archived": last, "seconds": round(time.monotonic() - t0, 3)}
+        time.sleep(0.5)
+    return {"ok": False, "segment": want, "archived": last, "error": f"WAL segment {want} not archived within {A.get('timeout_s', 120)} s "
+            f"(last archived: {last or 'none'})"}
 
 
 def mode_db():
@@ -98,7 +130,7 @@ def mode_db():
         restore_cmd = (f"pgbackrest --config-path={A['config_path']} --stanza={A['stanza']} --reset-pg1-host "
                        f"--pg1-path={pg} archive-get %f \"%p\"")
         rc, so, se = pgbackrest("--reset-pg1-host", f"--pg1-path={pg}", f"--spool-path={scratch}/spool", f"--set={A['label']}",
-                                "--type=immediate", "--target-action=promote", f"--recovery-option=restore_command={restore_cmd}",
+                                *target_args(), "--target-action=promote", f"--recovery-option=restore_command={restore_cmd}",
                                 "--log-level-console=warn", "restore", timeout=A["timeout_s"])
         res["restore"] = {"ok": rc == 0, "exit": rc, "seconds": round(time.monotonic() - t0, 3),
                           "output": tail("\n".join(ln for ln in (so + se).splitlines() if "unknown user" not in ln and "unknown group" not in ln))}
@@ -137,7 +169,7 @@ def mode_db():
             if rc != 0:
                 res["start"]["ok"] = False
                 res["start"]["output"] = tail(se, 1500)
-            res["queries"] = queries(sock, A["port"], A["user"])
+            res["queries"] = queries(sock, A["port"], A["user"], A.get("restored_queries"))
         return res
     finally:
         if started:
@@ -201,7 +233,7 @@ def mode_files():
 
 
 try:
-    out = {"db-list": mode_db_list, "db": mode_db, "sql": mode_sql, "files-list": mode_files_list, "files": mode_files}[A["mode"]]()
+    out = {"db-list": mode_db_list, "db": mode_db, "archive-now": mode_archive_now, "sql": mode_sql, "files-list": mode_files_list, "files": mode_files}[A["mode"]]()
 except Exception as exc:  # noqa: BLE001
     out = {"error": f"{type(exc).__name__}: {exc}"}
 print(json.dumps(out))

@@ -99,7 +99,7 @@ def test_restore_report_says_gagal_for_a_failed_test_and_names_the_bk7_fields(si
     from drc.backup_restore import render_berita_acara, table_queries
 
     q = table_queries([("public", "tender_document", "uploaded_at"), ("public", "x", None)], "epns_prod", 1700000000.0)
-    assert 'WHERE "uploaded_at" < to_timestamp(1700000000.000)' in q[0]["sql"] and "WHERE" not in q[1]["sql"].split("FROM")[-1]
+    assert 'WHERE "uploaded_at" < to_timestamp(1700000000.000000)' in q[0]["sql"] and "WHERE" not in q[1]["sql"].split("FROM")[-1]
     result = {"id": "ab" * 16, "site": "t", "start": "2026-11-22T14:00:00+07:00", "end": "2026-11-22T14:01:00+07:00",
               "duration_s": 60.0, "by": "budi", "requester": "Andi", "head": "Kepala LPSE", "result": "failure",
               "problems": ["database: pgbackrest verify failed: checksum invalid: 1"],

@@ -2,7 +2,9 @@
 place, a backup run now gives success records for the database (pgBackRest on the DRC) and the file
 sets (restic from primary), both repositories list what the records say, the log is collected to
 the workstation once per record, and with the WAN cut a run fails cleanly, is logged as a failure,
-and the next run after the heal succeeds. SOP BK-1, BK-3, BK-5, BK-8."""
+and the next run after the heal succeeds; restore-test restores, verifies and reports (also to a
+point in time between two writes); a restore into production is refused unless the target is
+named twice and a pre-restore backup succeeded. SOP BK-1..BK-5, BK-7, BK-8."""
 
 from __future__ import annotations
 
@@ -147,6 +149,71 @@ def test_random_sampling_picks_among_the_backups(lab, hosts):
     assert code == 0, rt["problems"]
 
 
+ONE_UPLOAD = """
+import os, ssl, sys, urllib.request
+req = urllib.request.Request('https://127.0.0.1/eproc4/dokumen?name=%s.pdf' % sys.argv[1], data=os.urandom(2048), method='POST')
+print(urllib.request.urlopen(req, context=ssl._create_unverified_context()).status)
+"""
+PSQL = "runuser -u postgres -- psql -XAt -d epns_prod -c {sql}"
+
+
+def test_point_in_time_restore_gets_exactly_the_rows_before_the_target(lab, hosts):
+    import datetime as dt
+    import shlex
+
+    p = hosts["primary"]
+    p.check_output("python3 -c %s pitr-before", ONE_UPLOAD)
+    # The target: the database's own clock after the first write committed, before the second.
+    target = float(p.check_output(PSQL.format(sql=shlex.quote("SELECT extract(epoch FROM clock_timestamp())"))))
+    p.check_output("python3 -c %s pitr-after", ONE_UPLOAD)
+    count = "SELECT count(*) FROM tender_document WHERE uploaded_at < to_timestamp(%f)"
+    before = int(p.check_output(PSQL.format(sql=shlex.quote(count % target))))
+    total = int(p.check_output(PSQL.format(sql=shlex.quote("SELECT count(*) FROM tender_document"))))
+    assert total > before >= 1
+    at = dt.datetime.fromtimestamp(target, dt.timezone.utc).isoformat()
+    code, rt, took = restore_test(lab, "--target-time", at, "--label", "latest", "--skip-files", "--tables", "1")
+    assert code == 0 and rt["result"] == "success", rt["problems"]
+    db = rt["db"]
+    app = db["tables"]["public.tender_document"]
+    # Every row of the restored copy is exactly production's rows older than the target.
+    assert app["match"] and int(app["restored"][0]) == int(app["restored"][2]) == before, app
+    assert db["archive"]["ok"] and db["target_time"]
+    assert "Pemulihan ke titik waktu" in Path(rt["report"]).read_text()
+    print(f"PITR to {at} from {db['label']}: {before} of {total} documents restored (the later one absent); "
+          f"{took:.1f} s end to end, restore+recovery {db['restore_seconds']:.1f} s")
+
+
+def restore_cmd(lab, *args: str) -> tuple[int, dict]:
+    proc = subprocess.run([sys.executable, "-m", "drc.cli", "backup", "restore", *args, "--requester", "lab test",
+                           str(lab.site_file), "--json"], cwd=REPO, capture_output=True, text=True, timeout=RUN_DEADLINE_S)
+    assert proc.returncode in (0, 1, 2), (proc.returncode, proc.stderr[-3000:])
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def test_restore_into_production_is_refused_unless_named_twice_and_backed_up_first(lab, hosts):
+    p, d = hosts["primary"], hosts["drc"]
+    started = "runuser -u postgres -- psql -XAtc 'select pg_postmaster_start_time()'"
+    before = p.check_output(started)
+    drc_log = len(d.file("/var/log/siaga/backup.jsonl").content_string.splitlines())
+    for args in (("--target", "primary"), ("--target", "primary", "--confirm-target", "primray"),
+                 ("--target", "drc", "--confirm-target", "drc")):
+        code, rec = restore_cmd(lab, *args)
+        assert (code, rec["result"], rec["pre_restore_backup"]) == (2, "refused", None), rec
+    assert len(d.file("/var/log/siaga/backup.jsonl").content_string.splitlines()) == drc_log  # not even a backup
+    # Named twice, but the pre-restore backup cannot be taken (WAN cut): nothing is restored.
+    try:
+        lab.set_wan(cut=True)
+        code, rec = restore_cmd(lab, "--target", "primary", "--confirm-target", "primary")
+    finally:
+        lab.set_wan(cut=False)
+    assert (code, rec["result"], rec["restore"]) == (2, "refused", None), rec
+    assert "pre-restore backup failed" in rec["error"]
+    last = json.loads(d.file("/var/log/siaga/backup.jsonl").content_string.splitlines()[-1])
+    assert (last["set"], last["trigger"], last["result"]) == ("db", "pre-restore", "failure")
+    assert p.check_output(started) == before and p.check_output("runuser -u postgres -- psql -XAtc 'select pg_is_in_recovery()'") == "f"
+    print(f"restore refused 4 times; pre-restore backup recorded as failed: {last['error'][:160]}")
+
+
 def test_a_corrupted_repository_file_is_reported_failed_never_good(lab, hosts):
     drc = hosts["drc"]
     # The biggest file of the full backup every later incremental builds on.
@@ -162,3 +229,63 @@ def test_a_corrupted_repository_file_is_reported_failed_never_good(lab, hosts):
         print(f"corrupted {victim}: restore-test GAGAL; verify said: {rt['db']['verify']['output'][-300:]}")
     finally:
         drc.check_output(f"cp -a /root/siaga-test-victim {victim} && rm -f /root/siaga-test-victim")
+
+
+def test_offline_copy_only_while_the_media_is_attached_verified_and_listed(lab, hosts):
+    d = hosts["drc"]
+    lab.media_detach()
+    code, out, _ = siaga(lab, "offline")
+    assert code == 1 and "not attached" in out["error"] and out["record"]["result"] == "failure"
+    try:
+        lab.media_attach("drc")
+        code, first, took1 = siaga(lab, "offline")
+        assert code == 0 and first["copy"]["verified"], first
+        c = first["copy"]
+        assert c["pgbackrest"]["ok"] and c["pgbackrest"]["backups"] and c["restic"]["ok"] and c["restic"]["snapshots"]
+        code, second, took2 = siaga(lab, "offline")
+        assert code == 0 and second["copy"]["linked"] > 0 and second["copy"]["previous"] == c["name"]
+        names = [x["name"] for x in second["copies"]]
+        assert names == sorted(names) and names[-2:] == [c["name"], second["copy"]["name"]]
+    finally:
+        lab.media_detach()
+    assert not d.run("findmnt /media/siaga-offline").succeeded  # gone from the server
+    code, listed, _ = siaga(lab, "offline", "--list")
+    assert code == 0 and listed["source"].startswith("workstation records")
+    assert [x["name"] for x in listed["copies"]][-2:] == names[-2:] and listed["last_verified"] == names[-1]
+    print(f"offline copy: first {took1:.1f} s ({c['copied']} files, {c['size_bytes']} B on media), "
+          f"second {took2:.1f} s ({second['copy']['linked']} files hard-linked); copies on media: {names}")
+
+
+def test_repository_disk_full_is_a_clear_failure_and_earlier_backups_stay_restorable(lab, hosts):
+    """The repository on a small filesystem that is full: the run fails with a clear message, is
+    logged and classified in the monthly report, and an earlier backup still restores."""
+    d, repo, small = hosts["drc"], "/srv/siaga-backup/pgbackrest", "/mnt/siaga-small"
+    size_mib = int(d.check_output(f"du -sm {repo} | cut -f1")) + 24
+    lab.disk_detach("small")
+    lab.disk_image("small").unlink(missing_ok=True)  # a new disk each time
+    lab.disk_attach("small", "drc", small, size_mib)
+    bound = False
+    try:
+        d.check_output(f"cp -a {repo}/. {small}/ && (dd if=/dev/zero of={small}/filler bs=1M status=none; "
+                       f"dd if=/dev/zero of={small}/filler2 bs=4k status=none; true) && "
+                       f"mount --bind {small} {repo}")
+        bound = True
+        assert int(d.check_output(f"df --output=avail -B1 {repo} | tail -1")) < 64 * 1024
+        code, out, took = siaga(lab, "run", "--set", "db")
+        rec = out["records"][0]
+        assert code == 1 and rec["result"] == "failure" and rec["error"].startswith("repository disk full"), rec
+        code, rt, _ = restore_test(lab, "--label", "latest", "--skip-files", "--tables", "1")
+        assert code == 0 and rt["result"] == "success", rt["problems"]
+        month = rec["start"][:7]
+        code, rep, _ = siaga(lab, "report", "--month", month, "--no-collect")
+        assert code == 0 and rep["failure_types"].get("Ruang penyimpanan repositori penuh", 0) >= 1
+        assert any(rec["id"] == f["id"] for f in rep["failures_list"]) and Path(rep["report"]).is_file()
+        print(f"disk full: run failed in {took:.1f} s: {rec['error'][:200]}; {rt['db']['label']} still restored; "
+              f"report {rep['report']}")
+    finally:
+        if bound:  # WAL that reached the small disk goes back to the real repository
+            d.check_output(f"umount {repo} && cp -an {small}/archive/. {repo}/archive/")
+        lab.disk_detach("small")
+        lab.disk_image("small").unlink(missing_ok=True)
+    code, out, _ = siaga(lab, "run", "--set", "db")
+    assert code == 0, out
