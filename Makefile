@@ -48,6 +48,7 @@ bench: setup
 	-$(BIN)/python bench/ansible_ratio.py
 	-$(BIN)/python bench/replication_lag.py
 	-$(BIN)/python bench/initial_drc_build.py
+	-$(BIN)/python bench/backup.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
