@@ -101,10 +101,14 @@ def spse_app(site: Site, host_name: str, s: SpseAppSettings, pg: PostgresqlSetti
                                         cert=SELF_SIGNED[0], key=SELF_SIGNED[1], common_name=server_name)
     vhost = files.put(name=f"Apache site {SITE_NAME}", dest=f"/etc/apache2/sites-available/{SITE_NAME}.conf", mode="644",
                       src=_io(render_vhost(s, server_name)))
-    app_ops.apache_enabled(name="Apache: mod_proxy, mod_ssl, the SPSE site", mods=["proxy", "proxy_http", "ssl", "headers", "rewrite"],
-                           sites=[SITE_NAME], disable_sites=["000-default", "default-ssl"])
-    systemd.service(name="apache2 reloaded after a site change", service="apache2", reloaded=True, _if=vhost.did_change)
+    enabled = app_ops.apache_enabled(name="Apache: mod_proxy, mod_ssl, the SPSE site",
+                                     mods=["proxy", "proxy_http", "ssl", "headers", "rewrite"],
+                                     sites=[SITE_NAME], disable_sites=["000-default", "default-ssl"])
     systemd.service(name="apache2 running", service="apache2", running=True, enabled=True)
+    # A site file change alone needs a reload; when apache_enabled acted it already restarted or
+    # reloaded Apache, and a second graceful reload right after a start can leave it stopped.
+    systemd.service(name="apache2 reloaded after a site change", service="apache2", reloaded=True,
+                    _if=[vhost.did_change, lambda: not enabled.did_change()])
 
 
 def _io(text: str):
