@@ -45,6 +45,17 @@ KNOWN_HOSTS = f"{ETC}/known_hosts"
 REPO_CONFIG_PATH = "/etc/siaga/pgbackrest-repo"
 PG_SSH_DIR = "/var/lib/postgresql/.ssh"
 STATE_DIR = "/var/lib/siaga/backup"
+BACKPORT_INSTALLER = "/usr/local/lib/siaga/siaga-deb-backport"
+# Debian 13's pgBackRest on Debian 12 (setting pgbackrest_source: backport). Checked before pinning:
+# the binary needs glibc 2.34 and only sonames Debian 12 has (libssl.so.3, libssh2.so.1,
+# libzstd.so.1 with symbols older than 1.5.4); its Depends name Debian 13's t64 packages, renamed here.
+PGBACKREST_BACKPORT = {
+    "path": "pool/main/p/pgbackrest/pgbackrest_2.55.1-1_amd64.deb",
+    "sha256": "4143a01dba71c12aab93e67b012b5cb93ec9f80e408080ddbde6261115da381d",
+    "version": "2.55.1-1~deb12siaga1",
+    "depends": "postgresql-common, libbz2-1.0, libc6 (>= 2.34), libgcc-s1 (>= 4.2), liblz4-1 (>= 0.0~r127), libpq5, "
+               "libssh2-1 (>= 1.5.0), libssl3 (>= 3.0.0), libxml2 (>= 2.7.4), libzstd1 (>= 1.5.4), zlib1g (>= 1:1.1.4)",
+}
 # Secrets on the admin workstation (names inside the secrets directory).
 SECRETS = {
     "repo1": "pgbackrest-repo1.passphrase",
@@ -142,12 +153,31 @@ def _host_key(tier: DataTier, name: str) -> str:
     return " ".join(lines[0].split()[:2])
 
 
+def block_incremental(b: BackupSettings) -> bool:
+    """pgBackRest >= 2.46 stores only the changed blocks of a file in an incremental backup."""
+    return b.pgbackrest_source == "backport"
+
+
+def install_pgbackrest(b: BackupSettings) -> None:
+    """The same pgBackRest version on every PostgreSQL host (its remote protocol needs that)."""
+    if b.pgbackrest_source == "debian":
+        ensure_installed(["pgbackrest"], "backups (pgBackRest)")
+        return
+    files.directory(name="/usr/local/lib/siaga", path="/usr/local/lib/siaga", user="root", group="root", mode="755")
+    files.put(name=f"{BACKPORT_INSTALLER} (installs a checked backport .deb)", src=str(ROLE_DIR / "files/siaga-deb-backport"),
+              dest=BACKPORT_INSTALLER, user="root", group="root", mode="755")
+    p = PGBACKREST_BACKPORT
+    backup_ops.deb_backport(name=f"pgBackRest {p['version']} (Debian 13's build: block incremental)", package="pgbackrest",
+                            version=p["version"], url=f"{b.debian_mirror.rstrip('/')}/{p['path']}", sha256=p["sha256"],
+                            depends=p["depends"], installer=BACKPORT_INSTALLER)
+
+
 @deploy("siaga backup: WAL archiving")
 def archiving(tier: DataTier, host_name: str) -> None:
     """Every PostgreSQL host: pgBackRest installed, archive_mode on, archive_command to pgBackRest
     (only a primary archives; a standby is ready for a promotion)."""
     b, pg = tier.site.backup, tier.postgresql
-    ensure_installed(["pgbackrest"], "backups (pgBackRest)")
+    install_pgbackrest(b)
     cdir = config_dir(pg)
     pg_ops.cluster_file(name=f"{cdir}/conf.d/siaga-archive.conf: WAL archiving to pgBackRest",
                         dest=f"{cdir}/conf.d/siaga-archive.conf", content=render_archive_conf(b),
@@ -201,7 +231,7 @@ def _repository_host(tier: DataTier, secrets: Path, src: str) -> None:
     src_address = str(site.hosts[src].address)
     secret_file(name=f"{REPO_CONFIG_PATH}/pgbackrest.conf (repo1, encrypted; 0640 root:{u})",
                 dest=f"{REPO_CONFIG_PATH}/pgbackrest.conf", user="root", group=u, mode=0o640,
-                content=render(ROLE_DIR, "pgbackrest-repo.conf.j2", header=HEADER, b=b, backup_host=src,
+                content=render(ROLE_DIR, "pgbackrest-repo.conf.j2", header=HEADER, b=b, backup_host=src, block=block_incremental(b),
                                db_address=src_address, pg=tier.postgresql, port=site.firewall.postgresql_port,
                                passphrase=ensure_password(secrets, SECRETS["repo1"], 64)))
     # The backup itself runs here (pgBackRest 2.45: on the repository host), as {u}, over SSH to postgres@src.

@@ -88,6 +88,13 @@ class BackupSettings(BaseModel):
     # WAL waiting to be archived (DRC unreachable) above this size is dropped so the primary's disk
     # never fills (IN-3); point-in-time recovery then has a gap until the next full backup.
     archive_push_queue_max: str = Field("8GiB", pattern=r"^\d+(B|KiB|MiB|GiB|TiB)?$")
+    # Where pgBackRest comes from (SOP BK-1). "backport" (default): Debian 13's build of 2.55.1,
+    # installed on Debian 12 with its Depends renamed (files/siaga-deb-backport), for block
+    # incremental: a daily incremental stores the changed blocks, not every touched relation file
+    # whole. "debian": the release's own package (Debian 12: 2.45, file-level incremental only).
+    pgbackrest_source: Literal["backport", "debian"] = "backport"
+    # The Debian mirror the hosts download the backport from (the one their apt uses).
+    debian_mirror: str = Field("http://deb.debian.org/debian", pattern=r"^https?://[^\s'\"]+$")
     # pgBackRest compression (zst: fast, well supported in Debian 12's 2.45).
     compress_type: Literal["zst", "lz4", "gz", "bz2", "none"] = "zst"
     process_max: int = Field(2, ge=1, le=32)

@@ -7,6 +7,7 @@ import os
 
 from pyinfra import host, state
 from pyinfra.api import QuoteString, StringCommand, operation
+from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.files import File, FindFiles
 
 from roles.managed_files import content_is_current, log_diff, upload
@@ -141,3 +142,23 @@ def unit_file(dest: str, content: str | None):
         return
     log_diff(dest, content)
     yield from upload(content, dest, 0o644)
+
+
+@operation()
+def deb_backport(package: str, version: str, url: str, sha256: str, depends: str, installer: str):
+    """
+    A package from a newer Debian release installed as a backport (see files/siaga-deb-backport),
+    unless that exact version is installed already.
+
+    + package: Debian package name
+    + version: the backport's version string on this host
+    + url: the original .deb on the Debian mirror
+    + sha256: its pinned checksum
+    + depends: the Depends line rewritten to this release's package names
+    + installer: path of siaga-deb-backport on the host
+    """
+    if version in host.get_fact(DebPackages).get(package, []):
+        host.noop(f"{package} {version} installed")
+        return
+    yield StringCommand(QuoteString(installer), "--url", QuoteString(url), "--sha256", QuoteString(sha256),
+                        "--version", QuoteString(version), "--depends", QuoteString(depends))
