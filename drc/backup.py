@@ -194,11 +194,19 @@ def expected_sets(site: Site) -> dict[str, float]:
     out = {"db": calendar_period_s(b.full_on_calendar, b.incr_on_calendar)}
     for s in b.sets:
         out[s.name] = calendar_period_s(s.on_calendar)
+    if b.offline.enabled and b.offline.on_calendar:
+        # A week without a verified offline copy is a failure too (BK-9), e.g. the media was never attached.
+        out["offline"] = calendar_period_s(b.offline.on_calendar)
     return out
 
 
+def repository_of(set_name: str) -> str:
+    """The repository whose successes count for a set (an offline copy never counts for repo1)."""
+    return "offline" if set_name == "offline" else "repo1"
+
+
 def is_success_of(r: dict, set_name: str) -> bool:
-    return r.get("set") == set_name and r.get("result") == "success" and r.get("repository") == "repo1"
+    return r.get("set") == set_name and r.get("result") == "success" and r.get("repository") == repository_of(set_name)
 
 
 def missing_records(site: Site, log: list[dict], hosts: dict[str, dict], now: dt.datetime) -> list[dict]:
@@ -223,7 +231,7 @@ def missing_records(site: Site, log: list[dict], hosts: dict[str, dict], now: dt
             iso = due.isoformat(timespec="seconds")
             out.append({
                 "v": 1, "id": hashlib.sha1(f"{site.site}|{set_name}|missing|{ref.isoformat()}|{k}".encode()).hexdigest(),
-                "host": owner or "-", "site": site.site, "set": set_name, "repository": "repo1", "kind": "missing",
+                "host": owner or "-", "site": site.site, "set": set_name, "repository": repository_of(set_name), "kind": "missing",
                 "trigger": "check", "by": "siaga backup log", "start": iso, "end": iso, "duration_s": None,
                 "size_bytes": None, "result": "failure",
                 "error": (f"no successful backup of set '{set_name}' within {_dur(period)} + {_dur(grace)} grace since "

@@ -2,8 +2,8 @@
 (SOP BK-9: a copy the server cannot reach; EM-3.7: the last backup not hit by the virus).
 
 The media is plugged into the repository host (the DRC) only for the copy (in the lab:
-`siaga lab media attach|detach`). drc/offline_probe.py runs there with sudo: the encrypted
-pgBackRest and restic repositories are copied (unchanged files hard-linked to the previous copy,
+`siaga lab media attach|detach`). There `siaga-backup run offline` (the weekly timer's job too)
+runs the role's siaga-offline-copy: the encrypted pgBackRest and restic repositories are copied (unchanged files hard-linked to the previous copy,
 so each copy is complete on its own), verified on the media (`pgbackrest verify` against the copy;
 restic's content-addressed files re-hashed), and described by a manifest on the media. The result
 is also kept on the workstation (`<records_dir>/offline-copies.jsonl`) and in the backup log (set
@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import hashlib
 import json
 import shlex
-from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -28,43 +26,36 @@ from rich.table import Table
 from drc import records, remote
 from drc.site import Site, load_site
 
-PROBE_SOURCE = Path(__file__).with_name("offline_probe.py")
 OFFLINE_RECORDS = "offline-copies.jsonl"
 
 
-def probe(site: Site, host: str, args: dict, timeout: float) -> dict:
-    cmd = f"sudo -n python3 -c {shlex.quote(PROBE_SOURCE.read_text())} {shlex.quote(json.dumps(args))}"
-    r = remote.run(site, host, cmd, timeout=timeout)
+def copy_on_host(site: Site, host: str, by: str) -> tuple[dict, dict | None]:
+    """`siaga-backup run offline` on the repository host (what the weekly timer runs): the copy's
+    result and its backup-log record (BK-3), also when it failed or the host was not reached."""
+    from drc import backup
+
+    started = dt.datetime.now().astimezone()
+    out = backup.run_sets(site, {host: ["offline"]}, by)[host]
+    recs = out.get("records") or []
+    if not recs:
+        recs = [backup.unreachable_record(site, host, ["offline"], by, out.get("error") or "no record", started)]
+    records.append_new(records.records_dir(site) / backup.LOG_RECORDS, recs)
+    res = next((json.loads(ln[8:]) for ln in (out.get("output") or "").splitlines() if ln.startswith("OFFLINE ")), None)
+    return res or {"ok": False, "attached": None, "error": recs[-1].get("error")}, recs[-1]
+
+
+def list_on_host(site: Site, host: str) -> dict:
+    """The copies on the media, when it is attached (siaga-offline-copy in list mode)."""
+    from roles.backup import OFFLINE_COPY, offline_copy_args
+
+    cmd = f"sudo -n {OFFLINE_COPY} {shlex.quote(json.dumps({**offline_copy_args(site.backup), 'mode': 'list'}))}"
+    r = remote.run(site, host, cmd, timeout=300)
     if not r.reachable:
         return {"ok": False, "error": f"{host}: {r.error}"}
     try:
         return json.loads(r.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
-        return {"ok": False, "error": f"{host}: probe exited {r.exited}: {(r.stderr or r.stdout).strip()[-400:]}"}
-
-
-def probe_args(site: Site, mode: str) -> dict:
-    b = site.backup
-    return {"mode": mode, "mount_point": b.offline.mount_point, "repo_path": b.repository_path, "user": b.repository_user,
-            "config_path": "/etc/siaga/pgbackrest-repo", "stanza": b.stanza, "keep": b.offline.retention_full,
-            "timeout_s": b.timeout_s, "lock_wait_s": 900}
-
-
-def copy_record(site: Site, host: str, by: str, res: dict, started: dt.datetime) -> dict:
-    """The copy as one backup-log record (BK-3): also a failed copy."""
-    c = res.get("copy") or {}
-    end = dt.datetime.now().astimezone()
-    error = None if res.get("ok") else (res.get("error") or "offline copy not verified: "
-                                         + "; ".join(x for x in (
-                                             None if (c.get("pgbackrest") or {}).get("ok") else f"pgbackrest verify: {(c.get('pgbackrest') or {}).get('output', '')[-300:]}",
-                                             None if (c.get("restic") or {}).get("ok") else f"restic files: {(c.get('restic') or {}).get('bad')}") if x))
-    return {"v": 1, "id": hashlib.sha1(f"{site.site}|offline|{c.get('name') or started.isoformat()}".encode()).hexdigest(),
-            "host": host, "site": site.site, "set": "offline", "repository": "offline", "kind": "copy", "trigger": "manual",
-            "by": by, "start": started.isoformat(timespec="seconds"), "end": end.isoformat(timespec="seconds"),
-            "duration_s": round((end - started).total_seconds(), 3), "size_bytes": c.get("bytes_copied"),
-            "result": "success" if res.get("ok") else "failure", "error": error,
-            "details": {"copy": c.get("name"), "location": f"{host}:{site.backup.offline.mount_point}",
-                        "backups": (c.get("pgbackrest") or {}).get("backups"), "snapshots": len((c.get("restic") or {}).get("snapshots") or [])}}
+        return {"ok": False, "error": f"{host}: {OFFLINE_COPY} exited {r.exited}: {(r.stderr or r.stdout).strip()[-400:]}"}
 
 
 def listing(site: Site, on_media: dict | None) -> tuple[list[dict], str]:
@@ -91,12 +82,11 @@ def cmd_offline(args: argparse.Namespace, console: Console) -> int:
 
     site = load_site(args.site)
     host = site.hosts_in(site.backup.repository_site)[0]
-    started = dt.datetime.now().astimezone()
-    res = probe(site, host, probe_args(site, "list" if args.list else "copy"), site.backup.timeout_s + 1200)
     rec = None
-    if not args.list:
-        rec = copy_record(site, host, site.connection.user, res, started)
-        records.append_new(records.records_dir(site) / backup.LOG_RECORDS, [rec])
+    if args.list:
+        res = list_on_host(site, host)
+    else:
+        res, rec = copy_on_host(site, host, site.connection.user)
     if res.get("attached"):
         remember(site, res)
     copies, source = listing(site, res)

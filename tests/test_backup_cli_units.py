@@ -11,8 +11,8 @@ from drc import backup, records
 from drc.site import parse_site
 
 TZ = dt.timezone(dt.timedelta(hours=7))
-HOSTS = {"primary": {"runs": ["uploads", "system", "prune", "offline"], "initialised": "2026-11-01T10:00:00+07:00"},
-         "drc": {"runs": ["db"], "initialised": "2026-11-01T10:00:00+07:00"}}
+HOSTS = {"primary": {"runs": ["uploads", "system", "prune"], "initialised": "2026-11-01T10:00:00+07:00"},
+         "drc": {"runs": ["db", "offline"], "initialised": "2026-11-01T10:00:00+07:00"}}
 
 
 @pytest.fixture
@@ -48,13 +48,14 @@ def test_each_set_runs_on_the_host_that_owns_it(site):
 def test_schedule_periods_from_the_calendars(site):
     periods = backup.expected_sets(site)
     # weekly full on Sunday + incremental Mon..Sat: one database backup a day.
-    assert periods == {"db": 86400, "uploads": 86400, "system": 86400}
+    assert periods == {"db": 86400, "uploads": 86400, "system": 86400, "offline": 7 * 86400}
     assert backup.calendar_period_s("Sun *-*-* 01:00") == 7 * 86400
 
 
 def test_a_missing_success_is_a_failure_recorded_once_per_missed_period(site):
     log = [rec("db", "2026-11-20T01:05:00+07:00"), rec("uploads", "2026-11-21T01:31:00+07:00"),
-           rec("system", "2026-11-19T01:46:00+07:00"), rec("system", "2026-11-21T01:46:00+07:00", result="failure")]
+           rec("system", "2026-11-19T01:46:00+07:00"), rec("system", "2026-11-21T01:46:00+07:00", result="failure"),
+           rec("offline", "2026-11-15T04:05:00+07:00", repository="offline")]
     now = dt.datetime(2026, 11, 21, 12, 0, tzinfo=TZ)
     missing = backup.missing_records(site, log, HOSTS, now)
     # db: last success 20th 01:05, due 21st 07:05 -> missed; system: last success 19th -> 2 periods missed.
@@ -79,12 +80,18 @@ def test_never_backed_up_counts_from_initialisation(site):
     assert backup.missing_records(site, [], HOSTS, now) == []  # within one day + 6 h of the init
     later = dt.datetime(2026, 11, 2, 17, 0, tzinfo=TZ)
     assert {m["set"] for m in backup.missing_records(site, [], HOSTS, later)} == {"db", "uploads", "system"}
+    # A week (+ grace) without a verified offline copy, e.g. the media never attached (BK-9).
+    week = dt.datetime(2026, 11, 8, 17, 0, tzinfo=TZ)
+    offline = [m for m in backup.missing_records(site, [], HOSTS, week) if m["set"] == "offline"]
+    assert [(m["host"], m["repository"]) for m in offline] == [("drc", "offline")]
 
 
-def test_offline_copies_do_not_count_as_repo1_successes(site):
-    log = [rec("db", "2026-11-21T01:05:00+07:00", repository="repo2")]
+def test_offline_copies_count_only_for_the_offline_set(site):
+    log = [rec("db", "2026-11-21T01:05:00+07:00", repository="offline"), rec("offline", "2026-11-21T04:05:00+07:00", repository="offline")]
     now = dt.datetime(2026, 11, 21, 12, 0, tzinfo=TZ)
-    assert any(m["set"] == "db" for m in backup.missing_records(site, log, {**HOSTS, "drc": {"runs": ["db"], "initialised": "2026-11-19T00:00:00+07:00"}}, now))
+    hosts = {**HOSTS, "drc": {"runs": ["db", "offline"], "initialised": "2026-11-19T00:00:00+07:00"}}
+    missing = {m["set"] for m in backup.missing_records(site, log, hosts, now)}
+    assert "db" in missing and "offline" not in missing
 
 
 def test_workstation_log_is_append_only_and_deduplicated(tmp_path):

@@ -45,7 +45,11 @@ KNOWN_HOSTS = f"{ETC}/known_hosts"
 REPO_CONFIG_PATH = "/etc/siaga/pgbackrest-repo"
 PG_SSH_DIR = "/var/lib/postgresql/.ssh"
 STATE_DIR = "/var/lib/siaga/backup"
-BACKPORT_INSTALLER = "/usr/local/lib/siaga/siaga-deb-backport"
+LIB = "/usr/local/lib/siaga"
+BACKPORT_INSTALLER = f"{LIB}/siaga-deb-backport"
+OFFLINE_COPY = f"{LIB}/siaga-offline-copy"
+# Files of earlier versions that held the offline repository's own secrets (repo2 on the database host).
+RETIRED_SECRETS = (f"{ETC}/pgbackrest-repo2.conf", f"{ETC}/restic-repo2.password", "/etc/pgbackrest/conf.d/siaga-offline.conf")
 # Debian 13's pgBackRest on Debian 12 (setting pgbackrest_source: backport). Checked before pinning:
 # the binary needs glibc 2.34 and only sonames Debian 12 has (libssl.so.3, libssh2.so.1,
 # libzstd.so.1 with symbols older than 1.5.4); its Depends name Debian 13's t64 packages, renamed here.
@@ -59,9 +63,7 @@ PGBACKREST_BACKPORT = {
 # Secrets on the admin workstation (names inside the secrets directory).
 SECRETS = {
     "repo1": "pgbackrest-repo1.passphrase",
-    "repo2": "pgbackrest-repo2.passphrase",
     "restic": "restic-repo1.password",
-    "restic_offline": "restic-repo2.password",
     "pgbackrest_key": "backup-pgbackrest_ed25519",
     "restic_key": "backup-restic_ed25519",
     "repo_key": "backup-repo-to-db_ed25519",
@@ -94,28 +96,32 @@ def runner_config(tier: DataTier, host_name: str) -> dict:
         "log_file": b.log_file,
         "timeout_s": b.timeout_s,
         "init_marker": init_marker(tier),
-        # The database set runs on the repository host (pgBackRest 2.45), the file sets on the data host.
-        "runs": ["db"] if host_name == repo else [s.name for s in b.sets] + ["prune", "offline"],
+        # The database set and the offline copy run on the repository host, the file sets on the data host.
+        "runs": ["db", "offline"] if host_name == repo else [s.name for s in b.sets] + ["prune"],
         "pgbackrest": {
             "stanza": b.stanza,
             "user": b.repository_user if host_name == repo else "postgres",
             "config_path": REPO_CONFIG_PATH if host_name == repo else "/etc/pgbackrest",
             "repo1_location": f"{repo}:{b.repository_path}/pgbackrest",
-            "repo2_location": f"{b.offline.mount_point}/pgbackrest",
-            "repo2_config": f"{ETC}/pgbackrest-repo2.conf",
         },
         "restic": {
             "repository": restic_repo,
-            "offline_repository": f"{b.offline.mount_point}/restic",
             "password_file": f"{ETC}/restic-repo1.password",
-            "offline_password_file": f"{ETC}/restic-repo2.password",
             "cache_dir": "/var/cache/siaga-restic",
             "sftp_command": f"ssh -F {ETC}/ssh_config {repo_address} -s sftp",
             "sets": [s.model_dump() for s in b.sets],
             "keep": {"daily": b.keep_daily, "weekly": b.keep_weekly, "monthly": b.keep_monthly},
         },
-        "offline": b.offline.model_dump(),
+        "offline": {"mount_point": b.offline.mount_point, "device": b.offline.device, "copy_program": OFFLINE_COPY,
+                    "copy_args": offline_copy_args(b)},
     }
+
+
+def offline_copy_args(b: BackupSettings) -> dict:
+    """What siaga-offline-copy needs (its mode is added by the caller)."""
+    return {"mount_point": b.offline.mount_point, "repo_path": b.repository_path, "user": b.repository_user,
+            "config_path": REPO_CONFIG_PATH, "stanza": b.stanza, "keep": b.offline.retention_full,
+            "timeout_s": b.timeout_s, "lock_wait_s": 900}
 
 
 def init_marker(tier: DataTier) -> str:
@@ -136,6 +142,12 @@ def timers(b: BackupSettings) -> dict[str, tuple[str, str]]:
     if b.offline.enabled and b.offline.on_calendar:
         jobs["offline"] = (b.offline.on_calendar, "copy to the offline media (SOP BK-9)")
     return jobs
+
+
+def on_repository_host(job: str) -> bool:
+    """Database backups (pgBackRest runs them on its repository host) and the offline copy (the
+    media is plugged in there) run on the repository host; the file sets on the data host."""
+    return job.startswith("db-") or job == "offline"
 
 
 def render_archive_conf(b: BackupSettings) -> str:
@@ -163,7 +175,7 @@ def install_pgbackrest(b: BackupSettings) -> None:
     if b.pgbackrest_source == "debian":
         ensure_installed(["pgbackrest"], "backups (pgBackRest)")
         return
-    files.directory(name="/usr/local/lib/siaga", path="/usr/local/lib/siaga", user="root", group="root", mode="755")
+    files.directory(name=LIB, path=LIB, user="root", group="root", mode="755")
     files.put(name=f"{BACKPORT_INSTALLER} (installs a checked backport .deb)", src=str(ROLE_DIR / "files/siaga-deb-backport"),
               dest=BACKPORT_INSTALLER, user="root", group="root", mode="755")
     p = PGBACKREST_BACKPORT
@@ -203,7 +215,7 @@ def backup(tier: DataTier, host_name: str) -> None:
         _backup_host(tier, secrets, repo)
     if host_name in (src, repo):
         # One call site for both hosts: pyinfra orders operations by where they are called.
-        _runner(tier, host_name, {k: v for k, v in timers(b).items() if k.startswith("db-") == (host_name == repo)})
+        _runner(tier, host_name, {k: v for k, v in timers(b).items() if on_repository_host(k) == (host_name == repo)})
 
 
 def _repository_host(tier: DataTier, secrets: Path, src: str) -> None:
@@ -220,6 +232,9 @@ def _repository_host(tier: DataTier, secrets: Path, src: str) -> None:
         files.directory(name=f"{b.repository_path}/{sub}", path=f"{b.repository_path}/{sub}", user=u, group=u, mode="750")
     files.put(name=f"{REMOTE_WRAPPER} (forced command: pgBackRest remote only)", src=str(ROLE_DIR / "files/siaga-backup-remote"),
               dest=REMOTE_WRAPPER, user="root", group="root", mode="755")
+    files.directory(name=f"{LIB} (siaga's programs)", path=LIB, user="root", group="root", mode="755")
+    files.put(name=f"{OFFLINE_COPY} (copy to the offline media, verified there: SOP BK-9)", src=str(ROLE_DIR / "files/siaga-offline-copy"),
+              dest=OFFLINE_COPY, user="root", group="root", mode="755")
     _, pg_pub = ensure_ssh_key(secrets, SECRETS["pgbackrest_key"], f"pgbackrest@{site.site}")
     _, restic_pub = ensure_ssh_key(secrets, SECRETS["restic_key"], f"restic@{site.site}")
     config_file(name=f"{home}/.ssh/authorized_keys: two keys, forced commands, from {src} only",
@@ -278,7 +293,7 @@ def _backup_host(tier: DataTier, secrets: Path, repo: str) -> None:
     config_file(name=f"{ETC}/ssh_config (restic SFTP to the repository)", dest=f"{ETC}/ssh_config", mode=0o644,
                 content=render(ROLE_DIR, "ssh_config.j2", identity=f"{ETC}/restic_ed25519", **ssh))
 
-    # pgBackRest: repo1 over SSH; repo2 (offline) only while the media is attached.
+    # pgBackRest: repo1 over SSH.
     for d in ("/etc/pgbackrest", "/etc/pgbackrest/conf.d"):
         files.directory(name=d, path=d, user="root", group="postgres", mode="750")
     port = site.firewall.postgresql_port
@@ -287,16 +302,11 @@ def _backup_host(tier: DataTier, secrets: Path, repo: str) -> None:
                           content=render(ROLE_DIR, "pgbackrest.conf.j2", header=HEADER, b=b, pg=pg, port=port,
                                          repo_host=repo, repo_address=repo_address, repo_config_path=REPO_CONFIG_PATH))
     files.file(name="Debian's example /etc/pgbackrest.conf removed (one config only)", path="/etc/pgbackrest.conf", present=False)
-    secret_file(name=f"{ETC}/pgbackrest-repo2.conf (offline repository, encrypted)", dest=f"{ETC}/pgbackrest-repo2.conf",
-                user="root", group="postgres", mode=0o640,
-                content=render(ROLE_DIR, "pgbackrest-repo2.conf.j2", header=HEADER, o=b.offline,
-                               passphrase=ensure_password(secrets, SECRETS["repo2"], 64)))
+    for path in RETIRED_SECRETS:
+        files.file(name=f"{path} absent (retired: the offline copy is made on the repository host)", path=path, present=False)
     # restic: passwords in files (RESTIC_PASSWORD_FILE), never on a command line.
     secret_file(name=f"{ETC}/restic-repo1.password", dest=f"{ETC}/restic-repo1.password",
                 content=ensure_password(secrets, SECRETS["restic"], 64) + "\n")
-    secret_file(name=f"{ETC}/restic-repo2.password", dest=f"{ETC}/restic-repo2.password",
-                content=ensure_password(secrets, SECRETS["restic_offline"], 64) + "\n")
-
 
 
 def _runner(tier: DataTier, host_name: str, jobs: dict[str, tuple[str, str]]) -> None:
