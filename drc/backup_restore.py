@@ -373,6 +373,47 @@ print(json.dumps(out))
 """
 
 
+# On a standby after production was restored: it holds a replica of the state the restore
+# overwrote (also in the pre-restore backup) on the old timeline, so it cannot follow. Emptied
+# only when it is what it should be: in recovery, of the same database system as the primary.
+EMPTY_STANDBY = r"""
+set -eu
+V=$1; C=$2; WANT=$3; D=/var/lib/postgresql/$V/$C
+rec=$(runuser -u postgres -- psql -XAtqc 'SELECT pg_is_in_recovery()' 2>/dev/null || echo stopped)
+id=$(LC_ALL=C /usr/lib/postgresql/$V/bin/pg_controldata -D "$D" | sed -n 's/^Database system identifier: *//p')
+state=$(LC_ALL=C /usr/lib/postgresql/$V/bin/pg_controldata -D "$D" | sed -n 's/^Database cluster state: *//p')
+if [ "$id" != "$WANT" ] || { [ "$rec" != t ] && [ "$state" != "shut down in recovery" ] && [ "$state" != "in archive recovery" ]; }; then
+    echo "refused: not a standby of system $WANT (in recovery: $rec, state: $state, system: $id)" >&2; exit 3
+fi
+pg_ctlcluster "$V" "$C" stop 2>/dev/null || true
+rm -rf "$D"
+install -d -m 700 -o postgres -g postgres "$D"
+echo emptied
+"""
+
+
+def reseed_standbys(site: Site, site_file: str, target: str) -> list[dict]:
+    """After a restore into production: each standby emptied (preflight: a standby of this
+    database system), then the data-tier deploy copies the restored primary to it again."""
+    from drc.deploy import run_deploy
+
+    pg = site.postgresql
+    r = remote.run(site, target, "sudo -n runuser -u postgres -- psql -XAtqc 'SELECT system_identifier FROM pg_control_system()'", 60)
+    system_id = r.stdout.strip() if r.ok else ""
+    standbys = [h for h in site.hosts if h not in site.hosts_in(site.replication.source_site)]
+    steps = []
+    for h in standbys:
+        cmd = f"sudo -n sh -c {shlex.quote(EMPTY_STANDBY)} empty {pg.version} {pg.cluster} {shlex.quote(system_id)}"
+        e = remote.run(site, h, cmd, 300) if system_id else remote.Result(h, reachable=False, error=f"system id of {target} unread")
+        steps.append({"step": f"empty standby {h}", "ok": e.ok and "emptied" in e.stdout,
+                      "output": (e.error or e.stderr or e.stdout).strip()[-500:]})
+    if standbys and all(st["ok"] for st in steps):
+        d = run_deploy(site_file, "deploys/data_tier.py")
+        steps.append({"step": "data-tier deploy: pg_basebackup to the standby", "ok": d.ok, "seconds": round(d.seconds, 1),
+                      "output": "" if d.ok else d.output[-1500:]})
+    return steps
+
+
 def restore_refusal(site: Site, target: str | None, confirm: str | None) -> str | None:
     """Why a restore into production must not go on, or None. SOP BK-7: only on request, the
     target named twice, so a slip of the keyboard cannot overwrite production."""
@@ -452,7 +493,12 @@ def cmd_restore(args: argparse.Namespace, console: Console) -> int:
         rec["restore"] = {"ok": False, "error": r.error or f"exited {r.exited}: {(r.stderr or r.stdout).strip()[-400:]}"}
     if not rec["restore"].get("ok"):
         return finish("failure", f"restore on {args.target} failed: {json.dumps(rec['restore'].get('steps') or rec['restore'].get('error'))[-800:]}")
-    console.print(f"[yellow]{args.target} is on a new timeline: rebuild the standby with the site deploy.[/yellow]", highlight=False)
+    if not args.json:
+        console.print(f"{args.target} restored ({rec['restore']['seconds']:.0f} s); re-seeding the standby from it", highlight=False)
+    rec["standby"] = reseed_standbys(site, args.site, args.target)
+    if not all(st["ok"] for st in rec["standby"]):
+        return finish("failure", f"{args.target} restored, but the standby was not re-seeded (the DRC does not follow it): "
+                                 f"{json.dumps(rec['standby'])[-800:]}. Fix: see the step's output, then run the site deploy")
     return finish("success", None)
 
 

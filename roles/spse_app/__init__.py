@@ -107,8 +107,22 @@ def spse_app(site: Site, host_name: str, s: SpseAppSettings, pg: PostgresqlSetti
     systemd.service(name="apache2 running", service="apache2", running=True, enabled=True)
     # A site file change alone needs a reload; when apache_enabled acted it already restarted or
     # reloaded Apache, and a second graceful reload right after a start can leave it stopped.
-    systemd.service(name="apache2 reloaded after a site change", service="apache2", reloaded=True,
-                    _if=[vhost.did_change, lambda: not enabled.did_change()])
+    reloaded = systemd.service(name="apache2 reloaded after a site change", service="apache2", reloaded=True,
+                               _if=[vhost.did_change, lambda: not enabled.did_change()])
+    # Seen in the lab: right after a restart systemd can lose Apache (cgroup I/O errors) and the
+    # deploy would end with it stopped. Whenever this deploy touched Apache, it ends serving.
+    server.shell(name="apache2 serving on 443 after this deploy changed it", commands=[APACHE_SERVING],
+                 _if=any_changed(vhost, enabled, reloaded))
+
+
+APACHE_SERVING = """end=$(( $(date +%s) + 60 ))
+until systemctl is-active -q apache2 && ss -Hltn 'sport = :443' | grep -q LISTEN; do
+    if [ "$(date +%s)" -gt "$end" ]; then
+        echo 'apache2 is not serving on 443 60 s after this deploy changed it' >&2; systemctl status apache2 --no-pager >&2; exit 1
+    fi
+    systemctl is-active -q apache2 || systemctl start apache2 || true
+    sleep 1
+done"""
 
 
 def _io(text: str):

@@ -298,3 +298,32 @@ def test_repository_disk_full_is_a_clear_failure_and_earlier_backups_stay_restor
         lab.disk_image("small").unlink(missing_ok=True)
     code, out, _ = siaga(lab, "run", "--set", "db")
     assert code == 0, out
+
+
+def test_restore_into_production_overwrites_it_and_the_standby_follows_again(lab, hosts):
+    import shlex
+
+    p, d = hosts["primary"], hosts["drc"]
+    code, out, _ = siaga(lab, "run", "--set", "db")
+    assert code == 0, out
+    label = out["records"][0]["details"]["label"]
+    p.check_output("python3 -c %s after-the-backup", ONE_UPLOAD)
+    after = PSQL.format(sql=shlex.quote("SELECT count(*) FROM tender_document WHERE name = 'after-the-backup.pdf'"))
+    assert p.check_output(after) == "1"
+    code, rec = restore_cmd(lab, "--target", "primary", "--confirm-target", "primary", "--label", label)
+    assert (code, rec["result"]) == (0, "success"), rec
+    assert [b["result"] for b in rec["pre_restore_backup"]] == ["success"]
+    # Production is the backup again: the later row is gone, and it is a primary.
+    assert p.check_output(after) == "0"
+    assert p.check_output("runuser -u postgres -- psql -XAtc 'select pg_is_in_recovery()'") == "f"
+    # The standby was re-seeded from the restored primary and follows it: a new write reaches it.
+    assert [s["ok"] for s in rec["standby"]] == [True, True], rec["standby"]
+    p.check_output("python3 -c %s after-the-restore", ONE_UPLOAD)
+    seen = PSQL.format(sql=shlex.quote("SELECT count(*) FROM tender_document WHERE name = 'after-the-restore.pdf'"))
+    deadline = time.monotonic() + 60
+    while d.check_output(seen) != "1":
+        assert time.monotonic() < deadline, "the standby did not receive a write made after the restore within 60 s"
+        time.sleep(0.5)
+    assert d.check_output("runuser -u postgres -- psql -XAtc 'select pg_is_in_recovery()'") == "t"
+    print(f"restored {label} into production in {rec['restore']['seconds']:.1f} s; standby re-seeded "
+          f"({rec['standby'][-1]['seconds']} s deploy) and streaming again")
