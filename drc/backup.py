@@ -1,8 +1,8 @@
 """`siaga backup ...`: take backups now and keep the backup log (SOP BK-1, BK-3, BK-5).
 
 - `run [--set NAME]`: runs `/usr/local/sbin/siaga-backup run` (roles/backup) over SSH on the host
-  that owns each set, as each host's /etc/siaga/backup.json `runs` says (pgBackRest 2.45: the
-  database set on the repository host, the DRC; the restic sets on the database source host).
+  that owns each set, as each host's /etc/siaga/backup.json `runs` says (the database set
+  and the offline copy on the repository host, the DRC; the restic sets on the database source host).
   Every run writes its own record on that host; the records are printed and kept on the
   workstation too.
 - `log [--json]`: collects every host's log (/var/log/siaga/backup.jsonl) into the workstation's

@@ -374,8 +374,9 @@ print(json.dumps(out))
 
 
 # On a standby after production was restored: it holds a replica of the state the restore
-# overwrote (also in the pre-restore backup) on the old timeline, so it cannot follow. Emptied
-# only when it is what it should be: in recovery, of the same database system as the primary.
+# overwrote (also in the pre-restore backup) on the old timeline, so it cannot follow. Replaced by
+# a fresh empty cluster only when it is what it should be: in recovery, of the same database
+# system as the primary (an emptied data directory would not start, and the deploy needs it running).
 EMPTY_STANDBY = r"""
 set -eu
 V=$1; C=$2; WANT=$3; D=/var/lib/postgresql/$V/$C
@@ -388,6 +389,9 @@ fi
 pg_ctlcluster "$V" "$C" stop 2>/dev/null || true
 rm -rf "$D"
 install -d -m 700 -o postgres -g postgres "$D"
+# A fresh cluster with no databases, as after installation: what the deploy turns into a standby.
+runuser -u postgres -- /usr/lib/postgresql/$V/bin/initdb -D "$D" -A peer --no-instructions >/dev/null
+pg_ctlcluster "$V" "$C" start
 echo emptied
 """
 

@@ -114,7 +114,7 @@ def mode_db():
         return {"error": f"scratch port {A['port']} is production's: refused"}
     t0 = time.monotonic()
     rc, so, se = pgbackrest("--log-level-console=info", "verify", timeout=A["timeout_s"])
-    # pgBackRest 2.45's verify exits 0 and says "completed successfully" even when it found bad
+    # pgBackRest's verify (2.45 and 2.55) exits 0 and says "completed successfully" even when it found bad
     # files: its result lines ("status: invalid", "checksum invalid: N", "missing: N") decide.
     bad = re.search(r"status: invalid|invalid checksum|checksum invalid|missing|ERROR", so + se, re.I)
     res["verify"] = {"ok": rc == 0 and "completed successfully" in so and not bad, "exit": rc, "seconds": round(time.monotonic() - t0, 3),

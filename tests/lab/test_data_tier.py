@@ -10,34 +10,10 @@ import os
 import ssl
 import time
 import urllib.request
-from pathlib import Path
 
-import pytest
+from tests.helpers import run_deploy
 
-from tests.helpers import lab_host, run_deploy
-
-REPO = Path(__file__).resolve().parents[2]
 LAG_DEADLINE_S = 60.0  # the default `siaga status` threshold (issue 3)
-
-
-@pytest.fixture(scope="session")
-def data_tier(lab, request):
-    """The base site deploy (if it exists yet), then the data tier, once per session."""
-    if (REPO / "deploys/site.py").exists():
-        request.getfixturevalue("deployed")
-    result = run_deploy(lab, "deploys/data_tier.py")
-    assert result.ok, result.output[-6000:]
-    return result
-
-
-@pytest.fixture(scope="session")
-def db_primary(lab, data_tier):
-    return lab_host(lab, "primary")
-
-
-@pytest.fixture(scope="session")
-def db_drc(lab, data_tier):
-    return lab_host(lab, "drc")
 
 
 def psql(host, sql: str, db: str = "postgres") -> str:
@@ -67,49 +43,49 @@ def upload(lab, content: bytes, name: str) -> dict:
         return json.loads(resp.read())
 
 
-def test_primary_is_primary_and_drc_streams_from_it(lab, db_primary, db_drc):
-    assert psql(db_primary, "SELECT pg_is_in_recovery()") == "f"
-    assert psql(db_drc, "SELECT pg_is_in_recovery()") == "t"
-    status, sender = psql(db_drc, "SELECT status, sender_host FROM pg_stat_wal_receiver").split("|")
+def test_primary_is_primary_and_drc_streams_from_it(lab, primary, drc):
+    assert psql(primary, "SELECT pg_is_in_recovery()") == "f"
+    assert psql(drc, "SELECT pg_is_in_recovery()") == "t"
+    status, sender = psql(drc, "SELECT status, sender_host FROM pg_stat_wal_receiver").split("|")
     assert (status, sender) == ("streaming", lab.address("primary"))
-    assert psql(db_primary, "SELECT application_name, state FROM pg_stat_replication") == "drc|streaming"
-    assert psql(db_primary, "SELECT active FROM pg_replication_slots WHERE slot_name = 'siaga_drc'") == "t"
+    assert psql(primary, "SELECT application_name, state FROM pg_stat_replication") == "drc|streaming"
+    assert psql(primary, "SELECT active FROM pg_replication_slots WHERE slot_name = 'siaga_drc'") == "t"
 
 
-def test_config_is_debian_layout_scram_and_wal_log_hints(db_primary, db_drc):
-    for host in (db_primary, db_drc):
+def test_config_is_debian_layout_scram_and_wal_log_hints(primary, drc):
+    for host in (primary, drc):
         assert psql(host, "SHOW config_file") == "/etc/postgresql/15/main/postgresql.conf"
         assert psql(host, "SHOW wal_log_hints") == "on"
         assert psql(host, "SHOW password_encryption") == "scram-sha-256"
         assert not host.file("/var/lib/postgresql/15/main/postgresql.conf").exists
         pgpass = host.file("/var/lib/postgresql/.pgpass")
         assert (pgpass.user, pgpass.mode) == ("postgres", 0o600)
-    assert psql(db_primary, "SELECT rolpassword LIKE 'SCRAM-SHA-256$%' FROM pg_authid WHERE rolname = 'replicator'") == "t"
+    assert psql(primary, "SELECT rolpassword LIKE 'SCRAM-SHA-256$%' FROM pg_authid WHERE rolname = 'replicator'") == "t"
 
 
-def test_a_row_written_over_https_reaches_the_drc(lab, db_drc):
+def test_a_row_written_over_https_reaches_the_drc(lab, drc):
     content = os.urandom(64 * 1024)
     doc = upload(lab, content, "rks-lab.pdf")
     assert doc["sha256"] == hashlib.sha256(content).hexdigest()
     query = f"SELECT sha256 FROM tender_document WHERE id = {doc['id']}"
-    _, lag = poll("the row on the DRC", lambda: psql(db_drc, query, "epns_prod") == doc["sha256"], LAG_DEADLINE_S)
+    _, lag = poll("the row on the DRC", lambda: psql(drc, query, "epns_prod") == doc["sha256"], LAG_DEADLINE_S)
     print(f"row reached the DRC in {lag:.2f} s")
 
 
-def test_drc_refuses_writes_and_its_app_says_read_only(db_drc):
-    cmd = db_drc.run("runuser -u postgres -- psql -XAtq -d epns_prod -c %s",
+def test_drc_refuses_writes_and_its_app_says_read_only(drc):
+    cmd = drc.run("runuser -u postgres -- psql -XAtq -d epns_prod -c %s",
                      "INSERT INTO tender_document (name, size, sha256, path) VALUES ('x', 0, repeat('0', 64), '/x')")
     assert cmd.rc != 0 and "read-only transaction" in cmd.stderr
-    assert not db_drc.service("spse.service").is_running  # installed, stopped while standby
-    assert db_drc.file("/home/appserv/spse4/spse").exists
+    assert not drc.service("spse.service").is_running  # installed, stopped while standby
+    assert drc.file("/home/appserv/spse4/spse").exists
     # Started for a moment, the app itself reports read-only (and is stopped again).
-    assert db_drc.run("systemctl start spse.service").rc == 0
+    assert drc.run("systemctl start spse.service").rc == 0
     try:
-        out = db_drc.run("python3 -c %s", "import urllib.request,urllib.error\n"
+        out = drc.run("python3 -c %s", "import urllib.request,urllib.error\n"
                          "try: urllib.request.urlopen('http://127.0.0.1:9000/eproc4/health')\n"
                          "except urllib.error.HTTPError as e: print(e.code, e.read().decode())").stdout
     finally:
-        db_drc.run("systemctl stop spse.service")
+        drc.run("systemctl stop spse.service")
     code, body = out.split(" ", 1)
     health = json.loads(body)
     assert code == "503" and health["status"] == "read-only"
@@ -129,61 +105,61 @@ def sha256_on(host, path: str) -> str | None:
     return cmd.stdout.split()[0] if cmd.rc == 0 else None
 
 
-def test_a_file_uploaded_over_https_reaches_the_drc_with_the_same_sha256(lab, db_drc):
+def test_a_file_uploaded_over_https_reaches_the_drc_with_the_same_sha256(lab, drc):
     content = os.urandom(256 * 1024)
     doc = upload(lab, content, "dokumen-penawaran.pdf")
     assert doc["path"].startswith("/home/file/file_prod/")
-    _, lag = poll("the file on the DRC", lambda: sha256_on(db_drc, doc["path"]) == doc["sha256"], UPLOADS_DEADLINE_S)
+    _, lag = poll("the file on the DRC", lambda: sha256_on(drc, doc["path"]) == doc["sha256"], UPLOADS_DEADLINE_S)
     print(f"upload reached the DRC in {lag:.2f} s")
-    copy = db_drc.file(doc["path"])
+    copy = drc.file(doc["path"])
     assert (copy.user, copy.group) == ("appserv", "appserv")  # the DRC's app can take it over
 
 
-def test_the_sync_key_cannot_open_a_shell_on_the_drc(lab, db_primary, db_drc):
-    drc = lab.address("drc")
+def test_the_sync_key_cannot_open_a_shell_on_the_drc(lab, primary, drc):
+    drc_address = lab.address("drc")
     for command in ("id", "sh -c id", "rsync --server --sender -logDtpre.iLsfxCIvu . /etc/"):
-        cmd = db_primary.run(f"{SYNC_SSH} appserv@{drc} %s", command)
+        cmd = primary.run(f"{SYNC_SSH} appserv@{drc_address} %s", command)
         assert cmd.rc != 0 and "uid=" not in cmd.stdout, (command, cmd.stdout, cmd.stderr)
         assert "rrsync error" in cmd.stderr, cmd.stderr
     # No command, asking for a terminal (an interactive login): no PTY, and rrsync refuses.
-    tty = db_primary.run(f"{SYNC_SSH} -tt appserv@{drc} </dev/null; echo exit=$?")
+    tty = primary.run(f"{SYNC_SSH} -tt appserv@{drc_address} </dev/null; echo exit=$?")
     assert "PTY allocation request failed" in tty.stderr and "exit=0" not in tty.stdout
     # sshd itself forces rrsync for the group and reads its keys only from a root-owned file.
-    forced = db_drc.run("sshd -T -C user=appserv,host=primary,addr=%s", lab.address("primary")).stdout
+    forced = drc.run("sshd -T -C user=appserv,host=primary,addr=%s", lab.address("primary")).stdout
     assert "forcecommand /usr/bin/rrsync -wo /home/file" in forced
     assert "authorizedkeysfile /etc/ssh/siaga-sync-keys/%u" in forced
-    keys = db_drc.file("/etc/ssh/siaga-sync-keys/appserv")
+    keys = drc.file("/etc/ssh/siaga-sync-keys/appserv")
     assert (keys.user, keys.mode) == ("root", 0o644)
     assert keys.content_string.strip().splitlines()[-1].startswith('restrict,command="/usr/bin/rrsync -wo /home/file",')
     # No sudo for the sync account.
-    assert "not allowed" in db_drc.run("sudo -l -U appserv").stdout
+    assert "not allowed" in drc.run("sudo -l -U appserv").stdout
     # The private key is root's, 0600, on the source only.
-    key = db_primary.file("/etc/siaga/uploads-sync/id_ed25519")
+    key = primary.file("/etc/siaga/uploads-sync/id_ed25519")
     assert (key.user, key.mode) == ("root", 0o600)
-    assert not db_drc.file("/etc/siaga/uploads-sync/id_ed25519").exists
+    assert not drc.file("/etc/siaga/uploads-sync/id_ed25519").exists
 
 
-def test_lsyncd_and_the_full_resync_timer_run_on_the_source_only(db_primary, db_drc):
-    assert db_primary.service("siaga-uploads-sync.service").is_running
-    timer = db_primary.service("siaga-uploads-resync.timer")
+def test_lsyncd_and_the_full_resync_timer_run_on_the_source_only(primary, drc):
+    assert primary.service("siaga-uploads-sync.service").is_running
+    timer = primary.service("siaga-uploads-resync.timer")
     assert timer.is_running and timer.is_enabled
-    assert db_primary.run("systemctl show -P NextElapseUSecRealtime siaga-uploads-resync.timer").stdout.strip()
-    assert not db_drc.service("siaga-uploads-sync.service").is_running
-    assert not db_drc.service("siaga-uploads-resync.timer").is_running
+    assert primary.run("systemctl show -P NextElapseUSecRealtime siaga-uploads-resync.timer").stdout.strip()
+    assert not drc.service("siaga-uploads-sync.service").is_running
+    assert not drc.service("siaga-uploads-resync.timer").is_running
 
 
-def test_a_file_removed_on_the_drc_behind_lsyncds_back_is_restored_by_the_resync(lab, db_primary, db_drc):
+def test_a_file_removed_on_the_drc_behind_lsyncds_back_is_restored_by_the_resync(lab, primary, drc):
     content = os.urandom(32 * 1024)
     doc = upload(lab, content, "berita-acara.pdf")
-    poll("the file on the DRC", lambda: sha256_on(db_drc, doc["path"]) == doc["sha256"], UPLOADS_DEADLINE_S)
-    assert db_drc.run("rm -f %s", doc["path"]).rc == 0  # lsyncd on primary sees no event for this
-    run = db_primary.run("systemctl start siaga-uploads-resync.service")  # oneshot: returns when done
+    poll("the file on the DRC", lambda: sha256_on(drc, doc["path"]) == doc["sha256"], UPLOADS_DEADLINE_S)
+    assert drc.run("rm -f %s", doc["path"]).rc == 0  # lsyncd on primary sees no event for this
+    run = primary.run("systemctl start siaga-uploads-resync.service")  # oneshot: returns when done
     assert run.rc == 0, run.stderr
-    assert sha256_on(db_drc, doc["path"]) == doc["sha256"]
-    assert db_primary.file("/var/lib/siaga-uploads-sync/last-full-resync").exists
+    assert sha256_on(drc, doc["path"]) == doc["sha256"]
+    assert primary.file("/var/lib/siaga-uploads-sync/last-full-resync").exists
 
 
-def test_second_run_changes_nothing(lab, data_tier):
+def test_second_run_changes_nothing(lab, deployed):
     again = run_deploy(lab, "deploys/data_tier.py")
     assert again.ok, again.output[-4000:]
     assert again.changed == [], again.changed
