@@ -31,7 +31,7 @@ import subprocess
 import sys
 import time
 
-from drc.deploy import run_deploy
+from drc.deploy import converged_lab
 from drc.lab import Lab
 from drc.site import load_site
 
@@ -83,14 +83,8 @@ def main() -> int:
     args = ap.parse_args()
     lab = Lab(args.lab)
     try:
-        print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} cores)")
-        lab.up(log=lambda _m: None)
-        dep = run_deploy(lab.site_file)
-        if not dep.ok:
-            print(dep.output[-6000:], file=sys.stderr)
-            print(f"converging deploy failed (exit {dep.returncode})", file=sys.stderr)
+        if not converged_lab(lab, args.lab).ok:
             return 2
-        print(f"lab '{args.lab}' up and deployed ({dep.seconds:.0f} s)")
         site = load_site(lab.site_file)
         pg, port, uploads = site.postgresql, site.firewall.postgresql_port, site.spse_app.uploads_dir
         v, db = pg.version, pg.database

@@ -15,7 +15,7 @@ import os
 import statistics
 import sys
 
-from drc.deploy import run_deploy
+from drc.deploy import converged_lab, run_deploy
 from drc.lab import Lab
 
 GOAL_S = 15.0
@@ -30,13 +30,8 @@ def main() -> int:
     args = ap.parse_args()
     lab = Lab(LAB)
     try:
-        lab.up(log=lambda _m: None)
-        converge = run_deploy(lab.site_file)
-        if not converge.ok:
-            print(converge.output[-6000:], file=sys.stderr)
-            print(f"converging deploy failed (exit {converge.returncode})", file=sys.stderr)
+        if not converged_lab(lab, LAB).ok:
             return 2
-        print(f"converge: {len(converge.changed)} operations changed something ({converge.seconds:.1f} s)")
         times = []
         for i in range(args.runs):
             result = run_deploy(lab.site_file, args.deploy)

@@ -30,7 +30,7 @@ import sys
 import threading
 import time
 
-from drc.deploy import run_deploy
+from drc.deploy import converged_lab, run_deploy
 from drc.lab import Lab
 from drc.site import load_site
 
@@ -91,14 +91,8 @@ def main() -> int:
     lab = Lab(args.lab)
     sampler = None
     try:
-        print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} cores)")
-        lab.up(log=lambda _m: None)
-        dep = run_deploy(lab.site_file)
-        if not dep.ok:
-            print(dep.output[-6000:], file=sys.stderr)
-            print(f"converging deploy failed (exit {dep.returncode})", file=sys.stderr)
+        if not converged_lab(lab, args.lab).ok:
             return 2
-        print(f"lab '{args.lab}' up and deployed ({dep.seconds:.0f} s)")
         site = load_site(lab.site_file)
         pg = site.postgresql
         v, c, db, port = pg.version, pg.cluster, pg.database, site.firewall.postgresql_port

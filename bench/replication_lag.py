@@ -40,7 +40,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from drc.deploy import run_deploy
+from drc.deploy import converged_lab
 from drc.lab import Lab
 from drc.site import load_site
 
@@ -267,14 +267,8 @@ def main() -> int:
     lab = Lab(LAB)
     samplers: list[Sampler] = []
     try:
-        print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} cores)")
-        lab.up(log=lambda _m: None)
-        dep = run_deploy(lab.site_file)
-        if not dep.ok:
-            print(dep.output[-6000:], file=sys.stderr)
-            print(f"site deploy failed (exit {dep.returncode})", file=sys.stderr)
+        if not converged_lab(lab, LAB).ok:
             return 2
-        print(f"lab '{LAB}' up and deployed ({dep.seconds:.0f} s for the deploy)")
         site = load_site(lab.site_file)
         app, pg = site.spse_app, site.postgresql
         primary, drc = "primary", "drc"

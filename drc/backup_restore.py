@@ -344,6 +344,8 @@ RESTORE_LOG = "restores.jsonl"
 PROD_RESTORE = r"""
 import json, subprocess, sys, time
 A = json.loads(sys.argv[1])
+RECOVERY_SETTINGS = ("restore_command", "recovery_target", "recovery_target_time", "recovery_target_action",
+                     "recovery_target_timeline", "recovery_target_lsn", "recovery_target_name", "recovery_target_xid")
 def run(cmd, timeout):
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd="/")
     return p.returncode, (p.stdout + p.stderr).strip()[-2000:]
@@ -367,7 +369,13 @@ else:
             break
         time.sleep(1)
     out["steps"].append({"step": "promoted", "ok": rc == 0 and text.strip() == "f", "output": text})
-out["ok"] = all(s["ok"] for s in out["steps"]) and len(out["steps"]) == 4
+    if out["steps"][-1]["ok"]:
+        # pgBackRest wrote its recovery settings into postgresql.auto.conf; left there, a standby
+        # copied from this primary would stop at the same target and promote itself.
+        sql = [a for g in RECOVERY_SETTINGS for a in ("-c", "ALTER SYSTEM RESET " + g)] + ["-c", "SELECT pg_reload_conf()"]
+        rc, text = run(["runuser", "-u", "postgres", "--", "psql", "-XAtq", "-v", "ON_ERROR_STOP=1", *sql], 60)
+        out["steps"].append({"step": "recovery settings cleared", "ok": rc == 0, "output": text})
+out["ok"] = all(s["ok"] for s in out["steps"]) and len(out["steps"]) == 5
 out["seconds"] = round(time.monotonic() - t0, 3)
 print(json.dumps(out))
 """

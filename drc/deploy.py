@@ -62,3 +62,17 @@ def run_deploy(site_file: str | Path, deploy: str = "deploys/site.py", *extra: s
         env={**os.environ, "SIAGA_SITE": str(site_file), **(env or {})},
     )
     return DeployResult(proc.returncode, proc.stdout + proc.stderr, time.monotonic() - start)
+
+
+def converged_lab(lab, name: str) -> DeployResult:
+    """The benchmarks' starting point: lab `name` raised and converged by the site deploy. Prints
+    the load first (the machine is shared) and, when the deploy fails, the tail of its output."""
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} cores)")
+    lab.up(log=lambda _m: None)
+    dep = run_deploy(lab.site_file)
+    if dep.ok:
+        print(f"lab '{name}' up and deployed ({dep.seconds:.0f} s for the deploy, {len(dep.changed)} operations changed)")
+    else:
+        print(dep.output[-6000:], file=sys.stderr)
+        print(f"converging deploy failed (exit {dep.returncode})", file=sys.stderr)
+    return dep

@@ -316,6 +316,8 @@ def test_restore_into_production_overwrites_it_and_the_standby_follows_again(lab
     # Production is the backup again: the later row is gone, and it is a primary.
     assert p.check_output(after) == "0"
     assert p.check_output("runuser -u postgres -- psql -XAtc 'select pg_is_in_recovery()'") == "f"
+    # pgBackRest's recovery settings are gone (a standby copied from here would promote itself).
+    assert "recovery_target" not in p.file("/var/lib/postgresql/15/main/postgresql.auto.conf").content_string
     # The standby was re-seeded from the restored primary and follows it: a new write reaches it.
     assert [s["ok"] for s in rec["standby"]] == [True, True], rec["standby"]
     p.check_output("python3 -c %s after-the-restore", ONE_UPLOAD)
