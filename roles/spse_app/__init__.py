@@ -109,18 +109,28 @@ def spse_app(site: Site, host_name: str, s: SpseAppSettings, pg: PostgresqlSetti
     # reloaded Apache, and a second graceful reload right after a start can leave it stopped.
     reloaded = systemd.service(name="apache2 reloaded after a site change", service="apache2", reloaded=True,
                                _if=[vhost.did_change, lambda: not enabled.did_change()])
-    # Seen in the lab: right after a restart systemd can lose Apache (cgroup I/O errors) and the
-    # deploy would end with it stopped. Whenever this deploy touched Apache, it ends serving.
+    # Seen in the lab: a second after a restart systemd can lose Apache's main process (cgroup I/O
+    # errors), stop the unit and leave the old process holding the ports. Whenever this deploy
+    # touched Apache, it ends with Apache active and listening for 5 s in a row.
     server.shell(name="apache2 serving on 443 after this deploy changed it", commands=[APACHE_SERVING],
                  _if=any_changed(vhost, enabled, reloaded))
 
 
-APACHE_SERVING = """end=$(( $(date +%s) + 60 ))
-until systemctl is-active -q apache2 && ss -Hltn 'sport = :443' | grep -q LISTEN; do
-    if [ "$(date +%s)" -gt "$end" ]; then
-        echo 'apache2 is not serving on 443 60 s after this deploy changed it' >&2; systemctl status apache2 --no-pager >&2; exit 1
+APACHE_SERVING = """end=$(( $(date +%s) + 90 )); steady=0
+while [ "$steady" -lt 5 ]; do
+    if systemctl is-active -q apache2 && ss -Hltn 'sport = :443' | grep -q LISTEN; then
+        steady=$((steady + 1))
+    else
+        steady=0
+        if [ "$(date +%s)" -gt "$end" ]; then
+            echo 'apache2 is not serving on 443 90 s after this deploy changed it' >&2; systemctl status apache2 --no-pager >&2; exit 1
+        fi
+        if ! systemctl is-active -q apache2; then
+            # systemd lost Apache's main process; a leftover one may still hold the ports.
+            pkill -x apache2 || true
+            systemctl start apache2 || true
+        fi
     fi
-    systemctl is-active -q apache2 || systemctl start apache2 || true
     sleep 1
 done"""
 
