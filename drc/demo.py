@@ -39,7 +39,7 @@ def main() -> int:
     the_lab.up(log=console.print)
     labmod.print_status(the_lab, console)
 
-    console.rule("2. site deploy (base, ssh_hardening, firewall)")
+    console.rule("2. site deploy (remote access, data tier, backups)")
     first = run_deploy(the_lab.site_file)
     if not first.ok:
         console.print(first.output[-6000:])
