@@ -31,7 +31,7 @@ import subprocess
 import sys
 import time
 
-from drc.deploy import converged_lab
+from drc.deploy import converged_lab, release_lab
 from drc.lab import Lab
 from drc.site import load_site
 
@@ -191,10 +191,7 @@ def main() -> int:
         print(str(exc), file=sys.stderr)
         return 2
     finally:
-        if args.keep:
-            print(f"lab '{args.lab}' left up: .venv/bin/siaga --lab {args.lab} lab down")
-        else:
-            lab.down(log=lambda _m: None)
+        release_lab(lab, args.keep)
 
 
 if __name__ == "__main__":

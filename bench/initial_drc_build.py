@@ -30,7 +30,7 @@ import sys
 import threading
 import time
 
-from drc.deploy import converged_lab, run_deploy
+from drc.deploy import converged_lab, release_lab, run_deploy
 from drc.lab import Lab
 from drc.site import load_site
 
@@ -190,10 +190,7 @@ def main() -> int:
         if sampler and sampler.poll() is None:
             sampler.kill()
             sampler.wait()
-        if args.keep:
-            print(f"lab '{args.lab}' left up: .venv/bin/siaga --lab {args.lab} lab down")
-        else:
-            lab.down(log=lambda _m: None)
+        release_lab(lab, args.keep)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from drc.deploy import converged_lab
+from drc.deploy import converged_lab, release_lab
 from drc.lab import Lab
 from drc.site import load_site
 
@@ -427,10 +427,7 @@ def main() -> int:
         for s in samplers:
             if s.alive():
                 s.stop()
-        if args.keep:
-            print(f"lab '{LAB}' left up: .venv/bin/siaga --lab {LAB} lab down")
-        else:
-            lab.down(log=lambda _m: None)
+        release_lab(lab, args.keep)
 
 
 if __name__ == "__main__":

@@ -389,8 +389,9 @@ EMPTY_STANDBY = r"""
 set -eu
 V=$1; C=$2; WANT=$3; D=/var/lib/postgresql/$V/$C
 rec=$(runuser -u postgres -- psql -XAtqc 'SELECT pg_is_in_recovery()' 2>/dev/null || echo stopped)
-id=$(LC_ALL=C /usr/lib/postgresql/$V/bin/pg_controldata -D "$D" | sed -n 's/^Database system identifier: *//p')
-state=$(LC_ALL=C /usr/lib/postgresql/$V/bin/pg_controldata -D "$D" | sed -n 's/^Database cluster state: *//p')
+control=$(LC_ALL=C /usr/lib/postgresql/$V/bin/pg_controldata -D "$D" || true)
+id=$(printf '%s\n' "$control" | sed -n 's/^Database system identifier: *//p')
+state=$(printf '%s\n' "$control" | sed -n 's/^Database cluster state: *//p')
 if [ "$id" != "$WANT" ] || { [ "$rec" != t ] && [ "$state" != "shut down in recovery" ] && [ "$state" != "in archive recovery" ]; }; then
     echo "refused: not a standby of system $WANT (in recovery: $rec, state: $state, system: $id)" >&2; exit 3
 fi
@@ -408,11 +409,12 @@ def reseed_standbys(site: Site, site_file: str, target: str) -> list[dict]:
     """After a restore into production: each standby emptied (preflight: a standby of this
     database system), then the data-tier deploy copies the restored primary to it again."""
     from drc.deploy import run_deploy
+    from roles.data_settings import data_tier_of
 
     pg = site.postgresql
     r = remote.run(site, target, "sudo -n runuser -u postgres -- psql -XAtqc 'SELECT system_identifier FROM pg_control_system()'", 60)
     system_id = r.stdout.strip() if r.ok else ""
-    standbys = [h for h in site.hosts if h not in site.hosts_in(site.replication.source_site)]
+    standbys = data_tier_of(site).db_standby_hosts
     steps = []
     for h in standbys:
         cmd = f"sudo -n sh -c {shlex.quote(EMPTY_STANDBY)} empty {pg.version} {pg.cluster} {shlex.quote(system_id)}"

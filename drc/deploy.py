@@ -76,3 +76,11 @@ def converged_lab(lab, name: str) -> DeployResult:
         print(dep.output[-6000:], file=sys.stderr)
         print(f"converging deploy failed (exit {dep.returncode})", file=sys.stderr)
     return dep
+
+
+def release_lab(lab, keep: bool) -> None:
+    """The benchmarks' end: the lab removed, or left up (with the command that removes it)."""
+    if keep:
+        print(f"lab '{lab.name}' left up: .venv/bin/siaga --lab {lab.name} lab down")
+    else:
+        lab.down(log=lambda _m: None)

@@ -175,7 +175,6 @@ def install_pgbackrest(b: BackupSettings) -> None:
     if b.pgbackrest_source == "debian":
         ensure_installed(["pgbackrest"], "backups (pgBackRest)")
         return
-    files.directory(name=LIB, path=LIB, user="root", group="root", mode="755")
     files.put(name=f"{BACKPORT_INSTALLER} (installs a checked backport .deb)", src=str(ROLE_DIR / "files/siaga-deb-backport"),
               dest=BACKPORT_INSTALLER, user="root", group="root", mode="755")
     p = PGBACKREST_BACKPORT
@@ -189,6 +188,8 @@ def archiving(tier: DataTier, host_name: str) -> None:
     """Every PostgreSQL host: pgBackRest installed, archive_mode on, archive_command to pgBackRest
     (only a primary archives; a standby is ready for a promotion)."""
     b, pg = tier.site.backup, tier.postgresql
+    # siaga's programs (the backport installer; on the repository host also the offline copy).
+    files.directory(name=f"{LIB} (siaga's programs)", path=LIB, user="root", group="root", mode="755")
     install_pgbackrest(b)
     cdir = config_dir(pg)
     pg_ops.cluster_file(name=f"{cdir}/conf.d/siaga-archive.conf: WAL archiving to pgBackRest",
@@ -232,7 +233,6 @@ def _repository_host(tier: DataTier, secrets: Path, src: str) -> None:
         files.directory(name=f"{b.repository_path}/{sub}", path=f"{b.repository_path}/{sub}", user=u, group=u, mode="750")
     files.put(name=f"{REMOTE_WRAPPER} (forced command: pgBackRest remote only)", src=str(ROLE_DIR / "files/siaga-backup-remote"),
               dest=REMOTE_WRAPPER, user="root", group="root", mode="755")
-    files.directory(name=f"{LIB} (siaga's programs)", path=LIB, user="root", group="root", mode="755")
     files.put(name=f"{OFFLINE_COPY} (copy to the offline media, verified there: SOP BK-9)", src=str(ROLE_DIR / "files/siaga-offline-copy"),
               dest=OFFLINE_COPY, user="root", group="root", mode="755")
     _, pg_pub = ensure_ssh_key(secrets, SECRETS["pgbackrest_key"], f"pgbackrest@{site.site}")
