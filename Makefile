@@ -32,7 +32,7 @@ deploy: setup
 	$(BIN)/pyinfra -y inventory/lab.py deploys/site.py
 
 demo: setup
-	$(BIN)/python -m drc.demo
+	$(BIN)/python -m drc.lab.demo
 
 unit: setup
 	$(BIN)/pytest -m "not lab" -q

@@ -28,8 +28,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from drc.deploy import REPO, run_deploy
-from drc.lab import Lab
+from drc.hosts.deploy import REPO, run_deploy
+from drc.lab.lab import Lab
 
 sys.path.insert(0, str(REPO / "bench" / "peers" / "ansible"))
 from make_inventory import write_inventory  # noqa: E402

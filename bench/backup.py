@@ -31,8 +31,8 @@ import subprocess
 import sys
 import time
 
-from drc.deploy import converged_lab, release_lab
-from drc.lab import Lab
+from drc.hosts.deploy import converged_lab, release_lab
+from drc.lab.lab import Lab
 from drc.site import load_site
 
 LAB = "bench-backup"

@@ -15,8 +15,8 @@ import os
 import statistics
 import sys
 
-from drc.deploy import converged_lab, run_deploy
-from drc.lab import Lab
+from drc.hosts.deploy import converged_lab, run_deploy
+from drc.lab.lab import Lab
 
 GOAL_S = 15.0
 LAB = "bench-deploy"

@@ -30,8 +30,8 @@ import sys
 import threading
 import time
 
-from drc.deploy import converged_lab, release_lab, run_deploy
-from drc.lab import Lab
+from drc.hosts.deploy import converged_lab, release_lab, run_deploy
+from drc.lab.lab import Lab
 from drc.site import load_site
 
 LAB = "bench-build"

@@ -10,7 +10,7 @@ import argparse
 import statistics
 import time
 
-from drc.lab import HOSTS, Lab, ensure_image
+from drc.lab.lab import HOSTS, Lab, ensure_image
 
 GOAL_S = 30.0
 

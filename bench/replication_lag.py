@@ -2,7 +2,7 @@
 
 Usage: .venv/bin/python bench/replication_lag.py [--rate 50] [--duration 60] [--size 4096] [--keep]
 
-Raises its own lab ("bench-lag"), deploys the site (drc.deploy.run_deploy), then from this machine
+Raises its own lab ("bench-lag"), deploys the site (drc.hosts.deploy.run_deploy), then from this machine
 (the admin workstation) writes `rate` documents per second for `duration` seconds through the
 application over HTTPS (POST <context>/dokumen on primary's address, port 443; the lab's
 self-signed certificate is pinned: read over SSH, compared with what the server presents). Each
@@ -40,8 +40,8 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from drc.deploy import converged_lab, release_lab
-from drc.lab import Lab
+from drc.hosts.deploy import converged_lab, release_lab
+from drc.lab.lab import Lab
 from drc.site import load_site
 
 LAB = "bench-lag"

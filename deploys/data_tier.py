@@ -11,14 +11,14 @@ from pyinfra import host
 from pyinfra.facts.files import File
 from pyinfra.api.exceptions import DeployError
 
-from roles.backup import RUNNER, backup, init_marker
+from roles.backup.deploy import RUNNER, backup, init_marker
 from roles.backup.operations import prechange_backup
-from drc.inventory import this_host_in_site
-from roles.data_settings import data_tier_of
-from roles.postgresql import postgresql
-from roles.replication import preflight_problems, read_nodes, replication
-from roles.spse_app import spse_app
-from roles.uploads_sync import uploads_sync
+from drc.hosts.inventory import this_host_in_site
+from drc.site.data_tier import data_tier_of
+from roles.postgresql.deploy import postgresql
+from roles.replication.deploy import preflight_problems, read_nodes, replication
+from roles.spse_app.deploy import spse_app
+from roles.uploads_sync.deploy import uploads_sync
 
 site, host_name = this_host_in_site()
 tier = data_tier_of(site)

@@ -5,10 +5,10 @@ IN-2). Order matters: admins and their group exist before sshd only lets that gr
 settled before the firewall confirms a new ruleset with a fresh SSH session.
 """
 
-from drc.inventory import this_host_in_site
-from roles.base import base
-from roles.firewall import firewall
-from roles.ssh_hardening import ssh_hardening
+from drc.hosts.inventory import this_host_in_site
+from roles.base.deploy import base
+from roles.firewall.deploy import firewall
+from roles.ssh_hardening.deploy import ssh_hardening
 
 site, host_name = this_host_in_site()
 base(site, host_name)

@@ -6,13 +6,13 @@ The site file is $SIAGA_SITE if set, else the one `siaga lab up` generated for l
 
 import os
 
-from drc.inventory import pyinfra_groups
+from drc.hosts.inventory import pyinfra_groups
 
 
 def _site_file() -> str:
     if os.environ.get("SIAGA_SITE"):
         return os.environ["SIAGA_SITE"]
-    from drc.lab import Lab, default_name
+    from drc.lab.lab import Lab, default_name
 
     return str(Lab(default_name()).site_file)
 

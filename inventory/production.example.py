@@ -9,7 +9,7 @@ $SIAGA_SITE, if set, overrides the YAML file next to this one.
 import os
 from pathlib import Path
 
-from drc.inventory import pyinfra_groups
+from drc.hosts.inventory import pyinfra_groups
 
 _groups = pyinfra_groups(os.environ.get("SIAGA_SITE") or Path(__file__).with_suffix(".yaml"))
 primary = _groups["primary"]

@@ -19,7 +19,7 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(scope="session")
 def lab():
-    from drc.lab import Lab
+    from drc.lab.lab import Lab
 
     the_lab = Lab(os.environ.get("SIAGA_TEST_LAB", "test"))
     keep = os.environ.get("SIAGA_TEST_KEEP_LAB") == "1"

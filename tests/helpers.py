@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from drc.deploy import DeployResult
-from drc.deploy import run_deploy as deploy_site
+from drc.hosts.deploy import DeployResult
+from drc.hosts.deploy import run_deploy as deploy_site
 
 
 def run_deploy(lab, deploy: str = "deploys/site.py", *extra: str, env: dict | None = None) -> DeployResult:
@@ -16,7 +16,7 @@ def run_deploy(lab, deploy: str = "deploys/site.py", *extra: str, env: dict | No
 def lab_host(lab, name: str, user: str | None = None, key=None, sudo: bool = True):
     import testinfra
 
-    from drc.lab import ADMINS
+    from drc.lab.lab import ADMINS
 
     user = user or ADMINS[0]
     ssh_args = f"-F /dev/null -o IdentitiesOnly=yes -o UserKnownHostsFile={lab.known_hosts} -o StrictHostKeyChecking=yes -o ConnectTimeout=5"

@@ -7,7 +7,8 @@ import datetime as dt
 
 import pytest
 
-from drc import backup, records
+from drc.backup import command as backup
+from drc.records import store as records
 from drc.site import parse_site
 
 TZ = dt.timezone(dt.timedelta(hours=7))
@@ -103,7 +104,7 @@ def test_workstation_log_is_append_only_and_deduplicated(tmp_path):
 
 
 def test_restore_report_says_gagal_for_a_failed_test_and_names_the_bk7_fields(site):
-    from drc.backup_restore import render_berita_acara, table_queries
+    from drc.backup.restore import render_berita_acara, table_queries
 
     q = table_queries([("public", "tender_document", "uploaded_at"), ("public", "x", None)], "epns_prod", 1700000000.0)
     assert 'WHERE "uploaded_at" < to_timestamp(1700000000.000000)' in q[0]["sql"] and "WHERE" not in q[1]["sql"].split("FROM")[-1]

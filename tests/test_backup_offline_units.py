@@ -11,8 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from drc import backup_offline
-from roles.backup import ROLE_DIR
+from drc.backup import offline as backup_offline
+from roles.backup.deploy import ROLE_DIR
 from tests.test_backup_cli_units import site  # noqa: F401  (fixture)
 
 RUNNER = ROLE_DIR / "files/siaga-backup"

@@ -11,7 +11,8 @@ import io
 import pytest
 from rich.console import Console
 
-from drc import backup, backup_report, records
+from drc.backup import command as backup, report as backup_report
+from drc.records import store as records
 from tests.test_backup_cli_units import site  # noqa: F401  (fixture)
 
 TZ = dt.timezone(dt.timedelta(hours=7))
@@ -93,7 +94,7 @@ def test_report_and_analyse_commands_on_the_workstation_records(site, monkeypatc
     console = Console(file=io.StringIO(), width=200)
     args = argparse.Namespace(site=None, record_id="r0033", analisa="repo disk too small", tindak_lanjut="disk grown",
                               json=True, timeout=1.0)
-    import drc.backup_report as br
+    import drc.backup.report as br
 
     monkeypatch.setattr(br, "load_site", lambda _: site)
     assert br.cmd_analyse(args, console) == 0

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 from pydantic import ValidationError
 
-from roles.backup import render_archive_conf, timers
+from roles.backup.deploy import render_archive_conf, timers
 from roles.backup.defaults import BackupSettings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -89,13 +89,13 @@ def test_a_set_that_runs_elsewhere_is_a_logged_failure(tmp_path):
 
 
 def test_offline_copy_and_database_jobs_run_on_the_repository_host():
-    from roles.backup import on_repository_host
+    from roles.backup.deploy import on_repository_host
 
     assert [j for j in timers(BackupSettings()) if on_repository_host(j)] == ["db-full", "db-incr", "offline"]
 
 
 def test_block_incremental_only_with_the_backported_pgbackrest():
-    from roles.backup import ROLE_DIR, block_incremental
+    from roles.backup.deploy import ROLE_DIR, block_incremental
     from roles.templating import render
 
     pg = SimpleNamespace(version="15", cluster="main")

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from drc.site import SiteError
-from roles.data_settings import load_data_tier
-from roles.postgresql import render_conf, render_hba
+from drc.site.data_tier import load_data_tier
+from roles.postgresql.deploy import render_conf, render_hba
 from roles.postgresql.defaults import PostgresqlSettings
 from roles.postgresql.operations import scram_verifier, verifier_matches
 
@@ -77,7 +77,7 @@ def _tier(tmp_path, source_site="primary"):
 
 
 def test_preflight_refuses_a_standby_labelled_primary_and_a_primary_labelled_standby(tmp_path):
-    from roles.replication import already_standby, preflight_problems
+    from roles.replication.deploy import already_standby, preflight_problems
 
     tier = _tier(tmp_path)
     (src,), standbys = tier.db_source_hosts, tier.db_standby_hosts

@@ -17,14 +17,14 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from drc.inventory import pyinfra_groups
+from drc.hosts.inventory import pyinfra_groups
 from drc.site import Site, parse_site
-from roles.base import connection_key_problem, render_sudoers, render_timesyncd
+from roles.base.deploy import connection_key_problem, render_sudoers, render_timesyncd
 from roles.base.defaults import BaseSettings
 from roles.base.facts import Account
-from roles.firewall import nft_comment, render_ruleset
+from roles.firewall.deploy import nft_comment, render_ruleset
 from roles.firewall.facts import NftablesTable
-from roles.ssh_hardening import render_sshd_config
+from roles.ssh_hardening.deploy import render_sshd_config
 from roles.ssh_hardening.defaults import SshHardeningSettings
 
 REPO = Path(__file__).resolve().parent.parent

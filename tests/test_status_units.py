@@ -13,7 +13,9 @@ import pytest
 import yaml
 from rich.console import Console
 
-from drc import cli, status, status_probe
+from drc import cli
+from drc.hostside import status_probe
+from drc.status import command as status
 from drc.site import SiteError, load_site
 
 REPO = Path(__file__).resolve().parents[1]

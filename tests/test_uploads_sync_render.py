@@ -12,11 +12,9 @@ import pytest
 
 from drc.site import SiteError
 from roles.firewall.rules import inbound_rules
-from roles.ssh_hardening import allow_groups, render_sshd_config
-from roles.uploads_sync import (
-    KEYS_DIR, KNOWN_HOSTS, PRIVATE_KEY, authorized_keys, forced_command, known_hosts_line, receiving_account,
-    render_file, source_hosts, sync_sources, target_hosts,
-)
+from roles.ssh_hardening.deploy import allow_groups, render_sshd_config
+from roles.uploads_sync.deploy import KNOWN_HOSTS, PRIVATE_KEY, authorized_keys, known_hosts_line, render_file
+from roles.uploads_sync.topology import KEYS_DIR, forced_command, receiving_account, source_hosts, sync_sources, target_hosts
 from roles.uploads_sync.facts import GroupMembers, SshHostKey
 from roles.workstation_secrets import ensure_ssh_key
 from tests.test_roles_render import make_site

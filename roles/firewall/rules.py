@@ -11,7 +11,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from roles.uploads_sync import sync_sources
+from roles.uploads_sync.topology import sync_sources
 
 if TYPE_CHECKING:
     from drc.site import Site

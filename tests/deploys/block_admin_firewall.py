@@ -14,7 +14,7 @@ from ipaddress import ip_network
 from pyinfra import host
 
 from drc.site import load_site
-from roles.firewall import render_ruleset
+from roles.firewall.deploy import render_ruleset
 from roles.firewall.operations import nftables_ruleset
 
 NOBODY = [ip_network("192.0.2.0/24")]  # TEST-NET-1: no admin workstation is there

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 
-from drc import lab as labmod
+from drc.lab import lab as labmod
 from tests.helpers import lab_host, tcp_from
 
 

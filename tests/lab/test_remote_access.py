@@ -11,9 +11,9 @@ import subprocess
 import pytest
 import yaml
 
-from drc.lab import ADMINS
+from drc.lab.lab import ADMINS
 from drc.site import load_site
-from roles.ssh_hardening import allow_groups
+from roles.ssh_hardening.deploy import allow_groups
 from tests.helpers import lab_host, run_deploy, tcp_from
 
 HOSTS = ("primary", "drc")

@@ -20,8 +20,8 @@ from pydantic import BaseModel
 
 import roles.ssh_hardening as ssh_role
 from drc.site import SITE_ROLES, Site, load_site
-from roles.base import HEADER as BASE_HEADER
-from roles.firewall import ruleset_context
+from roles.base.deploy import HEADER as BASE_HEADER
+from roles.firewall.deploy import ruleset_context
 from roles.managed_files import MANAGED_HEADER
 
 # Interpreter of Debian 12 (the lab image); naming it skips Ansible's interpreter discovery.

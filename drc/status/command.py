@@ -27,8 +27,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from drc import remote
-from drc.remote import CONNECT_TIMEOUT_S
+from drc.hosts import remote
+from drc.hosts.remote import CONNECT_TIMEOUT_S
 from drc.site import SITE_ROLES, Site, load_site
 
 # Listing a large uploads tree (find) is the slowest part of a probe.
@@ -357,8 +357,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd)
 
 
-def _cmd(args: argparse.Namespace) -> int:
-    from drc import cli
-
-    site = args.site or cli._default_site(args)
-    return run_status(site, cli.console, as_json=args.json, timeout=args.timeout)
+def _cmd(args: argparse.Namespace, console: Console) -> int:
+    return run_status(args.site, console, as_json=args.json, timeout=args.timeout)

@@ -11,7 +11,7 @@
   `backup.missing_grace_s` is itself a failure (kind `missing`), recorded once per missed period:
   silence is not success (BK-3, BK-5). Exit 1 while a set is in that state or a host could not be read.
 
-Hosts are reached with drc.remote (the site's connection data, strict host keys, deadlines).
+Hosts are reached with drc.hosts.remote (the site's connection data, strict host keys, deadlines).
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ import shlex
 import shutil
 import subprocess
 from functools import lru_cache
-from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from drc import records, remote
+from drc.hosts import remote
+from drc.records import store as records
 from drc.site import Site, load_site
 
 RUNNER = "/usr/local/sbin/siaga-backup"
@@ -408,26 +408,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run = sub.add_parser("run", help="take a backup now on the host(s) owning the set (db: repository host; files: data host)")
     run.add_argument("--set", help="db, a restic set (e.g. uploads, system), prune or offline; default: db and every set")
     common(run)
-    run.set_defaults(func=_cmd(cmd_run))
+    run.set_defaults(func=cmd_run)
 
     log = sub.add_parser("log", help="collect the hosts' backup logs and show the Log Pelaksanaan Backup (BK-3, BK-5)",
                          description="Exit 1 when a set has no success within its period + backup.missing_grace_s, "
                                      "or a host's log could not be read.")
     log.add_argument("--limit", type=int, default=50, help="rows shown (0: all; --json always gives all)")
     common(log)
-    log.set_defaults(func=_cmd(cmd_log))
+    log.set_defaults(func=cmd_log)
 
-    from drc import backup_offline, backup_report, backup_restore
+    from drc.backup import offline as backup_offline, report as backup_report, restore as backup_restore
 
-    backup_restore.register(sub, common, _cmd)
-    backup_report.register(sub, common, _cmd)
-    backup_offline.register(sub, common, _cmd)
-
-
-def _cmd(fn):
-    def call(args: argparse.Namespace) -> int:
-        from drc import cli
-
-        args.site = args.site or cli._default_site(args)
-        return fn(args, cli.console)
-    return call
+    backup_restore.register(sub, common)
+    backup_report.register(sub, common)
+    backup_offline.register(sub, common)

@@ -53,7 +53,7 @@ def this_host_in_site() -> tuple[Site, str]:
 
     site_file = host.data.get("siaga_site_file")
     if not site_file:
-        raise DeployError(f"{host.name}: no siaga_site_file in the host data; use an inventory from inventory/ (drc.inventory)")
+        raise DeployError(f"{host.name}: no siaga_site_file in the host data; use an inventory from inventory/ (drc.hosts.inventory)")
     site = load_site(site_file)
     name = host.data.get("siaga_host") or host.name
     if name not in site.hosts:

@@ -33,15 +33,15 @@ import shlex
 import uuid
 from pathlib import Path
 
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 from rich.console import Console
 from rich.table import Table
 
-from drc import records, remote
+from drc.hosts import remote
+from drc.records import store as records
+from drc.records.render import render_report
 from drc.site import Site, load_site
 
 PROBE_SOURCE = Path(__file__).with_name("restore_probe.py")
-TEMPLATES = Path(__file__).with_name("templates")
 RESTORE_RECORDS = "restore-tests.jsonl"
 SCRATCH_ROOT = "/var/tmp/siaga-restore-test"
 SCRATCH_PORT = 54329
@@ -186,7 +186,7 @@ def db_part(site, repo, data, chosen, n_backups, common, rng, args, problems, t)
     prod = probe(site, data, {"mode": "sql", "port": port, "queries": queries}, 600)
     res = probe(site, repo, {**common, **pitr, "mode": "db", "label": chosen["label"], "port": SCRATCH_PORT, "production_port": port,
                              "pg_bin": f"/usr/lib/postgresql/{pg.version}/bin", "scratch_root": SCRATCH_ROOT,
-                             "production_paths": ["/var/lib/postgresql", f"/etc/postgresql", b.repository_path],
+                             "production_paths": ["/var/lib/postgresql", "/etc/postgresql", b.repository_path],
                              "timeout_s": b.timeout_s, "start_timeout_s": 600, "queries": queries}, t)
     if res.get("error"):
         problems.append(f"database: {res['error']}")
@@ -275,8 +275,7 @@ def files_part(site, data, rng, args, problems, t) -> dict | None:
 # --- report ---------------------------------------------------------------------------------------------
 
 def render_berita_acara(result: dict, site: Site) -> str:
-    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html", "j2"]))
-    return env.get_template("berita_acara_restore.html.j2").render(r=result, site=site, pretty=json.dumps(result, indent=2, ensure_ascii=False))
+    return render_report("berita_acara_restore.html.j2", r=result, site=site, pretty=json.dumps(result, indent=2, ensure_ascii=False))
 
 
 def cmd_restore_test(args: argparse.Namespace, console: Console) -> int:
@@ -311,7 +310,7 @@ def cmd_restore_test(args: argparse.Namespace, console: Console) -> int:
     return 0 if result["result"] == "success" else 1
 
 
-def register(sub, common, wrap) -> None:
+def register(sub, common) -> None:
     rt = sub.add_parser("restore-test", help="restore a backup picked at random on scratch locations, verify it, write the Berita Acara (BK-4, BK-7)",
                         description="Exit 0 only when the backup was verified, restored and matched production; 1 otherwise.")
     rt.add_argument("--label", help="pgBackRest backup label or 'latest' (default: one at random)")
@@ -330,8 +329,8 @@ def register(sub, common, wrap) -> None:
     rt.add_argument("--seed", type=int, help="random seed (to repeat a sampling)")
     rt.add_argument("--timeout-run", type=float, default=4 * 3600, help=argparse.SUPPRESS)
     common(rt)
-    rt.set_defaults(func=wrap(cmd_restore_test))
-    register_restore(sub, common, wrap)
+    rt.set_defaults(func=cmd_restore_test)
+    register_restore(sub, common)
 
 
 # --- restore into production (BK-7): refused unless the target is named twice ------------------------------
@@ -408,8 +407,8 @@ echo emptied
 def reseed_standbys(site: Site, site_file: str, target: str) -> list[dict]:
     """After a restore into production: each standby emptied (preflight: a standby of this
     database system), then the data-tier deploy copies the restored primary to it again."""
-    from drc.deploy import run_deploy
-    from roles.data_settings import data_tier_of
+    from drc.hosts.deploy import run_deploy
+    from drc.site.data_tier import data_tier_of
 
     pg = site.postgresql
     r = remote.run(site, target, "sudo -n runuser -u postgres -- psql -XAtqc 'SELECT system_identifier FROM pg_control_system()'", 60)
@@ -455,7 +454,7 @@ def restore_args(label: str | None, target_time: dt.datetime | None) -> list[str
 
 
 def cmd_restore(args: argparse.Namespace, console: Console) -> int:
-    from drc import backup
+    from drc.backup import command as backup
 
     site = load_site(args.site)
     tz = site_tz(site)
@@ -516,7 +515,7 @@ def cmd_restore(args: argparse.Namespace, console: Console) -> int:
     return finish("success", None)
 
 
-def register_restore(sub, common, wrap) -> None:
+def register_restore(sub, common) -> None:
     rs = sub.add_parser("restore", help="restore a backup INTO PRODUCTION (BK-7): target named twice, pre-restore backup first",
                         description="Refused (exit 2) unless --confirm-target repeats --target (or the name is typed again "
                                     "at a terminal) and the target is the database source host. A pre-restore backup of "
@@ -529,4 +528,4 @@ def register_restore(sub, common, wrap) -> None:
     rs.add_argument("--requester", required=True, help="Pemohon: who asked for this restore (BK-7)")
     rs.add_argument("--head", default="Kepala LPSE", help="Pimpinan")
     common(rs)
-    rs.set_defaults(func=wrap(cmd_restore))
+    rs.set_defaults(func=cmd_restore)

@@ -16,8 +16,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from drc import lab as labmod
-from drc.deploy import REPO, run_deploy
+from drc.lab import lab as labmod
+from drc.hosts.deploy import REPO, run_deploy
 
 console = Console()
 

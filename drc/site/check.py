@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 from rich.console import Console
 from rich.table import Table
 
@@ -78,3 +80,9 @@ def run_check(site_path: str, console: Console) -> int:
         console.print(_inbound(site, host))
     console.print(f"[green]{site_path}: valid.[/green] Nothing was contacted.")
     return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    check = sub.add_parser("check", help="validate a site file and print the plan per host, touching nothing")
+    check.add_argument("site", nargs="?", help="site YAML file (default: the lab's)")
+    check.set_defaults(func=lambda args, console: run_check(args.site, console))

@@ -23,7 +23,8 @@ import shlex
 from rich.console import Console
 from rich.table import Table
 
-from drc import records, remote
+from drc.hosts import remote
+from drc.records import store as records
 from drc.site import Site, load_site
 
 OFFLINE_RECORDS = "offline-copies.jsonl"
@@ -32,7 +33,7 @@ OFFLINE_RECORDS = "offline-copies.jsonl"
 def copy_on_host(site: Site, host: str, by: str) -> tuple[dict, dict | None]:
     """`siaga-backup run offline` on the repository host (what the weekly timer runs): the copy's
     result and its backup-log record (BK-3), also when it failed or the host was not reached."""
-    from drc import backup
+    from drc.backup import command as backup
 
     started = dt.datetime.now().astimezone()
     out = backup.run_sets(site, {host: ["offline"]}, by)[host]
@@ -46,7 +47,7 @@ def copy_on_host(site: Site, host: str, by: str) -> tuple[dict, dict | None]:
 
 def list_on_host(site: Site, host: str) -> dict:
     """The copies on the media, when it is attached (siaga-offline-copy in list mode)."""
-    from roles.backup import OFFLINE_COPY, offline_copy_args
+    from roles.backup.deploy import OFFLINE_COPY, offline_copy_args
 
     cmd = f"sudo -n {OFFLINE_COPY} {shlex.quote(json.dumps({**offline_copy_args(site.backup), 'mode': 'list'}))}"
     r = remote.run(site, host, cmd, timeout=300)
@@ -78,7 +79,7 @@ def remember(site: Site, res: dict) -> None:
 
 
 def cmd_offline(args: argparse.Namespace, console: Console) -> int:
-    from drc import backup
+    from drc.backup import command as backup
 
     site = load_site(args.site)
     host = site.hosts_in(site.backup.repository_site)[0]
@@ -114,9 +115,9 @@ def cmd_offline(args: argparse.Namespace, console: Console) -> int:
     return 0 if ok else 1
 
 
-def register(sub, common, wrap) -> None:
+def register(sub, common) -> None:
     of = sub.add_parser("offline", help="copy the repositories to the offline media (attached now) and list the offline copies (BK-9, EM-3.7)",
                         description="Exit 1 when the media is not attached or the copy failed or was not verified.")
     of.add_argument("--list", action="store_true", help="only list the offline copies (from the media if attached, else the records)")
     common(of)
-    of.set_defaults(func=wrap(cmd_offline))
+    of.set_defaults(func=cmd_offline)

@@ -26,14 +26,13 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 from rich.console import Console
 from rich.table import Table
 
-from drc import records
+from drc.records import store as records
+from drc.records.render import render_report
 from drc.site import Site, load_site
 
-TEMPLATES = Path(__file__).with_name("templates")
 ANALYSIS_RECORDS = "backup-analysis.jsonl"
 RESTORE_RECORDS = "restore-tests.jsonl"
 
@@ -188,17 +187,13 @@ def plot_png(a: dict) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def _env() -> Environment:
-    return Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html", "j2"]))
-
-
 def render_monthly(a: dict, site: Site, png_b64: str, failure_files: dict[str, str], generated: str, by: str) -> str:
-    return _env().get_template("laporan_backup_bulanan.html.j2").render(a=a, site=site, png=png_b64, files=failure_files,
+    return render_report("laporan_backup_bulanan.html.j2", a=a, site=site, png=png_b64, files=failure_files,
                                                                         generated=generated, by=by)
 
 
 def render_failure(f: dict, site: Site, generated: str, head: str) -> str:
-    return _env().get_template("laporan_analisa_kegagalan.html.j2").render(f=f, site=site, generated=generated, head=head,
+    return render_report("laporan_analisa_kegagalan.html.j2", f=f, site=site, generated=generated, head=head,
                                                                            pretty=json.dumps(f, indent=2, ensure_ascii=False))
 
 
@@ -226,7 +221,7 @@ def _tz(site: Site) -> dt.tzinfo:
 
 
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
-    from drc import backup
+    from drc.backup import command as backup
 
     site = load_site(args.site)
     tz = _tz(site)
@@ -266,7 +261,7 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_analyse(args: argparse.Namespace, console: Console) -> int:
-    from drc import backup
+    from drc.backup import command as backup
 
     site = load_site(args.site)
     out_dir = records.records_dir(site)
@@ -287,17 +282,17 @@ def cmd_analyse(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def register(sub, common, wrap) -> None:
+def register(sub, common) -> None:
     rp = sub.add_parser("report", help="monthly analysis of backup effectiveness with a plot (BK-6) and a failure report per failure (BK-5)")
     rp.add_argument("--month", help="YYYY-MM (default: this month)")
     rp.add_argument("--months", type=int, default=6, help="months in the trend (default %(default)s)")
     rp.add_argument("--head", default="Kepala LPSE", help="who the failure reports go to")
     rp.add_argument("--no-collect", action="store_true", help="do not read the hosts' logs first")
     common(rp)
-    rp.set_defaults(func=wrap(cmd_report))
+    rp.set_defaults(func=cmd_report)
     an = sub.add_parser("analyse", help="record the analysis and follow-up of one failed backup run (BK-5)")
     an.add_argument("record_id", help="id (or its start) of the failed run, from `siaga backup log --json`")
     an.add_argument("--analisa", required=True, help="analysis: why it failed")
     an.add_argument("--tindak-lanjut", required=True, help="follow-up taken so it does not happen again")
     common(an)
-    an.set_defaults(func=wrap(cmd_analyse))
+    an.set_defaults(func=cmd_analyse)

@@ -1,0 +1,51 @@
+"""`siaga lab ...`: raise, inspect, break and remove the local lab."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.console import Console
+
+from drc.lab.lab import Lab, default_name, print_status
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    lab_p = sub.add_parser("lab", help="the local two-site lab of real hosts")
+    lab_sub = lab_p.add_subparsers(dest="lab_cmd", required=True)
+    lab_sub.add_parser("up", help="raise the lab (idempotent; cleans leftovers of killed runs)")
+    lab_sub.add_parser("down", help="remove everything this lab created")
+    lab_sub.add_parser("status", help="show the lab hosts and whether they answer")
+    wan = lab_sub.add_parser("wan", help="cut or heal the WAN between the two sites")
+    wan.add_argument("action", choices=["cut", "heal"])
+    restart = lab_sub.add_parser("restart", help="reboot one lab host (its network state is lost, as in a real reboot)")
+    restart.add_argument("host")
+    media = lab_sub.add_parser("media", help="plug the lab's removable disk into a host, or unplug it (offline backups)")
+    media.add_argument("action", choices=["attach", "detach"])
+    media.add_argument("--host", default="drc", help="host it is plugged into (default %(default)s)")
+    lab_p.set_defaults(func=cmd_lab)
+
+
+def cmd_lab(args: argparse.Namespace, console: Console) -> int:
+    the_lab = Lab(args.lab or default_name())
+    if args.lab_cmd == "up":
+        the_lab.up()
+        print_status(the_lab, console)
+    elif args.lab_cmd == "down":
+        the_lab.down()
+    elif args.lab_cmd == "status":
+        return 0 if print_status(the_lab, console) else 1
+    elif args.lab_cmd == "wan":
+        the_lab.set_wan(cut=args.action == "cut")
+        console.print(f"WAN between sites: {'cut' if args.action == 'cut' else 'healed'}")
+    elif args.lab_cmd == "media":
+        m = the_lab.media_attach(args.host) if args.action == "attach" else the_lab.media_detach()
+        console.print(f"media {args.action}ed: {m}" if m else "media: not attached")
+    elif args.lab_cmd == "restart":
+        the_lab.restart_host(args.host)
+        console.print(f"{args.host}: rebooted")
+    return 0
+
+
+def default_site_file(lab_name: str | None) -> str:
+    """The site file of a lab: what commands use when no site file is named."""
+    return str(Lab(lab_name or default_name()).site_file)

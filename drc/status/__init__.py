@@ -1,0 +1,1 @@
+"""`siaga status`: read every host, decide whether the DRC is up to date (EM-3), report."""

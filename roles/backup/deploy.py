@@ -1,0 +1,343 @@
+"""backup role: pgBackRest (database, WAL archiving) and restic (files) to a repository at the
+other site, a second repository on offline media, systemd timers, and one runner that writes a
+record of every run to the backup log. SOP BK-1..BK-9.
+
+Topology (why, in README.md): the database source host runs every backup and pushes over SSH to
+a restricted account on the repository host (`backup.repository_site`, the DRC by default):
+pgBackRest with `repo1-host` (its remote runs there as that account, behind a forced command),
+restic over SFTP (the key's forced command is `sftp-server`). Passphrases and keys are generated on
+the admin workstation (0600) and reach hosts only inside 0600/0640 files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pyinfra.api import deploy
+from pyinfra.api.exceptions import DeployError
+from pyinfra.facts.files import FileContents
+from pyinfra.operations import files, server, systemd
+
+from roles.managed_files import MANAGED_HEADER, config_file
+from roles.packages import ensure_installed
+from roles.postgresql.deploy import config_dir
+from roles.postgresql import operations as pg_ops
+from roles.templating import render
+from roles.workstation_secrets import ensure_password, ensure_ssh_key, secret_file, secrets_dir
+
+from . import operations as backup_ops
+from .defaults import BackupSettings
+
+if TYPE_CHECKING:
+    from drc.site.data_tier import DataTier
+
+ROLE_DIR = Path(__file__).parent
+HEADER = MANAGED_HEADER.format(role="roles/backup")
+RUNNER = "/usr/local/sbin/siaga-backup"
+REMOTE_WRAPPER = "/usr/local/sbin/siaga-backup-remote"
+CONFIG_JSON = "/etc/siaga/backup.json"
+ETC = "/etc/siaga/backup"
+KNOWN_HOSTS = f"{ETC}/known_hosts"
+REPO_CONFIG_PATH = "/etc/siaga/pgbackrest-repo"
+PG_SSH_DIR = "/var/lib/postgresql/.ssh"
+STATE_DIR = "/var/lib/siaga/backup"
+LIB = "/usr/local/lib/siaga"
+BACKPORT_INSTALLER = f"{LIB}/siaga-deb-backport"
+OFFLINE_COPY = f"{LIB}/siaga-offline-copy"
+# Files of earlier versions that held the offline repository's own secrets (repo2 on the database host).
+RETIRED_SECRETS = (f"{ETC}/pgbackrest-repo2.conf", f"{ETC}/restic-repo2.password", "/etc/pgbackrest/conf.d/siaga-offline.conf")
+# Debian 13's pgBackRest on Debian 12 (setting pgbackrest_source: backport). Checked before pinning:
+# the binary needs glibc 2.34 and only sonames Debian 12 has (libssl.so.3, libssh2.so.1,
+# libzstd.so.1 with symbols older than 1.5.4); its Depends name Debian 13's t64 packages, renamed here.
+PGBACKREST_BACKPORT = {
+    "path": "pool/main/p/pgbackrest/pgbackrest_2.55.1-1_amd64.deb",
+    "sha256": "4143a01dba71c12aab93e67b012b5cb93ec9f80e408080ddbde6261115da381d",
+    "version": "2.55.1-1~deb12siaga1",
+    "depends": "postgresql-common, libbz2-1.0, libc6 (>= 2.34), libgcc-s1 (>= 4.2), liblz4-1 (>= 0.0~r127), libpq5, "
+               "libssh2-1 (>= 1.5.0), libssl3 (>= 3.0.0), libxml2 (>= 2.7.4), libzstd1 (>= 1.5.4), zlib1g (>= 1:1.1.4)",
+}
+# Secrets on the admin workstation (names inside the secrets directory).
+SECRETS = {
+    "repo1": "pgbackrest-repo1.passphrase",
+    "restic": "restic-repo1.password",
+    "pgbackrest_key": "backup-pgbackrest_ed25519",
+    "restic_key": "backup-restic_ed25519",
+    "repo_key": "backup-repo-to-db_ed25519",
+}
+
+
+def backup_host(tier: DataTier) -> str:
+    """The host that takes every backup: the database source (it holds the live data)."""
+    return tier.db_source_hosts[0]
+
+
+def repository_host(tier: DataTier) -> str:
+    return tier.site.hosts_in(tier.site.backup.repository_site)[0]
+
+
+def workstation_secrets(tier: DataTier) -> Path:
+    b = tier.site.backup
+    return secrets_dir(tier.site.site, b.secrets_dir or tier.replication.secrets_dir)
+
+
+def runner_config(tier: DataTier, host_name: str) -> dict:
+    """/etc/siaga/backup.json: everything the runner needs, no secret (those are files)."""
+    b, site = tier.site.backup, tier.site
+    repo = repository_host(tier)
+    repo_address = str(site.hosts[repo].address)
+    restic_repo = f"sftp:{b.repository_user}@{repo_address}:{b.repository_path}/restic"
+    return {
+        "site": site.site,
+        "host": host_name,
+        "log_file": b.log_file,
+        "timeout_s": b.timeout_s,
+        "init_marker": init_marker(tier),
+        # The database set and the offline copy run on the repository host, the file sets on the data host.
+        "runs": ["db", "offline"] if host_name == repo else [s.name for s in b.sets] + ["prune"],
+        "pgbackrest": {
+            "stanza": b.stanza,
+            "user": b.repository_user if host_name == repo else "postgres",
+            "config_path": REPO_CONFIG_PATH if host_name == repo else "/etc/pgbackrest",
+            "repo1_location": f"{repo}:{b.repository_path}/pgbackrest",
+        },
+        "restic": {
+            "repository": restic_repo,
+            "password_file": f"{ETC}/restic-repo1.password",
+            "cache_dir": "/var/cache/siaga-restic",
+            "sftp_command": f"ssh -F {ETC}/ssh_config {repo_address} -s sftp",
+            "sets": [s.model_dump() for s in b.sets],
+            "keep": {"daily": b.keep_daily, "weekly": b.keep_weekly, "monthly": b.keep_monthly},
+        },
+        "offline": {"mount_point": b.offline.mount_point, "device": b.offline.device, "copy_program": OFFLINE_COPY,
+                    "copy_args": offline_copy_args(b)},
+    }
+
+
+def offline_copy_args(b: BackupSettings) -> dict:
+    """What siaga-offline-copy needs (its mode is added by the caller)."""
+    return {"mount_point": b.offline.mount_point, "repo_path": b.repository_path, "user": b.repository_user,
+            "config_path": REPO_CONFIG_PATH, "stanza": b.stanza, "keep": b.offline.retention_full,
+            "timeout_s": b.timeout_s, "lock_wait_s": 900}
+
+
+def init_marker(tier: DataTier) -> str:
+    b = tier.site.backup
+    where = f"{repository_host(tier)}:{b.repository_path}:{b.stanza}"
+    return f"{STATE_DIR}/initialised-{hashlib.sha1(where.encode()).hexdigest()[:12]}"
+
+
+def timers(b: BackupSettings) -> dict[str, tuple[str, str]]:
+    """job -> (OnCalendar, why): the timers on the backing-up host."""
+    jobs = {
+        "db-full": (b.full_on_calendar, "full database backup, weekly (SOP BK-9)"),
+        "db-incr": (b.incr_on_calendar, "incremental database backup, daily (SOP BK-1)"),
+        "prune": (b.prune_on_calendar, "restic forget --prune (retention)"),
+    }
+    for s in b.sets:
+        jobs[s.name] = (s.on_calendar, f"restic set {s.name}, incremental (SOP BK-1, BK-8)")
+    if b.offline.enabled and b.offline.on_calendar:
+        jobs["offline"] = (b.offline.on_calendar, "copy to the offline media (SOP BK-9)")
+    return jobs
+
+
+def on_repository_host(job: str) -> bool:
+    """Database backups (pgBackRest runs them on its repository host) and the offline copy (the
+    media is plugged in there) run on the repository host; the file sets on the data host."""
+    return job.startswith("db-") or job == "offline"
+
+
+def render_archive_conf(b: BackupSettings) -> str:
+    return render(ROLE_DIR, "archive.conf.j2", header=HEADER, b=b)
+
+
+def _host_key(tier: DataTier, name: str) -> str:
+    """The repository host's ed25519 host key, read from that host (pinned for the backup SSH)."""
+    from roles.replication.deploy import inventory_host
+
+    h = inventory_host(name)
+    lines = h.get_fact(FileContents, path="/etc/ssh/ssh_host_ed25519_key.pub") if h else None
+    if not lines:
+        raise DeployError(f"backup: cannot read the SSH host key of the repository host {name}; include it in this deploy")
+    return " ".join(lines[0].split()[:2])
+
+
+def block_incremental(b: BackupSettings) -> bool:
+    """pgBackRest >= 2.46 stores only the changed blocks of a file in an incremental backup."""
+    return b.pgbackrest_source == "backport"
+
+
+def install_pgbackrest(b: BackupSettings) -> None:
+    """The same pgBackRest version on every PostgreSQL host (its remote protocol needs that)."""
+    if b.pgbackrest_source == "debian":
+        ensure_installed(["pgbackrest"], "backups (pgBackRest)")
+        return
+    files.put(name=f"{BACKPORT_INSTALLER} (installs a checked backport .deb)", src=str(ROLE_DIR / "files/siaga-deb-backport"),
+              dest=BACKPORT_INSTALLER, user="root", group="root", mode="755")
+    p = PGBACKREST_BACKPORT
+    backup_ops.deb_backport(name=f"pgBackRest {p['version']} (Debian 13's build: block incremental)", package="pgbackrest",
+                            version=p["version"], url=f"{b.debian_mirror.rstrip('/')}/{p['path']}", sha256=p["sha256"],
+                            depends=p["depends"], installer=BACKPORT_INSTALLER)
+
+
+@deploy("siaga backup: WAL archiving")
+def archiving(tier: DataTier, host_name: str) -> None:
+    """Every PostgreSQL host: pgBackRest installed, archive_mode on, archive_command to pgBackRest
+    (only a primary archives; a standby is ready for a promotion)."""
+    b, pg = tier.site.backup, tier.postgresql
+    # siaga's programs (the backport installer; on the repository host also the offline copy).
+    files.directory(name=f"{LIB} (siaga's programs)", path=LIB, user="root", group="root", mode="755")
+    install_pgbackrest(b)
+    cdir = config_dir(pg)
+    pg_ops.cluster_file(name=f"{cdir}/conf.d/siaga-archive.conf: WAL archiving to pgBackRest",
+                        dest=f"{cdir}/conf.d/siaga-archive.conf", content=render_archive_conf(b),
+                        version=pg.version, cluster=pg.cluster)
+
+
+@deploy("siaga backup")
+def backup(tier: DataTier, host_name: str) -> None:
+    """Apply after the data tier (PostgreSQL must exist). Does the repository host's part or the
+    backing-up host's part, as the site file says."""
+    site, b = tier.site, tier.site.backup
+    if not b.enabled:
+        return
+    src, repo = backup_host(tier), repository_host(tier)
+    if site.site_of[src] == b.repository_site:
+        raise DeployError(f"backup.repository_site '{b.repository_site}' is the site of the database source {src}: "
+                          "the repository must be away from the data (SOP BK-9). Fix: set backup.repository_site to the other site")
+    secrets = workstation_secrets(tier)
+    archiving(tier, host_name)
+    if host_name == repo:
+        _repository_host(tier, secrets, src)
+    if host_name == src:
+        _backup_host(tier, secrets, repo)
+    if host_name in (src, repo):
+        # One call site for both hosts: pyinfra orders operations by where they are called.
+        _runner(tier, host_name, {k: v for k, v in timers(b).items() if on_repository_host(k) == (host_name == repo)})
+
+
+def _repository_host(tier: DataTier, secrets: Path, src: str) -> None:
+    b, site = tier.site.backup, tier.site
+    u = b.repository_user
+    home = f"/var/lib/{u}"
+    server.group(name=f"Group {u} (backup repository)", group=u, system=True)
+    server.user(name=f"Account {u}: owns the repositories, SSH only with forced commands", user=u, group=u,
+                home=home, shell="/bin/sh", system=True, create_home=False)
+    files.directory(name=f"{home} (home of {u})", path=home, user=u, group=u, mode="750")
+    files.directory(name=f"{home}/.ssh", path=f"{home}/.ssh", user="root", group=u, mode="750")
+    files.directory(name=f"{b.repository_path} (repositories)", path=b.repository_path, user=u, group=u, mode="750")
+    for sub in ("pgbackrest", "restic", "log"):
+        files.directory(name=f"{b.repository_path}/{sub}", path=f"{b.repository_path}/{sub}", user=u, group=u, mode="750")
+    files.put(name=f"{REMOTE_WRAPPER} (forced command: pgBackRest remote only)", src=str(ROLE_DIR / "files/siaga-backup-remote"),
+              dest=REMOTE_WRAPPER, user="root", group="root", mode="755")
+    files.put(name=f"{OFFLINE_COPY} (copy to the offline media, verified there: SOP BK-9)", src=str(ROLE_DIR / "files/siaga-offline-copy"),
+              dest=OFFLINE_COPY, user="root", group="root", mode="755")
+    _, pg_pub = ensure_ssh_key(secrets, SECRETS["pgbackrest_key"], f"pgbackrest@{site.site}")
+    _, restic_pub = ensure_ssh_key(secrets, SECRETS["restic_key"], f"restic@{site.site}")
+    config_file(name=f"{home}/.ssh/authorized_keys: two keys, forced commands, from {src} only",
+                dest=f"{home}/.ssh/authorized_keys", mode=0o644,
+                content=render(ROLE_DIR, "authorized_keys.j2", header=HEADER, b=b, backup_host=src,
+                               from_addresses=str(site.hosts[src].address), pgbackrest_key=pg_pub, restic_key=restic_pub))
+    files.directory(name=REPO_CONFIG_PATH, path=REPO_CONFIG_PATH, user="root", group=u, mode="750")
+    files.directory(name=f"{REPO_CONFIG_PATH}/conf.d", path=f"{REPO_CONFIG_PATH}/conf.d", user="root", group=u, mode="750")
+    src_address = str(site.hosts[src].address)
+    secret_file(name=f"{REPO_CONFIG_PATH}/pgbackrest.conf (repo1, encrypted; 0640 root:{u})",
+                dest=f"{REPO_CONFIG_PATH}/pgbackrest.conf", user="root", group=u, mode=0o640,
+                content=render(ROLE_DIR, "pgbackrest-repo.conf.j2", header=HEADER, b=b, backup_host=src, block=block_incremental(b),
+                               db_address=src_address, pg=tier.postgresql, port=site.firewall.postgresql_port,
+                               passphrase=ensure_password(secrets, SECRETS["repo1"], 64)))
+    # The backup itself runs here (pgBackRest 2.45: on the repository host), as {u}, over SSH to postgres@src.
+    repo_key, _ = ensure_ssh_key(secrets, SECRETS["repo_key"], f"{u}@{site.site}")
+    files.directory(name=f"{home}/.ssh-client", path=f"{home}/.ssh-client", user=u, group=u, mode="700")
+    secret_file(name=f"{home}/.ssh-client/id_ed25519 (key to postgres@{src})", dest=f"{home}/.ssh-client/id_ed25519",
+                content=repo_key, user=u, group=u)
+    config_file(name=f"{home}/.ssh-client/known_hosts: host key of {src}", dest=f"{home}/.ssh-client/known_hosts", mode=0o644,
+                content=f"{src_address} {_host_key(tier, src)}\n")
+    backup_ops.owned_file(name=f"{home}/.ssh/config (SSH to the database host)", dest=f"{home}/.ssh/config", user="root",
+                          group=u, mode=0o640,
+                          content=render(ROLE_DIR, "ssh_config.j2", header=HEADER, b=b, repo_host=src, repo_address=src_address,
+                                         user="postgres", identity=f"{home}/.ssh-client/id_ed25519",
+                                         known_hosts=f"{home}/.ssh-client/known_hosts"))
+
+
+def _backup_host(tier: DataTier, secrets: Path, repo: str) -> None:
+    b, site, pg = tier.site.backup, tier.site, tier.postgresql
+    repo_address = str(site.hosts[repo].address)
+    ensure_installed(["restic", "openssh-client"], "backups (restic)")
+    for d, owner, mode in (("/etc/siaga", "root", "755"), (ETC, "root", "750"), (STATE_DIR, "root", "700"),
+                           ("/var/cache/siaga-restic", "root", "700"), (str(Path(b.log_file).parent), "root", "750")):
+        files.directory(name=d, path=d, user=owner, group="root" if d != ETC else "postgres", mode=mode)
+    files.directory(name=PG_SSH_DIR, path=PG_SSH_DIR, user="postgres", group="postgres", mode="700")
+
+    # Who the repository is: its host key pinned, for postgres (pgBackRest) and root (restic).
+    config_file(name=f"{KNOWN_HOSTS}: host key of {repo}", dest=KNOWN_HOSTS, mode=0o644,
+                content=f"{repo_address} {_host_key(tier, repo)}\n")
+    pg_key, _ = ensure_ssh_key(secrets, SECRETS["pgbackrest_key"], f"pgbackrest@{site.site}")
+    restic_key, _ = ensure_ssh_key(secrets, SECRETS["restic_key"], f"restic@{site.site}")
+    secret_file(name=f"{PG_SSH_DIR}/siaga_backup_ed25519 (pgBackRest key)", dest=f"{PG_SSH_DIR}/siaga_backup_ed25519",
+                content=pg_key, user="postgres", group="postgres")
+    secret_file(name=f"{ETC}/restic_ed25519 (restic key)", dest=f"{ETC}/restic_ed25519", content=restic_key)
+    _, repo_pub = ensure_ssh_key(secrets, SECRETS["repo_key"], f"{b.repository_user}@{site.site}")
+    files.put(name=f"{REMOTE_WRAPPER} (forced command: pgBackRest remote only)", src=str(ROLE_DIR / "files/siaga-backup-remote"),
+              dest=REMOTE_WRAPPER, user="root", group="root", mode="755")
+    backup_ops.owned_file(name=f"{PG_SSH_DIR}/authorized_keys: the repository host, pgBackRest remote only",
+                          dest=f"{PG_SSH_DIR}/authorized_keys", user="postgres", group="postgres", mode=0o600,
+                          content=f"# {HEADER}\nrestrict,from=\"{repo_address}\",command=\"{REMOTE_WRAPPER}\" {repo_pub}\n")
+    ssh = dict(header=HEADER, b=b, repo_host=repo, repo_address=repo_address, known_hosts=KNOWN_HOSTS, user=b.repository_user)
+    backup_ops.owned_file(name=f"{PG_SSH_DIR}/config (SSH to the repository)", dest=f"{PG_SSH_DIR}/config",
+                          content=render(ROLE_DIR, "ssh_config.j2", identity=f"{PG_SSH_DIR}/siaga_backup_ed25519", **ssh),
+                          user="postgres", group="postgres", mode=0o600)
+    config_file(name=f"{ETC}/ssh_config (restic SFTP to the repository)", dest=f"{ETC}/ssh_config", mode=0o644,
+                content=render(ROLE_DIR, "ssh_config.j2", identity=f"{ETC}/restic_ed25519", **ssh))
+
+    # pgBackRest: repo1 over SSH.
+    for d in ("/etc/pgbackrest", "/etc/pgbackrest/conf.d"):
+        files.directory(name=d, path=d, user="root", group="postgres", mode="750")
+    port = site.firewall.postgresql_port
+    backup_ops.owned_file(name="/etc/pgbackrest/pgbackrest.conf (repo1 at the repository host)",
+                          dest="/etc/pgbackrest/pgbackrest.conf", user="root", group="postgres", mode=0o640,
+                          content=render(ROLE_DIR, "pgbackrest.conf.j2", header=HEADER, b=b, pg=pg, port=port,
+                                         repo_host=repo, repo_address=repo_address, repo_config_path=REPO_CONFIG_PATH))
+    files.file(name="Debian's example /etc/pgbackrest.conf removed (one config only)", path="/etc/pgbackrest.conf", present=False)
+    for path in RETIRED_SECRETS:
+        files.file(name=f"{path} absent (retired: the offline copy is made on the repository host)", path=path, present=False)
+    # restic: passwords in files (RESTIC_PASSWORD_FILE), never on a command line.
+    secret_file(name=f"{ETC}/restic-repo1.password", dest=f"{ETC}/restic-repo1.password",
+                content=ensure_password(secrets, SECRETS["restic"], 64) + "\n")
+
+
+def _runner(tier: DataTier, host_name: str, jobs: dict[str, tuple[str, str]]) -> None:
+    """The runner, its configuration, the log directory and this host's timers."""
+    b = tier.site.backup
+    for d, mode in (("/etc/siaga", "755"), (STATE_DIR, "700"), (str(Path(b.log_file).parent), "750")):
+        files.directory(name=d, path=d, user="root", group="root", mode=mode)
+    files.put(name=f"{RUNNER} (runs a set, writes the backup log)", src=str(ROLE_DIR / "files/siaga-backup"),
+              dest=RUNNER, user="root", group="root", mode="755")
+    config_file(name=CONFIG_JSON, dest=CONFIG_JSON, mode=0o640,
+                content=json.dumps(runner_config(tier, host_name), indent=2, sort_keys=True) + "\n")
+    backup_ops.initialised(name="Repositories initialised", marker=init_marker(tier), runner=RUNNER)
+    all_jobs = timers(b)
+    changed = []
+    for job, (calendar, why) in all_jobs.items():
+        here = job in jobs
+        for kind, content in (("service", render(ROLE_DIR, "unit.service.j2", header=HEADER, job=job, why=why)),
+                              ("timer", render(ROLE_DIR, "timer.j2", header=HEADER, job=job, on_calendar=calendar, why=why))):
+            dest = f"/etc/systemd/system/siaga-backup-{job}.{kind}"
+            changed.append(backup_ops.unit_file(name=f"{dest}" + (f" ({calendar})" if here else " absent (other host)"),
+                                                dest=dest, content=content if here else None))
+    changed.append(backup_ops.stale_timers(name="Timers of removed backup jobs removed", keep=sorted(all_jobs)))
+    systemd.daemon_reload(name="systemd reloaded after a backup unit change",
+                          _if=lambda: any(op.did_change() for op in changed))
+    for job in jobs:
+        systemd.service(name=f"siaga-backup-{job}.timer enabled and active", service=f"siaga-backup-{job}.timer",
+                        running=True, enabled=True)
+
+def set_names(b: BackupSettings) -> list[str]:
+    return ["db", *(s.name for s in b.sets)]
+
+
+def valid_set(b: BackupSettings, name: str) -> bool:
+    return name in ("db", "all", "prechange", "offline", "prune") or bool(re.fullmatch(r"[a-z][a-z0-9-]*", name)) and name in set_names(b)

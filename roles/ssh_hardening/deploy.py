@@ -1,0 +1,77 @@
+"""ssh_hardening role: a hardened sshd (controls after devsec.hardening ssh_hardening).
+
+SOP RA-3 (no direct root login, own accounts), RA-4 (no tunnels or forwarding), RA-5 (logins
+traceable to a key), IN-2 (access control).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pyinfra.api import deploy
+
+from roles.managed_files import MANAGED_HEADER, config_file
+from roles.packages import ensure_installed
+from roles.templating import render
+from roles.uploads_sync.topology import sshd_restrictions
+
+from . import operations as sshd
+from .defaults import SshHardeningSettings
+
+if TYPE_CHECKING:  # drc.site imports the roles' defaults
+    from drc.site import Site
+
+ROLE_DIR = Path(__file__).parent
+BANNER_FILE = "/etc/issue.net"
+HOST_KEY_DIR = "/etc/ssh"
+
+
+def allow_groups(site: Site) -> list[str]:
+    """Groups sshd lets in: the admins' group first, then the extra ones (SOP RA-3), then the
+    uploads sync group while the sync is on (its members get rrsync only, see below)."""
+    groups = [site.base.admin_group]
+    groups += [g for g in site.ssh_hardening.extra_allow_groups if g not in groups]
+    if site.uploads_sync.enabled and site.uploads_sync.group not in groups:
+        groups.append(site.uploads_sync.group)
+    # Backups (roles/backup): the repository account, and postgres on the database host for
+    # pgBackRest's remote; every key of theirs has a forced command and a from= address.
+    if site.backup.enabled:
+        groups += [g for g in (site.backup.repository_user, "postgres") if g not in groups]
+    return groups
+
+
+def render_sshd_config(site: Site, host_key_dir: str = HOST_KEY_DIR) -> str:
+    return render(
+        ROLE_DIR,
+        "sshd_config.j2",
+        header=MANAGED_HEADER.format(role="roles/ssh_hardening"),
+        s=site.ssh_hardening,
+        allow_groups=allow_groups(site),
+        sync=sshd_restrictions(site),
+        banner_file=BANNER_FILE,
+        host_key_dir=host_key_dir,
+        yes_no=lambda flag: "yes" if flag else "no",
+    )
+
+
+def render_banner(settings: SshHardeningSettings) -> str:
+    return settings.banner if settings.banner.endswith("\n") else settings.banner + "\n"
+
+
+@deploy("siaga ssh_hardening")
+def ssh_hardening(site: Site) -> None:
+    s = site.ssh_hardening
+    ensure_installed(["openssh-server"], "the SSH server")
+
+    # Only ed25519 and RSA host keys are offered; the files must exist before sshd -t accepts the config.
+    sshd.host_key(name="ed25519 host key exists", key_type="ed25519")
+    sshd.host_key(name="RSA host key exists", key_type="rsa", bits=4096)
+    sshd.dh_moduli(name=f"DH moduli below {s.dh_moduli_minimum_bits} bits removed", minimum_bits=s.dh_moduli_minimum_bits)
+
+    if s.banner:
+        config_file(name=f"Login banner {BANNER_FILE}", dest=BANNER_FILE, content=render_banner(s))
+
+    # SOP RA-3, RA-4: tested with sshd -t before it replaces the live config.
+    sshd.sshd_config(name="sshd_config tested and installed, sshd reloaded", content=render_sshd_config(site))
+
