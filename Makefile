@@ -2,7 +2,7 @@
 VENV   := .venv
 BIN    := $(VENV)/bin
 # Debian packages the admin workstation (and the lab) needs.
-APT_PACKAGES := debootstrap systemd-container nftables iproute2 openssh-client python3-venv
+APT_PACKAGES := debootstrap systemd-container nftables iproute2 openssh-client python3-venv lua5.3
 export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: setup apt lab lab-down deploy demo test unit bench clean

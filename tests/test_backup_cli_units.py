@@ -53,6 +53,19 @@ def test_schedule_periods_from_the_calendars(site):
     assert backup.calendar_period_s("Sun *-*-* 01:00") == 7 * 86400
 
 
+def test_no_period_is_guessed_without_systemd_analyze(site, monkeypatch):
+    backup.calendar_period_s.cache_clear()
+    monkeypatch.setattr(backup.shutil, "which", lambda _name: None)
+    with pytest.raises(backup.ScheduleError, match="apt-get install systemd"):
+        backup.expected_sets(site)
+    backup.calendar_period_s.cache_clear()
+
+
+def test_an_unreadable_calendar_is_named(site):
+    with pytest.raises(backup.ScheduleError, match="'not a calendar'.*Fix: correct that OnCalendar"):
+        backup.calendar_period_s("not a calendar")
+
+
 def test_a_missing_success_is_a_failure_recorded_once_per_missed_period(site):
     log = [rec("db", "2026-11-20T01:05:00+07:00"), rec("uploads", "2026-11-21T01:31:00+07:00"),
            rec("system", "2026-11-19T01:46:00+07:00"), rec("system", "2026-11-21T01:46:00+07:00", result="failure"),

@@ -39,7 +39,6 @@ LOG_RECORDS = "backup-log.jsonl"
 READ_TIMEOUT_S = 60.0
 # Runs on one host go one after the other; each is bounded by backup.timeout_s on the host.
 RUN_MARGIN_S = 120.0
-FALLBACK_PERIOD_S = 7 * 24 * 3600  # BK-9: at least every 7x24 hours
 
 # Runs ON the host (Debian's python3, as root via sudo): its backup config, log and init time.
 HOST_READ = r"""
@@ -163,28 +162,35 @@ def unreachable_record(site: Site, host: str, sets: list[str], by: str, error: s
 
 # --- missing expected successes --------------------------------------------------------------------
 
+class ScheduleError(RuntimeError):
+    """The backup schedule cannot be read on this workstation; a guessed period would hide missed backups."""
+
+
 @lru_cache(maxsize=64)
 def calendar_period_s(*calendars: str) -> float:
     """The longest gap between two consecutive elapses of these systemd calendars together
-    (e.g. weekly full + Mon..Sat incr = 1 day). Asks systemd-analyze; 7 days if it cannot."""
-    if not shutil.which("systemd-analyze"):
-        return FALLBACK_PERIOD_S
+    (e.g. weekly full + Mon..Sat incr = 1 day), asked of systemd-analyze. Without it no period is
+    guessed: ScheduleError says what to install or fix (SOP BK-3: a missed backup must show)."""
+    tool = shutil.which("systemd-analyze")
+    if not tool:
+        raise ScheduleError("systemd-analyze is not installed on this workstation, so the backup periods cannot be "
+                            "computed from the site's calendars. Fix: apt-get install systemd")
     times: list[dt.datetime] = []
     horizons: list[dt.datetime] = []
     for cal in calendars:
-        proc = subprocess.run(["systemd-analyze", "calendar", "--iterations=15", cal], capture_output=True, text=True,
+        proc = subprocess.run([tool, "calendar", "--iterations=15", cal], capture_output=True, text=True,
                               env={"TZ": "UTC", "PATH": "/usr/bin:/bin"}, timeout=10)
-        if proc.returncode != 0:
-            return FALLBACK_PERIOD_S
         found = [dt.datetime.fromisoformat(m) for m in re.findall(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)", proc.stdout)]
-        if not found:
-            return FALLBACK_PERIOD_S
+        if proc.returncode != 0 or not found:
+            raise ScheduleError(f"systemd-analyze cannot read the calendar {cal!r} (exit {proc.returncode}: "
+                                f"{(proc.stderr or proc.stdout).strip()[-200:]}). Fix: correct that OnCalendar value in the site file")
         horizons.append(max(found))
         times += found
     # Only as far as every calendar was listed (a weekly one reaches further than a daily one).
     times = sorted(t for t in set(times) if t <= min(horizons))
     if len(times) < 2:
-        return FALLBACK_PERIOD_S
+        raise ScheduleError(f"the calendars {', '.join(map(repr, calendars))} elapse fewer than twice: no period. "
+                            "Fix: give a recurring OnCalendar value")
     return max((b - a).total_seconds() for a, b in zip(times, times[1:]))
 
 
@@ -387,7 +393,11 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_log(args: argparse.Namespace, console: Console) -> int:
     site = load_site(args.site)
-    report = collect(site, timeout=args.timeout)
+    try:
+        report = collect(site, timeout=args.timeout)
+    except ScheduleError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        return 2
     if args.json:
         console.file.write(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
         console.file.flush()

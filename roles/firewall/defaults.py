@@ -1,8 +1,11 @@
 """Typed settings of the firewall role (nftables, default deny inbound)."""
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork
+
+
+Port = Annotated[int, Field(ge=1, le=65535)]
 
 
 class AllowRule(BaseModel):
@@ -10,7 +13,7 @@ class AllowRule(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    port: int = Field(ge=1, le=65535)
+    port: Port
     proto: Literal["tcp", "udp"] = "tcp"
     sources: list[IPvAnyNetwork]
     comment: str = ""
@@ -23,7 +26,7 @@ class FirewallSettings(BaseModel):
     # by a timer on the host after this many seconds (never lock the operator out).
     rollback_seconds: int = Field(60, ge=10, le=900)
     # Web ports served publicly on the hosts of the active site.
-    web_ports: list[int] = Field(default_factory=lambda: [80, 443])
+    web_ports: list[Port] = Field(default_factory=lambda: [80, 443])
     # PostgreSQL (and streaming replication) only between primary and DRC hosts.
     postgresql_port: int = Field(5432, ge=1, le=65535)
     # Dropped packets are logged (rate-limited) so intrusion attempts are visible (SOP IN-4).
