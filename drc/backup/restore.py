@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import random
 import shlex
 import uuid
 from pathlib import Path
@@ -37,6 +36,7 @@ from rich.console import Console
 from rich.table import Table
 
 from drc.hosts import remote
+from drc.backup.sampling import pick_backup, pick_snapshot, sampler
 from drc.records import store as records
 from drc.records.render import render_report
 from drc.site import Site, load_site
@@ -102,7 +102,7 @@ FROM information_schema.tables t WHERE t.table_type = 'BASE TABLE'
 
 
 def restore_test(site: Site, args: argparse.Namespace, console: Console) -> dict:
-    rng = random.Random(args.seed) if args.seed is not None else random.SystemRandom()
+    rng = sampler(args.seed)
     b, pg = site.backup, site.postgresql
     repo = site.hosts_in(b.repository_site)[0]
     data = site.hosts_in(site.replication.source_site)[0]
@@ -126,14 +126,14 @@ def restore_test(site: Site, args: argparse.Namespace, console: Console) -> dict
             result["target_time"] = target.isoformat(timespec="microseconds")
             # Point in time: only a backup that ended before the target can be replayed up to it.
             backups = [x for x in backups if float(x["timestamp"]["stop"]) < target.timestamp()]
-        chosen = (backups[-1] if backups else None) if args.label == "latest" else \
-            next((x for x in backups if x["label"] == args.label), None) if args.label else (rng.choice(backups) if backups else None)
+        chosen = pick_backup(backups, args.label, rng)
         if chosen is None:
             problems.append(f"database: no backup labelled {args.label or '(any)'}"
                             + (f" that ended before {result['target_time']}" if target is not None else "")
                             + f" (have: {', '.join(x['label'] for x in backups) or 'none'})")
         else:
             result["db"] = db_part(site, repo, data, chosen, len(backups), common, rng, args, problems, t)
+            result["db"]["candidates"] = [x["label"] for x in backups]
 
     # --- uploads: pick a snapshot at random -----------------------------------------------------------
     if not args.skip_files:
@@ -231,8 +231,7 @@ def files_part(site, data, rng, args, problems, t) -> dict | None:
     if not snaps:
         problems.append(f"uploads: no snapshot of set '{tag}' ({listing.get('error') or 'restic lists none'})")
         return {"set": tag}
-    snap = (snaps[-1] if args.snapshot == "latest" else next((s for s in snaps if s["id"].startswith(args.snapshot)), None)) \
-        if args.snapshot else rng.choice(snaps)
+    snap = pick_snapshot(snaps, args.snapshot, rng)
     if snap is None:
         problems.append(f"uploads: no snapshot {args.snapshot}")
         return {"set": tag}

@@ -145,8 +145,14 @@ def test_restore_test_restores_verifies_and_writes_the_berita_acara(lab, hosts):
 
 
 def test_random_sampling_picks_among_the_backups(lab, hosts):
+    from drc.backup.sampling import pick_backup, sampler
+
     code, rt, _ = restore_test(lab, "--skip-files", "--seed", "7")
-    assert rt["db"]["chosen_from"] >= 2
+    candidates = [{"label": label} for label in rt["db"]["candidates"]]
+    assert len(candidates) >= 2 and rt["db"]["chosen_from"] == len(candidates)
+    # The backup restored is the seeded random pick among every backup in the repository (the
+    # distribution of that pick: tests/test_backup_sampling.py).
+    assert rt["db"]["label"] == pick_backup(candidates, None, sampler(7))["label"]
     assert code == 0, rt["problems"]
 
 
