@@ -373,7 +373,20 @@ else:
         sql = [a for g in RECOVERY_SETTINGS for a in ("-c", "ALTER SYSTEM RESET " + g)] + ["-c", "SELECT pg_reload_conf()"]
         rc, text = run(["runuser", "-u", "postgres", "--", "psql", "-XAtq", "-v", "ON_ERROR_STOP=1", *sql], 60)
         out["steps"].append({"step": "recovery settings cleared", "ok": rc == 0, "output": text})
-out["ok"] = all(s["ok"] for s in out["steps"]) and len(out["steps"]) == 5
+    if out["steps"][-1]["ok"] and len(out["steps"]) == 5:
+        # The cleared recovery_target* settings only leave the server at a restart; until then they are
+        # pending (pg_settings.pending_restart). Restart now, inside the outage the restore already is.
+        rc, text = run(["systemctl", "restart", unit], 600)
+        end = time.monotonic() + 600
+        while rc == 0 and time.monotonic() < end:
+            rc2, text = run(["runuser", "-u", "postgres", "--", "psql", "-XAtc", "SELECT pg_is_in_recovery()::text "
+                             "|| ' ' || (SELECT count(*) FROM pg_settings WHERE pending_restart)"], 30)
+            if rc2 == 0 and text.strip() == "false 0":
+                break
+            time.sleep(1)
+        out["steps"].append({"step": "restarted, nothing pending a restart", "ok": rc == 0 and text.strip() == "false 0",
+                             "output": text})
+out["ok"] = all(s["ok"] for s in out["steps"]) and len(out["steps"]) == 6
 out["seconds"] = round(time.monotonic() - t0, 3)
 print(json.dumps(out))
 """
