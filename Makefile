@@ -42,6 +42,7 @@ test: setup
 
 # Each figure is printed whether or not its goal is met ('-': go on to the next one).
 bench: setup
+	-$(BIN)/python bench/site_check.py
 	-$(BIN)/python bench/lab_up.py
 	-$(BIN)/python bench/deploy_rerun.py
 	-$(BIN)/python bench/deploy_rerun.py --deploy deploys/site.py

@@ -6,8 +6,6 @@ import argparse
 
 from rich.console import Console
 
-from drc.lab.lab import Lab, default_name, print_status
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     lab_p = sub.add_parser("lab", help="the local two-site lab of real hosts")
@@ -26,6 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_lab(args: argparse.Namespace, console: Console) -> int:
+    from drc.lab.lab import Lab, default_name, print_status
+
     the_lab = Lab(args.lab or default_name())
     if args.lab_cmd == "up":
         the_lab.up()
@@ -48,4 +48,6 @@ def cmd_lab(args: argparse.Namespace, console: Console) -> int:
 
 def default_site_file(lab_name: str | None) -> str:
     """The site file of a lab: what commands use when no site file is named."""
+    from drc.lab.lab import Lab, default_name
+
     return str(Lab(lab_name or default_name()).site_file)
