@@ -51,6 +51,20 @@ def render_ident(s: PostgresqlSettings, app_os_users: list[str]) -> str:
     return render(ROLE_DIR, "pg_ident.conf.j2", header=HEADER, owner=s.owner, app_os_users=app_os_users)
 
 
+def cluster_files(site: Site, host_name: str, s: PostgresqlSettings, replication_user: str | None,
+                  app_os_users: list[str]) -> dict[str, tuple[str, str]]:
+    """dest -> (operation name, content) of the cluster's configuration files on `host_name`: what
+    the role writes, also read by the BK-2 pre-change plan (roles/backup/prechange.py)."""
+    cdir = config_dir(s)
+    return {
+        f"{cdir}/conf.d/siaga.conf": (f"{cdir}/conf.d/siaga.conf",
+                                      render_conf(s, str(site.hosts[host_name].address), site.firewall.postgresql_port)),
+        f"{cdir}/pg_ident.conf": (f"{cdir}/pg_ident.conf", render_ident(s, app_os_users)),
+        f"{cdir}/pg_hba.conf": (f"{cdir}/pg_hba.conf: replication from the peer site only",
+                                render_hba(s, replication_user, site.peer_addresses(host_name))),
+    }
+
+
 @deploy("siaga postgresql")
 def postgresql(site: Site, host_name: str, settings: PostgresqlSettings, is_source: bool,
                replication_user: str | None, app_os_users: list[str]) -> None:
@@ -60,15 +74,8 @@ def postgresql(site: Site, host_name: str, settings: PostgresqlSettings, is_sour
     install([f"postgresql-{s.version}", "postgresql-common"], "postgresql")
     systemd.service(name=f"postgresql@{s.version}-{s.cluster} enabled", service=f"postgresql@{s.version}-{s.cluster}.service",
                     enabled=True)
-    cdir = config_dir(s)
-    pg.cluster_file(name=f"{cdir}/conf.d/siaga.conf", dest=f"{cdir}/conf.d/siaga.conf",
-                    content=render_conf(s, str(site.hosts[host_name].address), site.firewall.postgresql_port),
-                    version=s.version, cluster=s.cluster)
-    pg.cluster_file(name=f"{cdir}/pg_ident.conf", dest=f"{cdir}/pg_ident.conf", content=render_ident(s, app_os_users),
-                    version=s.version, cluster=s.cluster)
-    pg.cluster_file(name=f"{cdir}/pg_hba.conf: replication from the peer site only", dest=f"{cdir}/pg_hba.conf",
-                    content=render_hba(s, replication_user, site.peer_addresses(host_name)),
-                    version=s.version, cluster=s.cluster)
+    for dest, (name, content) in cluster_files(site, host_name, s, replication_user, app_os_users).items():
+        pg.cluster_file(name=name, dest=dest, content=content, version=s.version, cluster=s.cluster)
     if is_source:
         pg.role(name=f"Owner role {s.owner}", role=s.owner, login=True)
         for db in (s.database, *s.extra_databases):

@@ -111,14 +111,50 @@ def database(database: str, owner: str):
         host.noop(f"database {name} owned by {owner}")
 
 
+# Every error the server sees in its configuration files (pg_file_settings re-reads them at each
+# query) and in pg_hba.conf, one per line: "<file>|<setting or line>|<error>".
+CONFIG_ERRORS_SQL = (
+    "SELECT coalesce(sourcefile, '') || '|' || coalesce(name, '') || '|' || error FROM pg_file_settings "
+    "WHERE error IS NOT NULL UNION ALL "
+    "SELECT current_setting('hba_file') || '|' || line_number || '|' || error FROM pg_hba_file_rules WHERE error IS NOT NULL"
+)
+NOT_APPLIED = "setting could not be applied"
+RESTART_NEEDED = "cannot be changed without restarting the server"
+
+# decide FILE BEFORE AFTER: what the new FILE asks of the running server, from the errors it saw
+# before the file was replaced and after (CONFIG_ERRORS_SQL). Only what the new file brings counts:
+#   reject   an error in FILE itself, or an error elsewhere that was not there before (a bad value,
+#            an unknown setting, a syntax error);
+#   restart  a setting of FILE needs a restart (NOT_APPLIED in FILE), or the change left another
+#            setting needing one (a new NOT_APPLIED elsewhere; a restart-only setting the file no
+#            longer sets: PostgreSQL reports that with no file);
+#   reload   otherwise.
+# Errors that were there before and are not in FILE are not this file's: e.g. after a restore,
+# recovery_target* removed from postgresql.auto.conf and pending a restart.
+DECIDE = r"""
+decide() {
+  awk -F'|' -v f="$1" -v na='NOT_APPLIED' -v rn='RESTART_NEEDED' '
+    FILENAME == ARGV[1] { seen[$0] = 1; next }
+    { err = $0; sub(/^[^|]*[|][^|]*[|]/, "", err); ours = ($1 == f); known = ($0 in seen) }
+    ours && err != na { bad = 1 }
+    ours && err == na { restart = 1 }
+    !ours && !known && (err == na || index(err, rn) > 0) { restart = 1 }
+    !ours && !known && !(err == na || index(err, rn) > 0) { bad = 1 }
+    END { print (bad ? "reject" : (restart ? "restart" : "reload")) }' "$2" "$3"
+}
+""".replace("NOT_APPLIED", NOT_APPLIED).replace("RESTART_NEEDED", RESTART_NEEDED)
+
+
 @operation()
 def cluster_file(dest: str, content: str, version: str, cluster: str):
     """
     A configuration file of a Debian PostgreSQL cluster (/etc/postgresql/<version>/<cluster>/...).
 
     A running server re-reads it: reload when that is enough, restart only when a changed
-    setting needs one. If the server reports an error in the new file, the old file is put back
-    and the operation fails, so the next restart cannot be broken by it.
+    setting needs one. If the server reports an error that the new file brings (DECIDE), the old
+    file is put back and the operation fails, so the next restart cannot be broken by it. Errors
+    the server already had before (e.g. settings pending a restart after a restore) are not the
+    new file's and do not count.
 
     + dest: path of the file
     + content: its text
@@ -128,24 +164,33 @@ def cluster_file(dest: str, content: str, version: str, cluster: str):
         host.noop(f"{dest} is up to date")
         return
     ssh_user = host.data.get("ssh_user") or "root"
+    psql = "runuser -u postgres -- psql -XAtq -d postgres -c"
+    work = f"/run/siaga-pgconf-{sha1_text(dest)[:12]}"
+    running = f"pg_ctlcluster {version} {cluster} status >/dev/null 2>&1"
+    errors = f'{psql} "{CONFIG_ERRORS_SQL}"'
     yield StringCommand("install", "-d", "-m", "700", "-o", QuoteString(ssh_user), f"/run/siaga-upload-{ssh_user}")
-    yield StringCommand("sh", "-c", QuoteString(f"if [ -f {dest} ]; then cp -p {dest} {dest}.siaga-old; fi"))
+    # What the server sees wrong before the change, to tell the new file's errors from older ones.
+    yield StringCommand("sh", "-c", QuoteString(
+        f"if {running}; then {errors} > {work}.before || exit 1; else : > {work}.before; fi; "
+        f"if [ -f {dest} ]; then cp -p {dest} {dest}.siaga-old; fi"))
     yield FileUploadCommand(StringIO(content), dest, remote_temp_filename=f"/run/siaga-upload-{ssh_user}/{sha1_text(dest)}")
     yield StringCommand("chown", "postgres:postgres", QuoteString(dest))
     yield StringCommand("chmod", "640", QuoteString(dest))
-    psql = "runuser -u postgres -- psql -XAtq -d postgres -c"
-    script = f"""
-if ! pg_ctlcluster {version} {cluster} status >/dev/null 2>&1; then rm -f {dest}.siaga-old; exit 0; fi
-bad=$({psql} "SELECT count(*) FROM pg_file_settings WHERE error IS NOT NULL AND error <> 'setting could not be applied'")
-badhba=$({psql} "SELECT count(*) FROM pg_hba_file_rules WHERE error IS NOT NULL")
-if [ "$bad" != 0 ] || [ "$badhba" != 0 ]; then
+    script = f"""{DECIDE}
+if ! {running}; then rm -f {dest}.siaga-old {work}.before; exit 0; fi
+if ! {errors} > {work}.after; then
+  if [ -f {dest}.siaga-old ]; then mv -f {dest}.siaga-old {dest}; else rm -f {dest}; fi
+  echo "siaga: cannot read PostgreSQL's view of the new {dest}; the previous one is back in place" >&2; exit 1
+fi
+decision=$(decide {dest} {work}.before {work}.after)
+if [ "$decision" = reject ]; then
   if [ -f {dest}.siaga-old ]; then mv -f {dest}.siaga-old {dest}; else rm -f {dest}; fi
   echo "siaga: PostgreSQL rejects the new {dest}; the previous one is back in place" >&2
-  {psql} "SELECT sourcefile, sourceline, name, error FROM pg_file_settings WHERE error IS NOT NULL" >&2
-  exit 1
+  grep -Fxv -f {work}.before {work}.after >&2; grep -F "{dest}|" {work}.after >&2
+  rm -f {work}.before {work}.after; exit 1
 fi
-rm -f {dest}.siaga-old
-if [ "$({psql} "SELECT count(*) FROM pg_file_settings WHERE error = 'setting could not be applied'")" != 0 ]; then
+rm -f {dest}.siaga-old {work}.before {work}.after
+if [ "$decision" = restart ]; then
   pg_ctlcluster {version} {cluster} restart
 else
   pg_ctlcluster {version} {cluster} reload
