@@ -10,7 +10,10 @@ from rich.console import Console
 def register(sub: argparse._SubParsersAction) -> None:
     lab_p = sub.add_parser("lab", help="the local two-site lab of real hosts")
     lab_sub = lab_p.add_subparsers(dest="lab_cmd", required=True)
-    lab_sub.add_parser("up", help="raise the lab (idempotent; cleans leftovers of killed runs)")
+    up = lab_sub.add_parser("up", help="raise the lab (idempotent; cleans leftovers of killed runs)")
+    up.add_argument("--servers", type=int, default=None,
+                    help="servers across the two sites (default 2: primary, drc); the extra ones (primary2, drc2, ...) "
+                         "are in the lab's site-servers.yaml for remote-access deploys, e.g. the scale benchmark")
     lab_sub.add_parser("down", help="remove everything this lab created")
     lab_sub.add_parser("status", help="show the lab hosts and whether they answer")
     wan = lab_sub.add_parser("wan", help="cut or heal the WAN between the two sites")
@@ -28,7 +31,7 @@ def cmd_lab(args: argparse.Namespace, console: Console) -> int:
 
     the_lab = Lab(args.lab or default_name())
     if args.lab_cmd == "up":
-        the_lab.up()
+        the_lab.up(servers=args.servers)
         print_status(the_lab, console)
     elif args.lab_cmd == "down":
         the_lab.down()

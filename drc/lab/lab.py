@@ -61,14 +61,33 @@ class LabHost:
     name: str
     site: str  # 'primary', 'drc', or 'outside'
     segment: int  # 1 = site A, 2 = site B, 3 = outside
+    octet: int = HOST_OCTET  # last octet of its address in its segment
 
 
-HOSTS = (LabHost("primary", "primary", 1), LabHost("drc", "drc", 2), LabHost("outsider", "outside", 3))
+DEFAULT_SERVERS = 2  # primary + drc: the data tier's two hosts
+MAX_SERVERS = 64
+
+
+def lab_hosts(servers: int = DEFAULT_SERVERS) -> tuple[LabHost, ...]:
+    """The hosts of a lab with `servers` servers: primary, drc and the outsider, then extra servers
+    alternately in site A and site B (primary2 .11, drc2 .11, primary3 .12, ...). The extra ones
+    are in the lab's site file for remote access only (`Lab.servers_site_file`), never in the data
+    tier's: the default lab (2 servers) is exactly primary, drc, outsider."""
+    if not DEFAULT_SERVERS <= servers <= MAX_SERVERS:
+        raise LabError(f"servers {servers}: use {DEFAULT_SERVERS}..{MAX_SERVERS}")
+    hosts = [LabHost("primary", "primary", 1), LabHost("drc", "drc", 2), LabHost("outsider", "outside", 3)]
+    for i in range(DEFAULT_SERVERS, servers):
+        n, site = i // 2 + 1, ("primary", "drc")[i % 2]
+        hosts.append(LabHost(f"{site}{n}", site, 1 + i % 2, HOST_OCTET + n - 1))
+    return tuple(hosts)
 SEGMENT_BRIDGE = {1: "a", 2: "b", 3: "o"}
 
 
 class LabError(RuntimeError):
     pass
+
+
+HOSTS = lab_hosts()
 
 
 def default_name() -> str:
@@ -209,25 +228,40 @@ class Lab:
         st = self.state() or {}
         return st["hosts"][host]["address"]
 
+    def hosts(self, st: dict | None = None) -> tuple[LabHost, ...]:
+        """This lab's hosts (the default three unless it was raised with more servers)."""
+        return lab_hosts((st or self.state() or {}).get("servers", DEFAULT_SERVERS))
+
+    @property
+    def servers_site_file(self) -> Path:
+        """Site file with every server of the lab (remote access only); the same hosts as
+        site.yaml unless the lab was raised with more than 2 servers."""
+        return self.dir / "site-servers.yaml"
+
     def running_hosts(self) -> list[str]:
         st = self.state() or {}
         return [h for h, d in st.get("hosts", {}).items() if _alive(d.get("pid"), d.get("start_time"))]
 
     # up / down
-    def up(self, log: Callable[[str], None] = print) -> dict:
+    def up(self, log: Callable[[str], None] = print, servers: int | None = None) -> dict:
+        """Raise the lab; `servers` (default 2, or what the lab was raised with) is how many
+        servers it has across the two sites (see lab_hosts)."""
         with _locked(LABS_ROOT / ".lock"):
             sweep_leftovers(log)
             _raise_inotify_limit()
             st = self.state()
-            if st and all(h.name in self.running_hosts() for h in HOSTS):
+            if st and servers is not None and servers != st.get("servers", DEFAULT_SERVERS):
+                raise LabError(f"lab {self.name} has {st.get('servers', DEFAULT_SERVERS)} servers, not {servers}: "
+                               f"take it down first (siaga --lab {self.name} lab down)")
+            if st and all(h.name in self.running_hosts() for h in self.hosts(st)):
                 self._wait_ready(st, log)
                 return st
             if st:  # partly running: bring the missing hosts back, keep the rest
                 log(f"lab {self.name}: restarting hosts that are down")
             else:
-                st = self._create(log)
+                st = self._create(log, servers or DEFAULT_SERVERS)
             image = ensure_image(log)
-            for h in HOSTS:
+            for h in self.hosts(st):
                 if h.name not in self.running_hosts():
                     self._boot(st, h, image)
             self._wait_ready(st, log)
@@ -244,7 +278,7 @@ class Lab:
             shutil.rmtree(self.dir, ignore_errors=True)
             log(f"lab {self.name}: removed")
 
-    def _create(self, log: Callable[[str], None]) -> dict:
+    def _create(self, log: Callable[[str], None], servers: int = DEFAULT_SERVERS) -> dict:
         index = _free_index()
         p = f"sg{index:02d}"
         net = lambda seg: ipaddress.ip_network(f"{NET_BASE.network_address + (index * 4 + seg) * 256}/24")  # noqa: E731
@@ -256,9 +290,10 @@ class Lab:
             "admin_address": str(net(0).network_address + 1),
             "segments": {str(seg): {"subnet": str(net(seg)), "bridge": f"{p}{SEGMENT_BRIDGE[seg]}",
                                     "gateway": str(net(seg).network_address + 1)} for seg in SEGMENT_BRIDGE},
+            "servers": servers,
             "hosts": {h.name: {"site": h.site, "segment": h.segment,
-                               "address": str(net(h.segment).network_address + HOST_OCTET),
-                               "netns": f"{p}-{h.name}", "veth": f"{p}-{h.name}"} for h in HOSTS},
+                               "address": str(net(h.segment).network_address + h.octet),
+                               "netns": f"{p}-{h.name}", "veth": f"{p}-{h.name}"} for h in lab_hosts(servers)},
             "resolver": _resolver(),
             "mirrors": sorted(_mirror_addresses()),
             "wan_cut": False,
@@ -307,6 +342,13 @@ class Lab:
             "records_dir": str(self.dir / "records"),
         }
         self.site_file.write_text("# Generated by `siaga lab up` for this lab; do not edit.\n" + yaml.safe_dump(site, sort_keys=False))
+        # Every server (more than primary + drc when raised with more servers): remote access only.
+        servers = [h for h in st["hosts"] if st["hosts"][h]["site"] in ("primary", "drc")]
+        for role in ("primary", "drc"):
+            site["sites"][role]["hosts"] = [h for h in servers if st["hosts"][h]["site"] == role]
+        site["hosts"] = {h: {"address": st["hosts"][h]["address"]} for h in servers}
+        self.servers_site_file.write_text("# Generated by `siaga lab up` for this lab (every server; remote access "
+                                          "only); do not edit.\n" + yaml.safe_dump(site, sort_keys=False))
 
     def _rootfs(self, host: str) -> Path:
         return self.dir / "machines" / host
@@ -372,9 +414,10 @@ class Lab:
                 proc = run(self.ssh_cmd(host) + ["systemctl", "is-system-running"], check=False, timeout=15)
                 return proc.stdout.strip() in ("running", "degraded")
             return check
-        for h in HOSTS:
+        hosts = self.hosts(st)
+        for h in hosts:
             wait_for(f"lab host {h.name} to boot and accept SSH", booted(h.name), BOOT_DEADLINE_S, 0.3)
-        log(f"lab {self.name}: {len(HOSTS)} hosts up")
+        log(f"lab {self.name}: {len(hosts)} hosts up")
 
     # faults and reboots
     def stop_host(self, host: str, kill: bool = False) -> None:
@@ -392,7 +435,7 @@ class Lab:
             d = st["hosts"][host]
             _stop_machine(d, kill=False)
             _host_net_down(st, host)
-            self._boot(st, next(h for h in HOSTS if h.name == host), ensure_image())
+            self._boot(st, next(h for h in self.hosts(st) if h.name == host), ensure_image())
             self._wait_ready(st, lambda _m: None)
 
     def set_wan(self, cut: bool) -> None:
