@@ -7,11 +7,12 @@ reads PostgreSQL itself on every host and stops the deploy before any change if 
 Idempotent: a second run changes nothing. SOP EM-3 (DRC data up to date), EM-5, IN-4.
 """
 
-from pyinfra import host
+from pyinfra import host, state
 from pyinfra.facts.files import File
 from pyinfra.api.exceptions import DeployError
 
 from roles.backup.deploy import RUNNER, backup, init_marker
+from roles.backup import prechange
 from roles.backup.operations import prechange_backup
 from drc.hosts.inventory import this_host_in_site
 from drc.site.data_tier import data_tier_of
@@ -30,13 +31,21 @@ problems = preflight_problems(tier, nodes)
 if problems:
     raise DeployError("data tier preflight failed:\n  - " + "\n  - ".join(problems))
 
-# SOP BK-2: before anything below changes the database, the app or their configuration on the
-# host holding the data, a backup (roles/backup/operations.py: prechange_backup).
-if is_source and site.backup.enabled:
-    node = nodes.get(host_name) or {}
-    prechange_backup(name="Pre-change backup (SOP BK-2) when this deploy changes the data tier here", runner=RUNNER,
-                     has_data=bool(node.get("running") and node.get("in_recovery") is False and node.get("user_databases")),
-                     backups_ready=bool(host.get_fact(File, path=init_marker(tier))))
+# SOP BK-2: before anything below changes the database or the application on the data host, a
+# backup of what the change touches, taken where each set runs: the database on the repository host
+# (pgBackRest), the file sets on the data host (restic). Decided now, from the data host's files
+# (roles/backup/prechange.py), so the plan and --dry show it with its reason. One call site for both
+# hosts: pyinfra runs it on both before the first operation below, and a failed backup stops the
+# whole deploy there (FAIL_PERCENT=0), before any change on any host.
+if site.backup.enabled:
+    bk2 = prechange.plan_for_deploy(tier, nodes)
+    if bk2.needed:
+        state.config.FAIL_PERCENT = 0
+    if host_name in (bk2.data_host, bk2.repository_host):
+        prechange_backup(name=bk2.step_name(host_name), runner=RUNNER, sets=bk2.sets_on(host_name), why=bk2.because(),
+                         ready=bool(host.get_fact(File, path=init_marker(tier))) and bool(host.get_fact(File, path=RUNNER)),
+                         by=prechange.operator(), skip_reason=prechange.skip_reason() if bk2.needed else "",
+                         record_skip=host_name == bk2.data_host, problem=bk2.problem if host_name == bk2.data_host else "")
 
 postgresql(site, host_name, tier.postgresql, is_source=is_source, replication_user=tier.replication.user,
            app_os_users=[tier.spse_app.user])

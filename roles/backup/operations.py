@@ -5,14 +5,15 @@ from __future__ import annotations
 import fnmatch
 import os
 
-from pyinfra import host, state
+from pyinfra import host
 from pyinfra.api import QuoteString, StringCommand, operation
 from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.files import File, FindFiles
 
 from roles.managed_files import content_is_current, log_diff, upload
 
-SKIP_ENV = "SIAGA_SKIP_PRECHANGE_BACKUP"
+from .prechange import SKIP_ENV
+
 
 
 @operation()
@@ -65,61 +66,50 @@ def stale_timers(keep: list[str], directory: str = "/etc/systemd/system"):
         yield StringCommand("rm", "-f", QuoteString(path))
 
 
-def later_changes(op_hash: str) -> list[str]:
-    """Names of the operations after `op_hash` on this host that pyinfra found would change
-    something when it planned the deploy. Operations with `_if` (restart after a change, ...)
-    are left out: they only act when one of the others changes."""
-    order = state.get_op_order()
-    if op_hash not in order:
-        return []
-    out = []
-    for h in order[order.index(op_hash) + 1:]:
-        data = state.ops.get(host, {}).get(h)
-        if data is None or data.global_arguments.get("_if"):
-            continue
-        if data.operation_meta.will_change:
-            out.append(", ".join(state.get_op_meta(h).names) or h)
-    return out
-
-
 @operation()
-def prechange_backup(runner: str, has_data: bool, backups_ready: bool):
+def prechange_backup(runner: str, sets: list[str], why: str, ready: bool, by: str, skip_reason: str = "",
+                     record_skip: bool = False, problem: str = ""):
     """
-    SOP BK-2: before the data tier changes the database, the application or their configuration
-    on this host, take a backup (`siaga-backup run prechange`) and stop the deploy if it fails.
-
-    What will change is pyinfra's own plan: when this operation executes, every later operation
-    of this host has already been planned and knows whether it changes something. Planning
-    (and --dry) cannot know yet, so this operation shows no change there; it acts only in a real
-    run. Override: SIAGA_SKIP_PRECHANGE_BACKUP='<reason>' in the deploy's environment, recorded in
-    the host's backup log.
+    SOP BK-2: the backups this host takes before the data tier changes the database or the
+    application (roles/backup/prechange.py decides, at plan time, from the hosts' files). On the
+    repository host `sets` is ['db'] (pgBackRest runs there); on the data host the file sets.
+    Planned like any operation: `--dry` shows it as a change, with its reason in its name. If it
+    fails the deploy stops (data_tier.py sets FAIL_PERCENT=0) before any change on any host.
 
     + runner: path of siaga-backup on the host
-    + has_data: this host's PostgreSQL is a primary holding user databases (read at planning)
-    + backups_ready: siaga-backup is installed and its repositories initialised (read at planning)
+    + sets: what to back up here (empty: nothing needed; `why` says why)
+    + why: the reason, recorded with each run (`details.why`)
+    + ready: siaga-backup is installed and its repositories initialised here (read at planning)
+    + by: who runs the deploy (recorded)
+    + skip_reason: SIAGA_SKIP_PRECHANGE_BACKUP's reason: no backup, the skip is recorded instead
+    + record_skip: this host records the skip (the data host: one record per skip)
+    + problem: the backup cannot be taken in this deploy (e.g. the repository host is not in it)
     """
-    if not state.is_executing or not has_data:
-        host.noop(f"no pre-change backup needed ({'planning only' if not state.is_executing else 'no data here'})")
+    if not sets and not problem:
+        host.noop(f"no pre-change backup here: {why}")
         return
-    changes = later_changes(host.current_op_hash)
-    if not changes:
-        host.noop("nothing will change: no pre-change backup")
+    if skip_reason:
+        if not record_skip:
+            host.noop(f"pre-change backup skipped ({SKIP_ENV}): {skip_reason}")
+        elif ready:
+            yield StringCommand(QuoteString(runner), "skip", "--reason", QuoteString(skip_reason), "--by", QuoteString(by),
+                                "--trigger", "pre-change")
+        else:
+            yield StringCommand("logger", "-t", "siaga-backup",
+                                QuoteString(f"BK-2 pre-change backup skipped by {by}: {skip_reason}"))
         return
-    reason = os.environ.get(SKIP_ENV, "").strip()
-    by = os.environ.get("SUDO_USER") or os.environ.get("USER") or "unknown"
-    if reason:
-        if not backups_ready:
-            yield StringCommand("logger", "-t", "siaga-backup", QuoteString(f"BK-2 pre-change backup skipped by {by}: {reason}"))
-            return
-        yield StringCommand(QuoteString(runner), "skip", "--reason", QuoteString(reason[:500]), "--by", QuoteString(by),
-                            "--trigger", "pre-change")
+    if problem or not ready:
+        message = problem or ("this database holds data and will be changed, but backups are not set up here yet. "
+                              f"Set {SKIP_ENV}=<reason> to go on once (recorded); the deploy then sets up backups")
+        yield StringCommand("sh", "-c", QuoteString('echo "siaga: BK-2: $1" >&2; exit 1'), "bk2", QuoteString(message))
         return
-    if not backups_ready:
-        yield StringCommand("sh", "-c", QuoteString(
-            "echo 'siaga: BK-2: this database holds data and will be changed, but backups are not set up here yet. "
-            f"Set {SKIP_ENV}=<reason> to go on once (recorded); the deploy then sets up backups.' >&2; exit 1"))
+    if sets == ["db"]:
+        yield StringCommand(QuoteString(runner), "run", "db", "--trigger", "pre-change", "--by", QuoteString(by),
+                            "--why", QuoteString(why[:1000]))
         return
-    yield StringCommand(QuoteString(runner), "run", "prechange", "--trigger", "pre-change", "--by", QuoteString(by))
+    include = [x for s in sets for x in ("--only", QuoteString(s))]
+    yield StringCommand(QuoteString(runner), "run", "prechange", *include, "--trigger", "pre-change", "--by", QuoteString(by),
+                        "--why", QuoteString(why[:1000]))
 
 
 @operation()
