@@ -40,32 +40,6 @@ READ_TIMEOUT_S = 60.0
 # Runs on one host go one after the other; each is bounded by backup.timeout_s on the host.
 RUN_MARGIN_S = 120.0
 
-# Runs ON the host (Debian's python3, as root via sudo): its backup config, log and init time.
-HOST_READ = r"""
-import json, sys
-out = {}
-try:
-    cfg = json.load(open(%(config)r))
-except Exception as exc:
-    print(json.dumps({"error": "cannot read %(config)s: %%s" %% exc})); sys.exit(0)
-out["runs"] = cfg.get("runs", [])
-recs, bad = [], 0
-try:
-    for line in open(cfg.get("log_file", "/var/log/siaga/backup.jsonl")):
-        line = line.strip()
-        if line:
-            try: recs.append(json.loads(line))
-            except ValueError: bad += 1
-except FileNotFoundError:
-    pass
-out["records"], out["bad_lines"] = recs, bad
-try:
-    out["initialised"] = open(cfg["init_marker"]).read().strip()
-except Exception:
-    out["initialised"] = None
-print(json.dumps(out))
-""" % {"config": CONFIG_JSON}
-
 
 def operator(site: Site) -> str:
     """Who runs the command (recorded as `by`): the admin account siaga connects as (RA-3)."""
@@ -92,11 +66,12 @@ def backup_hosts(site: Site) -> list[str]:
 
 
 def read_hosts(site: Site, timeout: float = remote.CONNECT_TIMEOUT_S) -> dict[str, dict]:
-    """Each backup host's runs, log records and init time, in parallel; {"error": ...} if not."""
-    cmd = f"sudo -n python3 -c {shlex.quote(HOST_READ)}"
+    """Each backup host's runs, log records and init time, in parallel; {"error": ...} if not.
+    Read on the host, as root, by drc/hostside/backup_read.py (installed by roles/backup)."""
 
     def work(host: str) -> dict:
-        r = remote.run(site, host, cmd, timeout=READ_TIMEOUT_S, connect_timeout=timeout)
+        r = remote.run_program(site, host, "backup_read", {"config": CONFIG_JSON}, timeout=READ_TIMEOUT_S,
+                               connect_timeout=timeout)
         if not r.ok:
             return {"error": r.error or f"exited {r.exited}: {r.stderr.strip()[-300:]}"}
         try:

@@ -8,7 +8,7 @@ named), and:
   PostgreSQL (another port, socket only, inside the scratch directory), recovered to the backup's
   consistent point (`--type=immediate`), or with `--target-time` to that point in time
   (`--type=time`, after production's WAL up to now was archived), queried, stopped and removed
-  (drc/restore_probe.py);
+  (drc/hostside/restore_probe.py, installed on the hosts by roles/backup);
 - sampled tables (the app's `tender_document` and others at random): row count and checksum of
   the rows older than the backup's start (minus `--slack`) in the restored database and in
   production: they must be the same; for `--target-time`, every row of the restored copy against
@@ -28,9 +28,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import shlex
 import uuid
-from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -41,7 +39,6 @@ from drc.records import store as records
 from drc.records.render import render_report
 from drc.site import Site, load_site
 
-PROBE_SOURCE = Path(__file__).with_name("restore_probe.py")
 RESTORE_RECORDS = "restore-tests.jsonl"
 SCRATCH_ROOT = "/var/tmp/siaga-restore-test"
 SCRATCH_PORT = 54329
@@ -49,9 +46,8 @@ APP_TABLE = "tender_document"
 
 
 def probe(site: Site, host: str, args: dict, timeout: float) -> dict:
-    cmd = f"sudo -n python3 -c {shlex.quote(PROBE_SOURCE.read_text())} {shlex.quote(json.dumps(args))}"
-    r = remote.run(site, host, cmd, timeout=timeout)
-    if not r.reachable:
+    r = remote.run_program(site, host, "restore_probe", args, timeout=timeout)
+    if not r.reachable or r.error:
         return {"error": f"{host}: {r.error}"}
     try:
         return json.loads(r.stdout.strip().splitlines()[-1])
@@ -103,10 +99,9 @@ FROM information_schema.tables t WHERE t.table_type = 'BASE TABLE'
 
 def restore_test(site: Site, args: argparse.Namespace, console: Console) -> dict:
     rng = sampler(args.seed)
-    b, pg = site.backup, site.postgresql
+    b = site.backup
     repo = site.hosts_in(b.repository_site)[0]
     data = site.hosts_in(site.replication.source_site)[0]
-    port = site.firewall.postgresql_port
     t = args.timeout_run
     started = dt.datetime.now(site_tz(site))
     problems: list[str] = []
@@ -336,85 +331,6 @@ def register(sub, common) -> None:
 
 RESTORE_LOG = "restores.jsonl"
 
-# Runs ON the database host as root: stop PostgreSQL, pgBackRest restore --delta over its data
-# directory (pulling from the repository through pgBackRest's remote), start it, wait until it is
-# a primary again. Values come as JSON in argv[1].
-PROD_RESTORE = r"""
-import json, subprocess, sys, time
-A = json.loads(sys.argv[1])
-RECOVERY_SETTINGS = ("restore_command", "recovery_target", "recovery_target_time", "recovery_target_action",
-                     "recovery_target_timeline", "recovery_target_lsn", "recovery_target_name", "recovery_target_xid")
-def run(cmd, timeout):
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd="/")
-    return p.returncode, (p.stdout + p.stderr).strip()[-2000:]
-out = {"steps": []}
-unit = "postgresql@%s-main" % A["version"]
-t0 = time.monotonic()
-for name, cmd, limit in (
-        ("stop", ["systemctl", "stop", unit], 300),
-        ("restore", ["runuser", "-u", "postgres", "--", "pgbackrest", "--stanza=" + A["stanza"], "--delta",
-                     "--log-level-console=warn", *A["restore_args"], "restore"], A["timeout_s"]),
-        ("start", ["systemctl", "start", unit], 600)):
-    rc, text = run(cmd, limit)
-    out["steps"].append({"step": name, "ok": rc == 0, "output": text})
-    if rc != 0:
-        break
-else:
-    end = time.monotonic() + 600
-    while time.monotonic() < end:
-        rc, text = run(["runuser", "-u", "postgres", "--", "psql", "-XAtc", "SELECT pg_is_in_recovery()"], 30)
-        if rc == 0 and text.strip() == "f":
-            break
-        time.sleep(1)
-    out["steps"].append({"step": "promoted", "ok": rc == 0 and text.strip() == "f", "output": text})
-    if out["steps"][-1]["ok"]:
-        # pgBackRest wrote its recovery settings into postgresql.auto.conf; left there, a standby
-        # copied from this primary would stop at the same target and promote itself.
-        sql = [a for g in RECOVERY_SETTINGS for a in ("-c", "ALTER SYSTEM RESET " + g)] + ["-c", "SELECT pg_reload_conf()"]
-        rc, text = run(["runuser", "-u", "postgres", "--", "psql", "-XAtq", "-v", "ON_ERROR_STOP=1", *sql], 60)
-        out["steps"].append({"step": "recovery settings cleared", "ok": rc == 0, "output": text})
-    if out["steps"][-1]["ok"] and len(out["steps"]) == 5:
-        # The cleared recovery_target* settings only leave the server at a restart; until then they are
-        # pending (pg_settings.pending_restart). Restart now, inside the outage the restore already is.
-        rc, text = run(["systemctl", "restart", unit], 600)
-        end = time.monotonic() + 600
-        while rc == 0 and time.monotonic() < end:
-            rc2, text = run(["runuser", "-u", "postgres", "--", "psql", "-XAtc", "SELECT pg_is_in_recovery()::text "
-                             "|| ' ' || (SELECT count(*) FROM pg_settings WHERE pending_restart)"], 30)
-            if rc2 == 0 and text.strip() == "false 0":
-                break
-            time.sleep(1)
-        out["steps"].append({"step": "restarted, nothing pending a restart", "ok": rc == 0 and text.strip() == "false 0",
-                             "output": text})
-out["ok"] = all(s["ok"] for s in out["steps"]) and len(out["steps"]) == 6
-out["seconds"] = round(time.monotonic() - t0, 3)
-print(json.dumps(out))
-"""
-
-
-# On a standby after production was restored: it holds a replica of the state the restore
-# overwrote (also in the pre-restore backup) on the old timeline, so it cannot follow. Replaced by
-# a fresh empty cluster only when it is what it should be: in recovery, of the same database
-# system as the primary (an emptied data directory would not start, and the deploy needs it running).
-EMPTY_STANDBY = r"""
-set -eu
-V=$1; C=$2; WANT=$3; D=/var/lib/postgresql/$V/$C
-rec=$(runuser -u postgres -- psql -XAtqc 'SELECT pg_is_in_recovery()' 2>/dev/null || echo stopped)
-control=$(LC_ALL=C /usr/lib/postgresql/$V/bin/pg_controldata -D "$D" || true)
-id=$(printf '%s\n' "$control" | sed -n 's/^Database system identifier: *//p')
-state=$(printf '%s\n' "$control" | sed -n 's/^Database cluster state: *//p')
-if [ "$id" != "$WANT" ] || { [ "$rec" != t ] && [ "$state" != "shut down in recovery" ] && [ "$state" != "in archive recovery" ]; }; then
-    echo "refused: not a standby of system $WANT (in recovery: $rec, state: $state, system: $id)" >&2; exit 3
-fi
-pg_ctlcluster "$V" "$C" stop 2>/dev/null || true
-rm -rf "$D"
-install -d -m 700 -o postgres -g postgres "$D"
-# A fresh cluster with no databases, as after installation: what the deploy turns into a standby.
-runuser -u postgres -- /usr/lib/postgresql/$V/bin/initdb -D "$D" -A peer --no-instructions >/dev/null
-pg_ctlcluster "$V" "$C" start
-echo emptied
-"""
-
 
 def reseed_standbys(site: Site, site_file: str, target: str) -> list[dict]:
     """After a restore into production: each standby emptied (preflight: a standby of this
@@ -428,8 +344,9 @@ def reseed_standbys(site: Site, site_file: str, target: str) -> list[dict]:
     standbys = data_tier_of(site).db_standby_hosts
     steps = []
     for h in standbys:
-        cmd = f"sudo -n sh -c {shlex.quote(EMPTY_STANDBY)} empty {pg.version} {pg.cluster} {shlex.quote(system_id)}"
-        e = remote.run(site, h, cmd, 300) if system_id else remote.Result(h, reachable=False, error=f"system id of {target} unread")
+        # Emptied only if it is a standby of the restored system (drc/hostside/empty_standby.py).
+        e = remote.run_program(site, h, "empty_standby", {"version": pg.version, "cluster": pg.cluster, "system_identifier": system_id},
+                               300) if system_id else remote.Result(h, reachable=False, error=f"system id of {target} unread")
         steps.append({"step": f"empty standby {h}", "ok": e.ok and "emptied" in e.stdout,
                       "output": (e.error or e.stderr or e.stdout).strip()[-500:]})
     if standbys and all(st["ok"] for st in steps):
@@ -510,8 +427,8 @@ def cmd_restore(args: argparse.Namespace, console: Console) -> int:
         return finish("refused", f"the pre-restore backup failed, nothing restored: {errs or 'no record'}")
     a = {"version": site.postgresql.version, "stanza": site.backup.stanza, "timeout_s": site.backup.timeout_s,
          "restore_args": restore_args(args.label, args.target_time)}
-    r = remote.run(site, args.target, f"sudo -n python3 -c {shlex.quote(PROD_RESTORE)} {shlex.quote(json.dumps(a))}",
-                   timeout=site.backup.timeout_s + 1200)
+    # Stop, pgBackRest restore, start, recovery settings cleared, restart: drc/hostside/prod_restore.py, as root.
+    r = remote.run_program(site, args.target, "prod_restore", a, timeout=site.backup.timeout_s + 1200)
     try:
         rec["restore"] = json.loads(r.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):

@@ -3,16 +3,20 @@
 Fabric over SSH with the site's connection data (`connection:` in the site file), strict host key
 checking against the site's known_hosts (an unknown key is refused, never learned), short connect
 timeouts, and a parallel runner with daemon threads and a deadline, so a host that does not answer
-is reported, never a hang. `siaga status` and `siaga backup` use it.
+is reported, never a hang. `siaga status` and `siaga backup` use it; the programs they run on
+the hosts are files the roles install (drc/hostside), run by `run_program`.
 """
 
 from __future__ import annotations
 
+import json
+import shlex
 import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, TypeVar
 
+from drc.hostside import program
 from drc.site import Site
 
 CONNECT_TIMEOUT_S = 5.0
@@ -71,6 +75,40 @@ def run(site: Site, host: str, command: str, timeout: float, connect_timeout: fl
     except Exception as exc:  # noqa: BLE001 (any failure to reach a host is reported, with why)
         return Result(host, reachable=False, error=why(exc))
     return Result(host, reachable=True, exited=r.exited, stdout=r.stdout, stderr=r.stderr)
+
+
+# What run_program's shell wrapper says when a host program is not installed (never a traceback).
+MISSING_EXIT = 127
+MISSING_MARK = "siaga: host program missing:"
+
+
+def program_command(name: str, args: dict | None = None, sudo: bool = True) -> str:
+    """The shell command that runs a host program (drc/hostside) with its arguments as one JSON word,
+    or says that it is missing. The arguments are never secret (sudo logs command lines)."""
+    path = shlex.quote(program(name).path)
+    argv = f" {shlex.quote(json.dumps(args))}" if args is not None else ""
+    return (f"if [ ! -x {path} ]; then echo {shlex.quote(MISSING_MARK)} {path} >&2; exit {MISSING_EXIT}; fi; "
+            f"{'sudo -n ' if sudo else ''}{path}{argv}")
+
+
+def program_missing(result: Result, name: str) -> str | None:
+    """'host program X missing on HOST: run the site deploy' when the program was not there."""
+    if result.reachable and result.exited == MISSING_EXIT and MISSING_MARK in result.stderr:
+        p = program(name)
+        return (f"host program {p.name} missing on {result.host} ({p.path}, shipped by roles/{p.role}): "
+                "run the site deploy")
+    return None
+
+
+def run_program(site: Site, host: str, name: str, args: dict | None, timeout: float,
+                connect_timeout: float = CONNECT_TIMEOUT_S, sudo: bool = True) -> Result:
+    """Run one host program (drc/hostside, installed by the roles in /usr/local/lib/siaga) on a host.
+    A missing program gives a Result (not ok) whose error says so and how to fix it."""
+    r = run(site, host, program_command(name, args, sudo), timeout, connect_timeout)
+    missing = program_missing(r, name)
+    if missing:
+        return Result(host, reachable=True, exited=r.exited, stdout=r.stdout, stderr=r.stderr, error=missing)
+    return r
 
 
 def parallel(hosts: list[str], work: Callable[[str], T], deadline_s: float, on_timeout: Callable[[str], T]) -> dict[str, T]:

@@ -1,5 +1,7 @@
-"""The part of `siaga backup restore-test` that runs ON a host: `sudo python3 -c <this> '<json>'`.
+#!/usr/bin/python3
+"""restore-probe '<json>': the part of `siaga backup restore-test` that runs ON a host, as root.
 
+Installed by roles/backup as /usr/local/lib/siaga/restore-probe (drc/hostside/__init__.py).
 Standard library only (Debian's python3). One JSON object on stdout. Modes:
 
 - `db-list` (repository host): pgBackRest's `info` of repo1.
@@ -27,7 +29,9 @@ import sys
 import time
 import uuid
 
-A = json.loads(sys.argv[1])
+
+class Refused(Exception):
+    """A request this program will not carry out (its message is the JSON answer's error)."""
 
 
 def run(cmd, user=None, env=None, timeout=3600):
@@ -42,20 +46,29 @@ def tail(text, n=1500):
     return text.strip()[-n:]
 
 
-def safe_scratch():
-    root = os.path.realpath(A["scratch_root"])
-    for prod in A.get("production_paths", []):
+def scratch_overlap(scratch_root, production_paths):
+    """Why a scratch root may not be used (it is, holds or is inside a production path), or None."""
+    root = os.path.realpath(scratch_root)
+    for prod in production_paths:
         prod = os.path.realpath(prod)
         if root == prod or root.startswith(prod + "/") or prod.startswith(root + "/"):
-            raise SystemExit(json.dumps({"error": f"scratch root {root} overlaps production path {prod}: refused"}))
+            return f"scratch root {root} overlaps production path {prod}: refused"
+    return None
+
+
+def safe_scratch(a):
+    why = scratch_overlap(a["scratch_root"], a.get("production_paths", []))
+    if why:
+        raise Refused(why)
+    root = os.path.realpath(a["scratch_root"])
     path = os.path.join(root, "rt-" + uuid.uuid4().hex[:12])
     os.makedirs(root, mode=0o755, exist_ok=True)
     os.mkdir(path, 0o700)
     return path
 
 
-def pgbackrest(*args, timeout=3600):
-    return run(["pgbackrest", f"--config-path={A['config_path']}", f"--stanza={A['stanza']}", *args], user=A["user"], timeout=timeout)
+def pgbackrest(a, *args, timeout=3600):
+    return run(["pgbackrest", f"--config-path={a['config_path']}", f"--stanza={a['stanza']}", *args], user=a["user"], timeout=timeout)
 
 
 def psql(sql, host, port, db, user=None):
@@ -64,74 +77,89 @@ def psql(sql, host, port, db, user=None):
                env={"PGTZ": "UTC", "PGDATESTYLE": "ISO, YMD", "PGCLIENTENCODING": "UTF8"})
 
 
-def queries(host, port, user, which=None):
+def query_result(rc, so, se):
+    """psql's answer to one query: its '|'-separated rows, or the error."""
+    return {"ok": rc == 0, "rows": [ln.split("|") for ln in so.splitlines()] if rc == 0 else None,
+            "error": None if rc == 0 else tail(se, 500)}
+
+
+def queries(a, host, port, user, which=None):
     out = {}
-    for q in A.get("queries", []) if which is None else which:
-        rc, so, se = psql(q["sql"], host, port, q["db"], user)
-        out[q["key"]] = {"ok": rc == 0, "rows": [ln.split("|") for ln in so.splitlines()] if rc == 0 else None,
-                         "error": None if rc == 0 else tail(se, 500)}
+    for q in a.get("queries", []) if which is None else which:
+        out[q["key"]] = query_result(*psql(q["sql"], host, port, q["db"], user))
     return out
 
 
-def mode_db_list():
-    rc, so, se = pgbackrest("--output=json", "info", timeout=300)
+def mode_db_list(a):
+    rc, so, se = pgbackrest(a, "--output=json", "info", timeout=300)
     return {"ok": rc == 0, "info": json.loads(so) if rc == 0 else None, "error": None if rc == 0 else tail(se)}
 
 
-def target_args():
+def target_args(a):
     """Recovery to the backup's consistent point, or to a point in time (replaying archived WAL
     up to it: every transaction committed at or before it, none after)."""
-    if A.get("target_time"):
-        return ["--type=time", f"--target={A['target_time']}"]
+    if a.get("target_time"):
+        return ["--type=time", f"--target={a['target_time']}"]
     return ["--type=immediate"]
 
 
-def mode_archive_now():
+def archived_past(last, want):
+    """Whether the archiver's last archived segment is `want` or later. Segment names sort in WAL
+    order within a timeline (their first 8 hex digits); another timeline is not taken as past."""
+    return bool(last) and last[:8] == want[:8] and last >= want
+
+
+def mode_archive_now(a):
     """Production's WAL up to now archived (a point-in-time restore to a time just past needs the
     segment holding it): switch to a new segment and wait until the archiver has sent the old one."""
     t0 = time.monotonic()
-    rc, so, se = psql("SELECT pg_walfile_name(pg_switch_wal())", A.get("socket_dir", "/var/run/postgresql"), A["port"], "postgres", "postgres")
+    sock = a.get("socket_dir", "/var/run/postgresql")
+    rc, so, se = psql("SELECT pg_walfile_name(pg_switch_wal())", sock, a["port"], "postgres", "postgres")
     if rc != 0:
         return {"ok": False, "error": tail(se, 500)}
     want = so.strip()
-    end = time.monotonic() + float(A.get("timeout_s", 120))
+    end = time.monotonic() + float(a.get("timeout_s", 120))
     last = ""
     while time.monotonic() < end:
         rc, so, se = psql("SELECT coalesce(last_archived_wal, ''), coalesce(last_failed_wal, '') FROM pg_stat_archiver",
-                          A.get("socket_dir", "/var/run/postgresql"), A["port"], "postgres", "postgres")
+                          sock, a["port"], "postgres", "postgres")
         last = so.strip().split("|")[0] if rc == 0 else last
-        # Same timeline: segment names sort in WAL order.
-        if last[:8] == want[:8] and last >= want:
+        if archived_past(last, want):
             return {"ok": True, "segment": want, "archived": last, "seconds": round(time.monotonic() - t0, 3)}
         time.sleep(0.5)
-    return {"ok": False, "segment": want, "archived": last, "error": f"WAL segment {want} not archived within {A.get('timeout_s', 120)} s "
+    return {"ok": False, "segment": want, "archived": last, "error": f"WAL segment {want} not archived within {a.get('timeout_s', 120)} s "
             f"(last archived: {last or 'none'})"}
 
 
-def mode_db():
-    res = {"verify": None, "restore": None, "start": None, "queries": {}, "cleanup": None}
-    if int(A["port"]) == int(A["production_port"]):
-        return {"error": f"scratch port {A['port']} is production's: refused"}
-    t0 = time.monotonic()
-    rc, so, se = pgbackrest("--log-level-console=info", "verify", timeout=A["timeout_s"])
-    # pgBackRest's verify (2.45 and 2.55) exits 0 and says "completed successfully" even when it found bad
-    # files: its result lines ("status: invalid", "checksum invalid: N", "missing: N") decide.
+def verify_result(rc, so, se):
+    """`pgbackrest verify`'s answer. pgBackRest's verify (2.45 and 2.55) exits 0 and says "completed
+    successfully" even when it found bad files: its result lines ("status: invalid", "checksum
+    invalid: N", "missing: N") decide."""
     bad = re.search(r"status: invalid|invalid checksum|checksum invalid|missing|ERROR", so + se, re.I)
-    res["verify"] = {"ok": rc == 0 and "completed successfully" in so and not bad, "exit": rc, "seconds": round(time.monotonic() - t0, 3),
-                     "output": tail("\n".join(ln for ln in (so + "\n" + se).splitlines()
-                                              if "WARN" in ln or "ERROR" in ln or "invalid" in ln or "command end" in ln), 3000)}
-    scratch = safe_scratch()
+    return {"ok": rc == 0 and "completed successfully" in so and not bad, "exit": rc,
+            "output": tail("\n".join(ln for ln in (so + "\n" + se).splitlines()
+                                     if "WARN" in ln or "ERROR" in ln or "invalid" in ln or "command end" in ln), 3000)}
+
+
+def mode_db(a):
+    res = {"verify": None, "restore": None, "start": None, "queries": {}, "cleanup": None}
+    if int(a["port"]) == int(a["production_port"]):
+        return {"error": f"scratch port {a['port']} is production's: refused"}
+    t0 = time.monotonic()
+    res["verify"] = verify_result(*pgbackrest(a, "--log-level-console=info", "verify", timeout=a["timeout_s"]))
+    res["verify"]["seconds"] = round(time.monotonic() - t0, 3)
+    scratch = safe_scratch(a)
     pg, sock = os.path.join(scratch, "pg"), scratch
-    os.chown(scratch, *ids(A["user"]))
+    os.chown(scratch, *ids(a["user"]))
     started = False
     try:
-        run(["mkdir", "-m", "700", pg], user=A["user"])
+        run(["mkdir", "-m", "700", pg], user=a["user"])
         t0 = time.monotonic()
-        restore_cmd = (f"pgbackrest --config-path={A['config_path']} --stanza={A['stanza']} --reset-pg1-host "
+        restore_cmd = (f"pgbackrest --config-path={a['config_path']} --stanza={a['stanza']} --reset-pg1-host "
                        f"--pg1-path={pg} archive-get %f \"%p\"")
-        rc, so, se = pgbackrest("--reset-pg1-host", f"--pg1-path={pg}", f"--spool-path={scratch}/spool", f"--set={A['label']}",
-                                *target_args(), "--target-action=promote", f"--recovery-option=restore_command={restore_cmd}",
-                                "--log-level-console=warn", "restore", timeout=A["timeout_s"])
+        rc, so, se = pgbackrest(a, "--reset-pg1-host", f"--pg1-path={pg}", f"--spool-path={scratch}/spool", f"--set={a['label']}",
+                                *target_args(a), "--target-action=promote", f"--recovery-option=restore_command={restore_cmd}",
+                                "--log-level-console=warn", "restore", timeout=a["timeout_s"])
         res["restore"] = {"ok": rc == 0, "exit": rc, "seconds": round(time.monotonic() - t0, 3),
                           "output": tail("\n".join(ln for ln in (so + se).splitlines() if "unknown user" not in ln and "unknown group" not in ln))}
         if rc != 0:
@@ -140,12 +168,12 @@ def mode_db():
                            ("pg_ident.conf", "")):
             with open(os.path.join(pg, name), "w") as fh:
                 fh.write(text)
-            os.chown(os.path.join(pg, name), *ids(A["user"]))
-        opts = (f"-c port={A['port']} -c listen_addresses= -c unix_socket_directories={sock} -c archive_mode=off "
+            os.chown(os.path.join(pg, name), *ids(a["user"]))
+        opts = (f"-c port={a['port']} -c listen_addresses= -c unix_socket_directories={sock} -c archive_mode=off "
                 "-c hot_standby=off -c shared_buffers=32MB -c max_wal_senders=0 -c max_replication_slots=0 -c wal_level=minimal")
         t0 = time.monotonic()
-        rc, so, se = run([f"{A['pg_bin']}/pg_ctl", "-D", pg, "-l", f"{scratch}/postgresql.log", "-w", "-t", str(A["start_timeout_s"]),
-                          "-o", opts, "start"], user=A["user"], timeout=A["start_timeout_s"] + 30)
+        rc, so, se = run([f"{a['pg_bin']}/pg_ctl", "-D", pg, "-l", f"{scratch}/postgresql.log", "-w", "-t", str(a["start_timeout_s"]),
+                          "-o", opts, "start"], user=a["user"], timeout=a["start_timeout_s"] + 30)
         started = rc == 0
         log = ""
         try:
@@ -158,9 +186,9 @@ def mode_db():
         if started:
             # hot_standby is off: connections are refused until recovery reached the backup's
             # consistent point and promoted.
-            end = time.monotonic() + A["start_timeout_s"]
+            end = time.monotonic() + a["start_timeout_s"]
             while True:
-                rc, so, se = psql("SELECT pg_is_in_recovery()", sock, A["port"], "postgres", A["user"])
+                rc, so, se = psql("SELECT pg_is_in_recovery()", sock, a["port"], "postgres", a["user"])
                 if rc == 0 and so.strip() == "f" or time.monotonic() > end:
                     break
                 time.sleep(0.3)
@@ -169,11 +197,11 @@ def mode_db():
             if rc != 0:
                 res["start"]["ok"] = False
                 res["start"]["output"] = tail(se, 1500)
-            res["queries"] = queries(sock, A["port"], A["user"], A.get("restored_queries"))
+            res["queries"] = queries(a, sock, a["port"], a["user"], a.get("restored_queries"))
         return res
     finally:
         if started:
-            run([f"{A['pg_bin']}/pg_ctl", "-D", pg, "-m", "immediate", "-w", "stop"], user=A["user"], timeout=120)
+            run([f"{a['pg_bin']}/pg_ctl", "-D", pg, "-m", "immediate", "-w", "stop"], user=a["user"], timeout=120)
         shutil.rmtree(scratch, ignore_errors=True)
         res["cleanup"] = {"removed": not os.path.exists(scratch), "path": scratch, "stopped": True}
 
@@ -185,35 +213,35 @@ def ids(user):
     return pw.pw_uid, pw.pw_gid
 
 
-def mode_sql():
-    return {"queries": queries(A.get("socket_dir", "/var/run/postgresql"), A["port"], "postgres")}
+def mode_sql(a):
+    return {"queries": queries(a, a.get("socket_dir", "/var/run/postgresql"), a["port"], "postgres")}
 
 
-def restic(*args, timeout=3600):
+def restic(a, *args, timeout=3600):
     # The repository, password file and SSH command as the backup runner uses them (roles/backup).
-    r = json.load(open(A.get("runner_config", "/etc/siaga/backup.json")))["restic"]
+    r = json.load(open(a.get("runner_config", "/etc/siaga/backup.json")))["restic"]
     env = {"RESTIC_REPOSITORY": r["repository"], "RESTIC_PASSWORD_FILE": r["password_file"], "RESTIC_CACHE_DIR": r["cache_dir"]}
     return run(["restic", "-o", f"sftp.command={r['sftp_command']}", *args], env=env, timeout=timeout)
 
 
-def mode_files_list():
-    rc, so, se = restic("snapshots", "--json", "--tag", A["tag"], timeout=300)
+def mode_files_list(a):
+    rc, so, se = restic(a, "snapshots", "--json", "--tag", a["tag"], timeout=300)
     return {"ok": rc == 0, "snapshots": json.loads(so or "[]") if rc == 0 else None, "error": None if rc == 0 else tail(se)}
 
 
-def mode_files():
+def mode_files(a):
     res = {"check": None, "restore": None, "files": {}}
     t0 = time.monotonic()
-    rc, so, se = restic("check", f"--read-data-subset={A['read_data_subset']}", timeout=A["timeout_s"])
+    rc, so, se = restic(a, "check", f"--read-data-subset={a['read_data_subset']}", timeout=a["timeout_s"])
     res["check"] = {"ok": rc == 0, "exit": rc, "seconds": round(time.monotonic() - t0, 3), "output": tail(so + "\n" + se, 2000)}
-    scratch = safe_scratch()
+    scratch = safe_scratch(a)
     try:
-        paths = A["paths"]
+        paths = a["paths"]
         t0 = time.monotonic()
-        args = ["restore", A["snapshot"], "--target", scratch]
+        args = ["restore", a["snapshot"], "--target", scratch]
         for p in paths:
             args += ["--include", p]
-        rc, so, se = restic(*args, timeout=A["timeout_s"]) if paths else (0, "", "")
+        rc, so, se = restic(a, *args, timeout=a["timeout_s"]) if paths else (0, "", "")
         res["restore"] = {"ok": rc == 0, "exit": rc, "seconds": round(time.monotonic() - t0, 3), "output": tail(se, 1500)}
         for p in paths:
             f = os.path.join(scratch, p.lstrip("/"))
@@ -232,8 +260,30 @@ def mode_files():
         res["cleanup"] = {"removed": not os.path.exists(scratch), "path": scratch}
 
 
-try:
-    out = {"db-list": mode_db_list, "db": mode_db, "archive-now": mode_archive_now, "sql": mode_sql, "files-list": mode_files_list, "files": mode_files}[A["mode"]]()
-except Exception as exc:  # noqa: BLE001
-    out = {"error": f"{type(exc).__name__}: {exc}"}
-print(json.dumps(out))
+MODES = {"db-list": mode_db_list, "db": mode_db, "archive-now": mode_archive_now, "sql": mode_sql,
+         "files-list": mode_files_list, "files": mode_files}
+
+
+def answer(a):
+    """The JSON answer to one request; a failure is {"error": ...}, never a traceback."""
+    try:
+        if a.get("mode") not in MODES:
+            return {"error": f"unknown mode {a.get('mode')!r} (modes: {', '.join(MODES)})"}
+        return MODES[a["mode"]](a)
+    except Refused as exc:
+        return {"error": str(exc)}
+    except Exception as exc:  # noqa: BLE001 (reported to the workstation as the answer)
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: restore-probe '<json args>'", file=sys.stderr)
+        return 2
+    print(json.dumps(answer(json.loads(argv[0]))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,5 +1,8 @@
-"""The part of `siaga status` that runs ON each host: `python3 -c <this file> '<json args>'`.
+#!/usr/bin/python3
+"""status-probe '<json args>': the part of `siaga status` that runs ON each host.
 
+Installed by roles/base as /usr/local/lib/siaga/status-probe (drc/hostside/__init__.py) and run as
+the admin (no sudo: it asks sudo itself for psql as postgres and for the uploads listing).
 Standard library only (Debian's python3 on the servers), read-only, one JSON object on stdout:
 
     {"now": 1718000000.1,                      # the host's clock (uploads ages are on primary's)
@@ -8,7 +11,7 @@ Standard library only (Debian's python3 on the servers), read-only, one JSON obj
      "uploads": {"dir": "...", "files": [[path, size, mtime], ...]} | {"error": "..."},
      "components": {"<name>": {"state": "up" | "down", "detail": "..."}}}
 
-Nothing here decides anything: drc/status.py evaluates what every host said. SOP IN-4, EM-3.
+Nothing here decides anything: drc/status/command.py evaluates what every host said. SOP IN-4, EM-3.
 """
 
 import json
@@ -52,9 +55,14 @@ def pg(port, timeout):
         return {"error": f"psql: {exc}"}
     if proc.returncode != 0 or not proc.stdout.strip():
         return {"error": f"psql: {_short(proc.stderr) or 'no answer'}"}
-    values = proc.stdout.strip().splitlines()[0].split("|")
+    return parse_pg(proc.stdout)
+
+
+def parse_pg(stdout):
+    """psql's '|'-separated row of PG_SQL as a dict (None for empty fields, numbers as floats)."""
+    values = stdout.strip().splitlines()[0].split("|")
     if len(values) != len(PG_FIELDS):
-        return {"error": f"psql: unexpected answer {proc.stdout.strip()[:200]!r}"}
+        return {"error": f"psql: unexpected answer {stdout.strip()[:200]!r}"}
     row = dict(zip(PG_FIELDS, values))
     out = {k: (v or None) for k, v in row.items()}
     out["in_recovery"] = {"t": True, "f": False}.get(row["in_recovery"])
@@ -89,9 +97,13 @@ def uploads(directory, timeout):
         return {"error": f"find: {exc}"}
     if proc.returncode != 0:
         return {"error": f"find {directory}: {_short(proc.stderr.decode(errors='replace')) or proc.returncode}"}
-    parts = proc.stdout.decode(errors="surrogateescape").split("\0")[:-1]
-    files = [[parts[i], int(parts[i + 1]), float(parts[i + 2])] for i in range(0, len(parts) - 2, 3)]
-    return {"dir": directory, "files": files}
+    return {"dir": directory, "files": parse_listing(proc.stdout)}
+
+
+def parse_listing(raw):
+    """find's NUL-separated `%P %s %T@` triples as [[path, size, mtime], ...]."""
+    parts = raw.decode(errors="surrogateescape").split("\0")[:-1]
+    return [[parts[i], int(parts[i + 1]), float(parts[i + 2])] for i in range(0, len(parts) - 2, 3)]
 
 
 def component(kind, target, timeout):
@@ -118,15 +130,24 @@ def component(kind, target, timeout):
         return {"state": "down", "detail": str(getattr(exc, "reason", exc))[:200]}
 
 
-def main(args):
+def probe(args):
+    """Everything this host says about itself, as a JSON-ready dict."""
     timeout = args.get("timeout", 5)
     out = {"pg": pg(args["pg_port"], timeout * 2), "health": health(args["health_url"], timeout)}
     out["components"] = {c["name"]: component(c["kind"], c["target"], timeout) for c in args.get("components", [])}
     out["uploads"] = uploads(args["uploads_dir"], args.get("listing_timeout", 60))
     out["now"] = time.time()  # after the listing: a file written during it has age >= 0
-    print(json.dumps(out))
+    return out
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: status-probe '<json args>'", file=sys.stderr)
+        return 2
+    print(json.dumps(probe(json.loads(argv[0]))))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(json.loads(sys.argv[1])))
+    sys.exit(main())

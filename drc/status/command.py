@@ -10,7 +10,8 @@ EM-5, IN-4.
 
 Hosts are queried in parallel over SSH (Fabric) with the site's connection data and strict host
 key checking; each host has a deadline, so an unreachable one is "unknown", never a hang.
-The probe that runs on each host is drc/status_probe.py (read-only); `evaluate()` below decides,
+The probe that runs on each host is drc/hostside/status_probe.py (read-only, installed by
+roles/base as /usr/local/lib/siaga/status-probe); `evaluate()` below decides,
 on what the probes returned, without touching any host (unit-tested on recorded data).
 """
 
@@ -20,8 +21,6 @@ import argparse
 import datetime
 import fnmatch
 import json
-import shlex
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -35,7 +34,6 @@ from drc.site import SITE_ROLES, Site, load_site
 PROBE_TIMEOUT_S = 60.0
 # rsync keeps mtimes; a copy within this of the source's mtime (and the same size) is current.
 MTIME_SLACK_S = 1.0
-PROBE_SOURCE = Path(__file__).with_name("status_probe.py")
 
 Probe = dict[str, Any]
 
@@ -62,11 +60,13 @@ def _probe_args(site: Site, host: str, timeout: float) -> dict:
 
 def probe_host(site: Site, host: str, timeout: float = CONNECT_TIMEOUT_S) -> Probe:
     """What one host says about itself, or {"reachable": False, "error": ...}."""
-    args = json.dumps(_probe_args(site, host, timeout))
-    cmd = f"python3 -c {shlex.quote(PROBE_SOURCE.read_text())} {shlex.quote(args)}"
-    result = remote.run(site, host, cmd, timeout=PROBE_TIMEOUT_S + 4 * timeout, connect_timeout=timeout)
+    # As the admin, not root: the probe asks sudo itself for psql as postgres and the uploads listing.
+    result = remote.run_program(site, host, "status_probe", _probe_args(site, host, timeout),
+                                timeout=PROBE_TIMEOUT_S + 4 * timeout, connect_timeout=timeout, sudo=False)
     if not result.reachable:
         return {"reachable": False, "error": result.error}
+    if result.error:
+        return {"reachable": True, "error": result.error}
     if result.exited != 0:
         return {"reachable": True, "error": f"probe failed ({result.exited}): {result.stderr.strip()[-300:]}"}
     try:

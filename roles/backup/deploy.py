@@ -22,6 +22,8 @@ from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.files import FileContents
 from pyinfra.operations import files, server, systemd
 
+from drc.hostside import LIB
+from roles import host_programs
 from roles.managed_files import MANAGED_HEADER, config_file
 from roles.packages import ensure_installed
 from roles.postgresql.deploy import config_dir
@@ -45,7 +47,6 @@ KNOWN_HOSTS = f"{ETC}/known_hosts"
 REPO_CONFIG_PATH = "/etc/siaga/pgbackrest-repo"
 PG_SSH_DIR = "/var/lib/postgresql/.ssh"
 STATE_DIR = "/var/lib/siaga/backup"
-LIB = "/usr/local/lib/siaga"
 BACKPORT_INSTALLER = f"{LIB}/siaga-deb-backport"
 OFFLINE_COPY = f"{LIB}/siaga-offline-copy"
 # Files of earlier versions that held the offline repository's own secrets (repo2 on the database host).
@@ -188,8 +189,10 @@ def archiving(tier: DataTier, host_name: str) -> None:
     """Every PostgreSQL host: pgBackRest installed, archive_mode on, archive_command to pgBackRest
     (only a primary archives; a standby is ready for a promotion)."""
     b, pg = tier.site.backup, tier.postgresql
-    # siaga's programs (the backport installer; on the repository host also the offline copy).
-    files.directory(name=f"{LIB} (siaga's programs)", path=LIB, user="root", group="root", mode="755")
+    # siaga's programs in LIB (made by roles/base): the restore-test probe, the production restore,
+    # the backup log reader and the standby emptier (drc/hostside) on every PostgreSQL host, since
+    # which host is the source or a standby changes with a switch-over; then the backport installer.
+    host_programs.ship("backup")
     install_pgbackrest(b)
     cdir = config_dir(pg)
     pg_ops.cluster_file(name=f"{cdir}/conf.d/siaga-archive.conf: WAL archiving to pgBackRest",

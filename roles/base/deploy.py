@@ -15,6 +15,7 @@ from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.server import EtcHosts
 from pyinfra.operations import server, systemd
 
+from roles import host_programs
 from roles.managed_files import MANAGED_HEADER, config_file
 from roles.packages import ensure_installed
 from roles.templating import render
@@ -131,6 +132,10 @@ def base(site: Site, host_name: str) -> None:
         filename=SUDOERS_NAME,
         content=render_sudoers(b),
     )
+
+    # siaga's programs (/usr/local/lib/siaga, made here: base runs first), e.g. the probe of `siaga status`.
+    host_programs.lib_directory()
+    host_programs.ship("base")
 
     # Former admins: locked, expired and out of the group; never deleted (audit trail).
     for user in b.removed_admins:
