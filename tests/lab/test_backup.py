@@ -335,3 +335,22 @@ def test_restore_into_production_overwrites_it_and_the_standby_follows_again(lab
     assert d.check_output("runuser -u postgres -- psql -XAtc 'select pg_is_in_recovery()'") == "t"
     print(f"restored {label} into production in {rec['restore']['seconds']:.1f} s; standby re-seeded "
           f"({rec['standby'][-1]['seconds']} s deploy) and streaming again")
+
+
+def test_after_a_restore_a_deploy_that_changes_the_postgresql_config_goes_through(lab, hosts, tmp_path):
+    """Issue 8 point 8: the restore leaves nothing pending a restart, and the next deploy that
+    changes conf.d/siaga.conf is not refused for the old recovery_target* settings."""
+    from tests.helpers import run_deploy
+    from tests.lab.test_prechange import CONF, site_with
+
+    p = hosts["primary"]
+    pending = "runuser -u postgres -- psql -XAtc 'SELECT count(*) FROM pg_settings WHERE pending_restart'"
+    assert p.check_output(pending) == "0"
+    try:
+        res = run_deploy(lab, "deploys/data_tier.py", site_file=site_with(lab, tmp_path, log_min_duration_statement="4s"))
+        assert res.ok, res.output[-4000:]
+        assert "rejects" not in res.output
+        assert p.check_output("runuser -u postgres -- psql -XAtc 'SHOW log_min_duration_statement'") == "4s"
+    finally:
+        back = run_deploy(lab, "deploys/data_tier.py")
+        assert back.ok, back.output[-4000:]
