@@ -46,7 +46,7 @@ PROGRAMS: dict[str, HostProgram] = {p.module: p for p in (
     HostProgram("status_probe", "base", "siaga status: PostgreSQL, health, components and uploads of this host (every host)"),
     HostProgram("backup_read", "backup", "siaga backup: this host's backup runs, log records and init time"),
     HostProgram("restore_probe", "backup", "siaga backup restore-test: scratch restores, checks and production queries"),
-    HostProgram("prod_restore", "backup", "siaga backup restore: stop, pgBackRest restore, start, recovery settings cleared"),
+    HostProgram("prod_restore", "backup", "siaga backup restore: the production database restored in place, nothing left pending"),
     HostProgram("empty_standby", "backup", "siaga backup restore: a standby of the restored system replaced by an empty cluster"),
 )}
 

@@ -156,3 +156,29 @@ def test_a_stopped_drc_is_unknown_and_ok_again_once_it_is_back(lab, deployed):
         lab.up(log=lambda _m: None)
     _, report, waited = poll_status(lab.site_file, "status OK once the DRC is back", lambda c, r: c == 0, CATCH_UP_DEADLINE_S)
     print(f"drc back: status OK {waited:.1f} s after boot")
+
+
+def test_the_probe_is_the_shipped_file_and_a_missing_one_is_named_with_the_fix(lab, deployed):
+    # The probe is a real file the deploy installed (roles/base), the same as drc/hostside/status_probe.py.
+    import hashlib
+
+    from drc.hostside import PROGRAMS
+
+    probe = PROGRAMS["status_probe"]
+    drc = lab_host(lab, "drc")
+    f = drc.file(probe.path)
+    assert (f.user, f.group, f.mode) == ("root", "root", 0o755)
+    assert f.sha256sum == hashlib.sha256(probe.source.read_bytes()).hexdigest()
+    away = f"{probe.path}.away"
+    try:
+        drc.check_output("mv %s %s", probe.path, away)
+        code, report, _ = siaga_status(lab.site_file)
+        h = report["hosts"]["drc"]
+        assert code == 1 and (h["role"], h["reachable"]) == ("unknown", True)
+        assert h["error"] == (f"host program status-probe missing on drc ({probe.path}, shipped by roles/base): "
+                              "run the site deploy")
+        assert report["problems"][0].startswith("drc: role unknown (host program status-probe missing on drc")
+        print(report["problems"][0])
+    finally:
+        drc.check_output("mv %s %s", away, probe.path)
+    poll_status(lab.site_file, "status OK with the probe back", lambda c, r: c == 0, CATCH_UP_DEADLINE_S)
