@@ -51,11 +51,25 @@ def this_host_in_site() -> tuple[Site, str]:
     from pyinfra import host
     from pyinfra.api.exceptions import DeployError
 
+    from roles.factcache import install
+
+    install()  # facts read once per host, in one round trip (roles/factcache.py)
     site_file = host.data.get("siaga_site_file")
     if not site_file:
         raise DeployError(f"{host.name}: no siaga_site_file in the host data; use an inventory from inventory/ (drc.hosts.inventory)")
-    site = load_site(site_file)
+    site = _load_once(site_file)
     name = host.data.get("siaga_host") or host.name
     if name not in site.hosts:
         raise DeployError(f"{host.name}: host '{name}' is not in {site_file}")
     return site, name
+
+
+_loaded: dict[tuple[str, int], Site] = {}
+
+
+def _load_once(site_file: str) -> Site:
+    """The validated site, parsed once per process (every host's deploy file asks for it)."""
+    key = (str(site_file), Path(site_file).stat().st_mtime_ns)
+    if key not in _loaded:
+        _loaded[key] = load_site(site_file)
+    return _loaded[key]

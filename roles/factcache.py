@@ -1,0 +1,329 @@
+"""Facts read once per host and in one SSH round trip, as long as nothing changed the host.
+
+pyinfra 3 keeps no fact cache: every `host.get_fact(...)` (ours and those inside pyinfra's own
+operations: files.put, files.directory, apt.packages, server.user, ...) is one command over SSH,
+with sudo. A no-change re-run of the site deploy asked ~230 facts per host, ~90 of them repeats
+(DebPackages 19 times, File/Sha1File of the same path from the pre-change planning and again from
+the operation). The profile is in README.md ("Benchmarks").
+
+Two things here, both installed by `install()` (called by `drc.hosts.inventory.this_host_in_site`,
+i.e. by every deploy file):
+
+1. A per-host cache of fact values, keyed by the fact, its arguments and the connector arguments
+   (sudo user, ...) pyinfra would run it with. It is valid only while no command has run on that
+   host: any operation command (`run_shell_command` or `put_file` outside a fact read, a Python
+   callback, rsync) or failed operation drops the host's whole cache, so a fact read after a
+   change is read again, exactly as without the cache. Two readers of the same fact at the same
+   time (each host's deploy file reads the other's PostgreSQL) wait for one read.
+
+2. A fact plan per host: the facts a deploy read on that host last time (kept on the workstation,
+   `$XDG_CACHE_HOME/siaga/fact-plans/`). The first fact read on a host runs every planned fact in
+   one command (`FactBatch`: each fact's own command in a subshell, its output and exit status
+   framed by a random marker, each output handed to the fact's own `process`) and fills the cache.
+   A planned fact the deploy no longer asks for costs only its lines in that one command; a fact
+   that failed in the batch is not cached and is read on its own (with pyinfra's error handling).
+   Facts with preconditions or a required binary are never batched.
+
+`SIAGA_FACT_CACHE=0` turns both off (every fact read on its own, as plain pyinfra does).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from pyinfra import logger
+from pyinfra.api import FactBase, StringCommand
+from pyinfra.api.command import FunctionCommand, RsyncCommand
+from pyinfra.api.host import Host
+from pyinfra.api.state import BaseStateCallback
+
+ENV = "SIAGA_FACT_CACHE"
+PLAN_VERSION = 1
+_installed = False
+
+
+def enabled() -> bool:
+    return os.environ.get(ENV, "1") != "0"
+
+
+def plan_dir() -> Path:
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "siaga" / "fact-plans"
+
+
+class FactBatch(FactBase):
+    """Several facts in one command. ``entries``: [(fact class, kwargs)]; returns
+    ``[(exit status, stdout lines)]`` in the same order (None for an entry whose output is missing)."""
+
+    def command(self, entries: list, marker: str) -> StringCommand:
+        parts: list[Any] = []
+        for i, (cls, kwargs) in enumerate(entries):
+            fact = cls()
+            cmd = fact.command(**kwargs) if callable(fact.command) else fact.command
+            needs = fact.requires_command(**kwargs)
+            if needs:  # missing binary: status 127, so the fact is read on its own (pyinfra's default then)
+                cmd = StringCommand("if command -v", needs, ">/dev/null 2>&1; then", "(", cmd, "); else exit 127; fi")
+            parts += ["echo", f"'{marker} {i}';", "(", cmd, ")", "2>/dev/null;", "echo", f"\"{marker} rc $?\";"]
+        return StringCommand(*parts, "true")
+
+    def process_batch(self, output: list[str], count: int, marker: str) -> list[tuple[int, list[str]] | None]:
+        results: list[tuple[int, list[str]] | None] = [None] * count
+        current, lines = None, []
+        for line in output:
+            if line.startswith(marker + " "):
+                word = line[len(marker) + 1:]
+                if word.startswith("rc ") and current is not None:
+                    results[current] = (int(word[3:]), lines)
+                    current, lines = None, []
+                elif word.isdigit():
+                    current, lines = int(word), []
+            elif current is not None:
+                lines.append(line)
+        return results
+
+    def process(self, output: list[str]):
+        return output
+
+
+def _batchable(cls: type) -> bool:
+    return (isinstance(cls, type) and issubclass(cls, FactBase) and cls is not FactBatch
+            and cls.check_preconditions is FactBase.check_preconditions
+            and not getattr(cls, "shell_executable", None))
+
+
+def _class_path(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def _load_class(path: str):
+    module, _, name = path.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in name.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, dict):
+        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple, set)):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+class _HostFacts:
+    """One host's cache, in-flight reads, plan and what this run asked for."""
+
+    def __init__(self) -> None:
+        self.values: dict = {}
+        self.inflight: dict = {}
+        self.fact_depth = 0
+        self.plan_loaded = False
+        self.asked: dict[str, tuple[str, dict]] = {}  # json key -> (class path, kwargs), in order
+
+    def drop(self) -> None:
+        self.values.clear()
+
+
+def _facts_of(host: Host) -> _HostFacts:
+    hf = getattr(host, "_siaga_facts", None)
+    if hf is None:
+        hf = _HostFacts()
+        host._siaga_facts = hf
+    return hf
+
+
+def _plan_file(host: Host) -> Path:
+    ident = f"{host.data.get('siaga_site_file', '')}|{host.name}|{host.data.get('ssh_hostname', '')}"
+    return plan_dir() / f"{hashlib.sha1(ident.encode()).hexdigest()[:16]}.json"
+
+
+def _signature(host: Host, cls, args, kwargs):
+    """(cache key, fact kwargs) as pyinfra would run the fact, or None when not cacheable."""
+    from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS
+    from pyinfra.api.facts import _handle_fact_kwargs
+
+    if any(k.startswith("_") for k in kwargs):
+        return None  # explicit global arguments: read as asked, uncached
+    try:
+        fact_kwargs, global_kwargs = _handle_fact_kwargs(host.state, host, cls, list(args), dict(kwargs))
+        fact_kwargs = {k: v for k, v in fact_kwargs.items() if k != "self"}  # getcallargs on a bound method
+        connector = tuple((k, repr(global_kwargs.get(k))) for k in CONNECTOR_ARGUMENT_KEYS)
+        key = (_class_path(cls), _freeze(fact_kwargs), connector)
+        hash(key)
+    except Exception as exc:  # noqa: BLE001 - anything odd: no caching for this read
+        logger.debug("siaga fact cache: %s not cacheable: %r", cls, exc)
+        return None
+    return key, fact_kwargs
+
+
+class _Callbacks(BaseStateCallback):
+    """A failed operation drops its host's cache; at the end of the run each host's plan is saved."""
+
+    @staticmethod
+    def operation_host_error(state, host, op_hash, retry_count: int = 0, max_retries: int = 0):
+        _facts_of(host).drop()
+
+    @staticmethod
+    def host_disconnect(state, host):
+        save_plan(host)
+
+
+def _run_plan(host: Host, orig_get_fact, signature_key) -> None:
+    """First fact read on `host`: run last run's facts of the same connector arguments at once."""
+    hf = _facts_of(host)
+    hf.plan_loaded = True
+    try:
+        plan = json.loads(_plan_file(host).read_text())
+    except (OSError, ValueError):
+        return
+    if plan.get("version") != PLAN_VERSION:
+        return
+    entries, keys = [], []
+    for class_path, kwargs in plan.get("facts", []):
+        try:
+            cls = _load_class(class_path)
+        except Exception:  # noqa: BLE001 - a fact that moved or went away
+            continue
+        if not _batchable(cls):
+            continue
+        sig = _signature(host, cls, (), kwargs)
+        if sig is None or sig[0][2] != signature_key[2] or sig[0] in hf.values:
+            continue
+        entries.append((cls, sig[1]))
+        keys.append(sig[0])
+    if not entries:
+        return
+    marker = f"##SIAGA-{secrets.token_hex(8)}"
+    hf.fact_depth += 1
+    try:
+        output = orig_get_fact(host, FactBatch, entries=entries, marker=marker)
+    finally:
+        hf.fact_depth -= 1
+    results = FactBatch().process_batch(output or [], len(entries), marker)
+    for (cls, kwargs), key, result in zip(entries, keys, results):
+        if result is None or result[0] != 0:
+            continue  # read on its own when asked, with pyinfra's own error handling
+        fact = cls()
+        try:
+            if callable(fact.command):
+                fact.command(**kwargs)  # some facts keep their arguments for process() (Sha1File: self.path)
+            value = fact.process(result[1]) if result[1] else fact.default()
+        except Exception:  # noqa: BLE001
+            continue
+        hf.values[key] = value
+    logger.debug("siaga fact plan: %d facts in one command on %s", len(entries), host.name)
+
+
+def save_plan(host: Host) -> None:
+    hf = getattr(host, "_siaga_facts", None)
+    if not hf or not hf.asked:
+        return
+    path = _plan_file(host)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"version": PLAN_VERSION, "host": host.name, "facts": list(hf.asked.values())}))
+        tmp.replace(path)
+    except OSError as exc:
+        logger.debug("siaga fact plan not saved: %s", exc)
+
+
+def install() -> None:
+    """Wrap pyinfra's Host.get_fact / run_shell_command / put_file once per process."""
+    global _installed
+    if _installed or not enabled():
+        return
+    _installed = True
+    import gevent.event
+
+    orig_get_fact = Host.get_fact
+    orig_run = Host.run_shell_command
+    orig_put = Host.put_file
+    callback_states: set[int] = set()
+
+    def read(self: Host, cls, *args, **kwargs):
+        """An uncached read; its command is a fact's, so it keeps the cache."""
+        hf = _facts_of(self)
+        hf.fact_depth += 1
+        try:
+            return orig_get_fact(self, cls, *args, **kwargs)
+        finally:
+            hf.fact_depth -= 1
+
+    def get_fact(self: Host, cls, *args, **kwargs):
+        if not _batchable(cls) or self.state is None:
+            return read(self, cls, *args, **kwargs)
+        if id(self.state) not in callback_states:
+            callback_states.add(id(self.state))
+            self.state.add_callback_handler(_Callbacks())
+        sig = _signature(self, cls, args, kwargs)
+        if sig is None:
+            return read(self, cls, *args, **kwargs)
+        key, fact_kwargs = sig
+        hf = _facts_of(self)
+        try:
+            plan_key = json.dumps([key[0], fact_kwargs], sort_keys=True)
+            hf.asked.setdefault(plan_key, (key[0], fact_kwargs))
+        except (TypeError, ValueError):
+            pass
+        if not hf.plan_loaded:
+            _run_plan(self, orig_get_fact, key)
+        if key in hf.values:
+            return hf.values[key]
+        if key in hf.inflight:
+            return hf.inflight[key].get()
+        waiter = gevent.event.AsyncResult()
+        hf.inflight[key] = waiter
+        hf.fact_depth += 1
+        try:
+            value = orig_get_fact(self, cls, *args, **kwargs)
+        except BaseException as exc:
+            waiter.set_exception(exc)
+            raise
+        finally:
+            hf.fact_depth -= 1
+            hf.inflight.pop(key, None)
+        if not self.state.failed_hosts or self not in self.state.failed_hosts:
+            hf.values[key] = value
+        waiter.set(value)
+        return value
+
+    def run_shell_command(self: Host, *args, **kwargs):
+        hf = _facts_of(self)
+        if hf.fact_depth == 0:
+            hf.drop()  # an operation's command: what was read before may be stale now
+        try:
+            return orig_run(self, *args, **kwargs)
+        finally:
+            if hf.fact_depth == 0:
+                hf.drop()
+
+    def put_file(self: Host, *args, **kwargs):
+        _facts_of(self).drop()
+        try:
+            return orig_put(self, *args, **kwargs)
+        finally:
+            _facts_of(self).drop()
+
+    def dropping(execute):
+        def wrapped(command, state, host, *args, **kwargs):
+            _facts_of(host).drop()
+            try:
+                return execute(command, state, host, *args, **kwargs)
+            finally:
+                _facts_of(host).drop()
+        return wrapped
+
+    Host.get_fact = get_fact
+    Host.run_shell_command = run_shell_command
+    Host.put_file = put_file
+    # Python callbacks and rsync change hosts without run_shell_command/put_file.
+    FunctionCommand.execute = dropping(FunctionCommand.execute)
+    RsyncCommand.execute = dropping(RsyncCommand.execute)
