@@ -366,8 +366,12 @@ class Lab:
             self._provision(st, h, root)
         _host_net_up(st, h.name)
         log_file = open(base / "console.log", "ab")
+        # nspawn starts in a cgroup of its own (see _machine_cgroups), entered before exec.
+        d["cgroup"] = _machine_cgroup(st, h.name)
+        enter = " && ".join(f"echo 0 > {shlex.quote(str(c / 'cgroup.procs'))}" for c in _machine_cgroups(d["cgroup"]))
         proc = subprocess.Popen(
-            ["systemd-nspawn", "-D", str(root), "--boot", "--register=no", "--keep-unit",
+            ["sh", "-c", f'{enter} && exec "$@"', "sh",
+             "systemd-nspawn", "-D", str(root), "--boot", "--register=no", "--keep-unit",
              f"--machine={st['prefix']}-{h.name}", f"--network-namespace-path=/run/netns/{d['netns']}",
              "--capability=CAP_NET_ADMIN,CAP_NET_RAW", "--resolv-conf=off", "--timezone=off",
              "--link-journal=no", "--console=passive"],
@@ -648,6 +652,51 @@ def _stop_machine(d: dict, kill: bool) -> None:
             os.killpg(pid, signal.SIGKILL)
             wait_for("the lab host to die", lambda: not _alive(pid, start), 10)
     d["pid"] = d["start_time"] = None
+    if d.get("cgroup"):
+        _remove_cgroup(d.pop("cgroup"))
+
+
+# --- cgroups ------------------------------------------------------------------------------------
+# systemd-nspawn --keep-unit --register=no makes no scope: it puts the container's systemd in
+# <its own cgroup>/payload and itself in <its own cgroup>/supervisor. Started in this machine's root
+# cgroup, every lab host of every lab shared one /payload tree: each host's systemd managed the same
+# system.slice/apache2.service, postgresql@..., read the other hosts' processes there as pid 0 and
+# failed with "Failed to kill control group ...: Input/output error", losing track of the unit's
+# processes. So each host gets a cgroup of its own, in every hierarchy that tracks processes for
+# systemd (cgroup2, and the name=systemd one of a hybrid setup), and nspawn delegates below it.
+CGROUP_FS = Path("/sys/fs/cgroup")
+CGROUP_PARENT = "siaga-lab"
+
+
+def _machine_cgroup(st: dict, host: str) -> str:
+    return f"{CGROUP_PARENT}/{st['prefix']}-{host}"
+
+
+def _cgroup_hierarchies() -> list[Path]:
+    """Mount points of the hierarchies systemd tracks processes in (unified, hybrid or legacy)."""
+    if (CGROUP_FS / "cgroup.procs").exists() and not (CGROUP_FS / "unified").is_dir():
+        return [CGROUP_FS]  # cgroup2 only
+    return [CGROUP_FS / sub for sub in ("unified", "systemd") if (CGROUP_FS / sub / "cgroup.procs").exists()]
+
+
+def _machine_cgroups(rel: str) -> list[Path]:
+    """The machine's cgroup directories, made if missing."""
+    dirs = [top / rel for top in _cgroup_hierarchies()]
+    if not dirs:
+        raise LabError(f"no cgroup hierarchy for systemd under {CGROUP_FS}")
+    for d in dirs:
+        d.mkdir(parents=True, exist_ok=True)
+    return dirs
+
+
+def _remove_cgroup(rel: str) -> None:
+    """Remove a stopped machine's cgroup subtree (its directories hold no processes any more)."""
+    for top in _cgroup_hierarchies():
+        if not (top / rel).is_dir():
+            continue
+        for dirpath, _dirs, _files in os.walk(top / rel, topdown=False):
+            with contextlib.suppress(OSError):
+                os.rmdir(dirpath)
 
 
 def _disks_down(st: dict, names: list[str] | None = None) -> None:
@@ -721,6 +770,10 @@ def sweep_leftovers(log: Callable[[str], None] = print) -> None:
         m = re.match(r"^(sg\d\d)(a|b|o|w|-.+)$", link.name)
         if m and m.group(1) not in claimed:
             run(["ip", "link", "del", link.name], check=False)
+    for top in _cgroup_hierarchies():
+        for cg in (top / CGROUP_PARENT).glob("sg[0-9][0-9]-*"):
+            if cg.name[:4] not in claimed:
+                _remove_cgroup(f"{CGROUP_PARENT}/{cg.name}")
     for ns in Path("/run/netns").glob("sg[0-9][0-9]-*") if Path("/run/netns").exists() else []:
         if ns.name[:4] not in claimed:
             run(["ip", "netns", "del", ns.name], check=False)

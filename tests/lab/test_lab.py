@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 from drc.lab import lab as labmod
 from tests.helpers import lab_host, tcp_from
@@ -17,6 +18,21 @@ def test_hosts_run_systemd_and_are_distinct(lab):
         assert host.interface("eth0").addresses[0] == lab.address(name)
         ids.add(host.file("/etc/machine-id").content_string.strip())
     assert len(ids) == 3
+
+
+def test_each_host_has_its_own_cgroup_tree(lab):
+    """nspawn (no scope) delegates below its own cgroup. Hosts that share one run their units in the
+    same cgroups: each systemd reads the other hosts' processes there as pid 0, fails to kill the
+    unit's cgroup (EIO) and loses Apache's main process; a failed PostgreSQL start never ends."""
+    st = lab.state()
+    for name, d in st["hosts"].items():
+        lines = Path(f"/proc/{labmod.container_leader(d['pid'])}/cgroup").read_text().splitlines()
+        unified = next(line.split(":", 2)[2] for line in lines if line.startswith("0::"))
+        assert unified.startswith(f"/{labmod.CGROUP_PARENT}/{st['prefix']}-{name}/payload/"), unified
+        # Inside the host no cgroup lists a process of another host (shown as pid 0).
+        host = lab_host(lab, name)
+        foreign = host.run("find /sys/fs/cgroup -name cgroup.procs -exec grep -lx 0 {} +")
+        assert foreign.stdout.strip() == "", foreign.stdout
 
 
 def test_admin_workstation_address_is_what_hosts_see(lab):
@@ -60,6 +76,8 @@ def test_leftovers_of_a_killed_lab_are_swept(lab):
     subprocess.run(["ip", "link", "add", f"{prefix}a", "type", "bridge"], check=True)
     subprocess.run(["ip", "netns", "add", f"{prefix}-primary"], check=True)
     subprocess.run(["ip", "netns", "add", f"{prefix}-orphan"], check=True)  # no state claims it
+    cgroups = labmod._machine_cgroups(f"{labmod.CGROUP_PARENT}/{prefix}-primary")
+    (cgroups[0] / "payload" / "init.scope").mkdir(parents=True)  # what a killed host's systemd left
     try:
         labmod.sweep_leftovers(log=lambda _m: None)
         links = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout
@@ -67,6 +85,7 @@ def test_leftovers_of_a_killed_lab_are_swept(lab):
         assert f"{prefix}a " not in links
         assert prefix not in netns
         assert not d.exists()
+        assert not any(c.exists() for c in cgroups)
         assert lab.running_hosts() == ["primary", "drc", "outsider"]  # a live lab is never swept
     finally:
         subprocess.run(["ip", "link", "del", f"{prefix}a"], capture_output=True)
