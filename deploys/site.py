@@ -7,5 +7,6 @@ host data (siaga_site_file): remote access first (deploys/remote_access.py), the
 
 from pyinfra import local
 
-local.include("deploys/remote_access.py")
-local.include("deploys/data_tier.py")
+# "./": next to this file, so the site deploy runs from a source checkout or an installed siaga.
+local.include("./remote_access.py")
+local.include("./data_tier.py")

@@ -11,14 +11,15 @@ from rich.console import Console
 from drc.site import SiteError
 
 # Each command's module defines register(subparsers) and sets func(args, console) on its parser.
-COMMAND_MODULES: tuple[str, ...] = ("drc.lab.command", "drc.site.check", "drc.status.command", "drc.backup.command")
+COMMAND_MODULES: tuple[str, ...] = ("drc.lab.command", "drc.site.check", "drc.hosts.command", "drc.status.command",
+                                     "drc.backup.command")
 
 console = Console()
 err_console = Console(stderr=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="siaga", description="LPSE primary/DRC automation: lab, checks, status, backups.")
+    p = argparse.ArgumentParser(prog="siaga", description="LPSE primary/DRC automation: lab, checks, deploys, status, backups.")
     p.add_argument("--lab", help="lab name (default: $SIAGA_LAB or 'lab'); its site file is the default SITE")
     sub = p.add_subparsers(dest="cmd", required=True)
     for module in COMMAND_MODULES:

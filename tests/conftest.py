@@ -32,8 +32,18 @@ def lab():
 
 
 @pytest.fixture(scope="session")
-def deployed(lab):
-    """The site deploy applied once; its result is kept for the idempotence test."""
+def fresh_hosts(lab) -> bool:
+    """Whether no siaga deploy ever ran on the lab's servers (read from the hosts, before the
+    session's first deploy): then that deploy must report changes on every host."""
+    from drc.site import load_site
+
+    return not any(lab_host(lab, h).file("/usr/local/lib/siaga").exists for h in load_site(lab.site_file).hosts)
+
+
+@pytest.fixture(scope="session")
+def deployed(lab, fresh_hosts):
+    """The site deploy applied once; its result (per host and operation, from pyinfra's API) is kept
+    for the tests of a first deploy and of idempotence."""
     result = run_deploy(lab)
     assert result.ok, result.output[-6000:]
     return result

@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
-from drc.hosts.deploy import DeployResult
+from drc.hosts.deploy import DeployResult, idempotence_check
 from drc.hosts.deploy import run_deploy as deploy_site
 
+REPO = Path(__file__).resolve().parent.parent
 
-def run_deploy(lab, deploy: str = "deploys/site.py", *extra: str, env: dict | None = None) -> DeployResult:
-    """Run pyinfra for real against the lab hosts, as an admin would."""
-    return deploy_site(lab.site_file, deploy, *extra, env=env)
+
+def run_deploy(lab, deploy: str = "deploys/site.py", *extra: str, site_file=None, env: dict | None = None) -> DeployResult:
+    """Run a deploy for real against the lab hosts (pyinfra's API, in a child process), as an admin
+    would. `deploy`: siaga's `deploys/<file>.py` or a path relative to the repository (tests/deploys/)."""
+    path = deploy if str(deploy).startswith("deploys/") else REPO / deploy
+    return deploy_site(site_file or lab.site_file, path, *extra, env=env)
+
+
+def assert_no_change_rerun(lab, deploy: str = "deploys/site.py", *extra: str, preview: bool = True) -> DeployResult:
+    """The idempotence check (drc.hosts.deploy.idempotence_check) on converged lab hosts."""
+    again, problem = idempotence_check(lab.site_file, deploy, *extra, preview=preview)
+    assert problem is None, f"{problem}\n{again.output[-4000:]}"
+    return again
 
 
 def lab_host(lab, name: str, user: str | None = None, key=None, sudo: bool = True):

@@ -350,7 +350,7 @@ def reseed_standbys(site: Site, site_file: str, target: str) -> list[dict]:
         steps.append({"step": f"empty standby {h}", "ok": e.ok and "emptied" in e.stdout,
                       "output": (e.error or e.stderr or e.stdout).strip()[-500:]})
     if standbys and all(st["ok"] for st in steps):
-        d = run_deploy(site_file, "deploys/data_tier.py")
+        d = run_deploy(site_file, "data-tier")  # siaga's own deploy, wherever siaga is installed
         steps.append({"step": "data-tier deploy: pg_basebackup to the standby", "ok": d.ok, "seconds": round(d.seconds, 1),
                       "output": "" if d.ok else d.output[-1500:]})
     return steps

@@ -1,67 +1,191 @@
-"""Run the pyinfra site deploy as an admin would, and read what it changed."""
+"""Run siaga's pyinfra deploys as an admin would, and read what each operation did on each host.
+
+The deploy runs through pyinfra's Python API in a child process (`python -m drc.hosts.run_deploy`:
+pyinfra patches the standard library with gevent, so it never runs inside the caller); the child
+reads every operation's state per host from pyinfra's state and writes it as JSON. Nothing here
+parses pyinfra's printed tables. This module imports neither pyinfra nor gevent.
+"""
 
 from __future__ import annotations
 
+import json
 import os
-import re
 import subprocess
 import sys
+import tempfile
+import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-PYINFRA = Path(sys.executable).parent / "pyinfra"
+import drc
+
+# The folder holding the drc package: the source checkout, or site-packages when installed.
+REPO = Path(drc.__file__).resolve().parent.parent
+
+# `siaga deploy --only NAME` and run_deploy("NAME"): the deploy entry files shipped with siaga.
+DEPLOYS = {"site": "site.py", "remote-access": "remote_access.py", "data-tier": "data_tier.py"}
+
+CHANGE_STATES = ("changed", "will change")  # "will change if" only fires after another change
+KNOWN_STATES = ("changed", "no change", "error", "error (ignored)", "not run", "will change", "will change if")
+
+
+def deploys_dir() -> Path:
+    """siaga's deploy entry files (deploys/*.py), installed beside the drc package."""
+    d = REPO / "deploys"
+    if not (d / "site.py").is_file():
+        raise FileNotFoundError(f"siaga's deploy files are missing: no {d / 'site.py'} (a broken installation?)")
+    return d
+
+
+def resolve_deploy(deploy: str | Path) -> Path:
+    """A deploy given as a name (site, remote-access, data-tier), as `deploys/<file>.py` (siaga's
+    own, wherever siaga is installed), or as any other path (relative to the current directory)."""
+    if str(deploy) in DEPLOYS:
+        return deploys_dir() / DEPLOYS[str(deploy)]
+    p = Path(deploy)
+    if not p.is_absolute() and len(p.parts) == 2 and p.parts[0] == "deploys":
+        return deploys_dir() / p.name
+    return p.resolve()
+
+
+@dataclass(frozen=True)
+class OpResult:
+    """One operation on one host: its name as pyinfra shows it and its state (KNOWN_STATES)."""
+
+    host: str
+    op: str
+    state: str
+    stderr: str = ""
 
 
 @dataclass
 class DeployResult:
     returncode: int
-    output: str
+    output: str  # the human-readable log: pyinfra's, with its error messages
     seconds: float
+    dry: bool = False
+    operations: list[OpResult] = field(default_factory=list)  # per host and operation, in run order
+    hosts: dict[str, str] = field(default_factory=dict)  # host -> ok / failed / unreachable
+    error: str | None = None  # why the deploy stopped, when it did
 
     @property
     def ok(self) -> bool:
         return self.returncode == 0
 
     @property
+    def changes(self) -> list[OpResult]:
+        """Per host: operations that changed (with --dry: will change) something."""
+        return [r for r in self.operations if r.state in CHANGE_STATES]
+
+    @property
     def changed(self) -> list[str]:
-        """Operations that changed (or, with --dry, would change) something on at least one host."""
-        out = []
-        section = None
-        for line in self.output.splitlines():
-            if line.startswith("--> Results") or line.startswith("--> Detected changes"):
-                section = line
-            elif section and line.startswith("-->"):
-                break
-            elif section and "Results" in section:
-                # Operation | Hosts | Success (= changed) | Error | No Change
-                m = re.match(r"^\s+(.+?)\s{2,}(\d+)\s+(\d+|-)\s+(\d+|-)\s+(\d+|-)\s*$", line)
-                if m and m.group(3) != "-" and not m.group(1).startswith("Grand total"):
-                    out.append(m.group(1))
-            elif section:
-                # Operation | Change | Conditional Change. A conditional change only fires after
-                # another change (e.g. reload after a new file), so the Change column decides.
-                m = re.match(r"^\s+(.+?)\s{2,}(\d+ \(.*?\)|-)\s{2,}(\d+ \(.*?\)|-)\s*$", line)
-                if m and m.group(2) != "-":
-                    out.append(m.group(1))
+        """Operations that changed (or, with --dry, will change) something on at least one host."""
+        return list(dict.fromkeys(r.op for r in self.changes))
+
+    @property
+    def errors(self) -> list[OpResult]:
+        return [r for r in self.operations if r.state == "error"]
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """host -> state -> number of operations."""
+        out: dict[str, dict[str, int]] = {h: {} for h in self.hosts}
+        for r in self.operations:
+            out.setdefault(r.host, {})
+            out[r.host][r.state] = out[r.host].get(r.state, 0) + 1
         return out
 
 
-def run_deploy(site_file: str | Path, deploy: str = "deploys/site.py", *extra: str,
-               inventory: str = "inventory/lab.py", env: dict | None = None, timeout: float = 1200) -> DeployResult:
-    """`pyinfra -y INVENTORY DEPLOY` for the given site file; output captured, not printed.
+def no_change_problem(rerun: DeployResult) -> str | None:
+    """The idempotence check, for a re-run of a deploy on converged hosts: why it is not a no-change
+    run, or None. A run that read no operation at all is never taken for a no-change run."""
+    if not rerun.ok:
+        return f"the re-run failed (exit {rerun.returncode}{': ' + rerun.error if rerun.error else ''})"
+    if not rerun.operations:
+        return "the re-run reported no operation at all, so nothing proves it changed nothing"
+    if rerun.changes:
+        verb = "would change" if rerun.dry else "changed"
+        return f"the re-run {verb} " + "; ".join(f"{r.host}: {r.op}" for r in rerun.changes)
+    return None
 
-    With --dry, -y is left out so that pyinfra prints the changes it detects.
+
+def idempotence_check(site_file: str | Path, deploy: str | Path = "deploys/site.py", *extra: str,
+                      preview: bool = False, timeout: float = 1200) -> tuple[DeployResult, str | None]:
+    """Run a deploy again on hosts it converged: the re-run and why it is not a no-change run (None
+    when it is). With preview, a --dry --diff run must see nothing to change either. The one
+    idempotence check of the tests, `make demo` and bench/."""
+    again = run_deploy(site_file, deploy, *extra, timeout=timeout)
+    problem = no_change_problem(again)
+    if problem is None and preview:
+        dry = run_deploy(site_file, deploy, *extra, "--dry", "--diff", timeout=timeout)
+        problem = no_change_problem(dry)
+        if problem is not None:
+            again = dry
+            problem = f"--dry: {problem}"
+    return again, problem
+
+
+def run_deploy(site_file: str | Path, deploy: str | Path = "deploys/site.py", *extra: str,
+               env: dict | None = None, timeout: float = 1200,
+               echo: Callable[[str], None] | None = None) -> DeployResult:
+    """Run a deploy (see resolve_deploy) on the hosts of a site file; never raises for a failed run.
+
+    extra: --dry, --diff, --limit HOST (pyinfra's meanings). The log is captured in the result and,
+    when echo is given, passed to it line by line as it comes.
     """
     start = time.monotonic()
-    yes = [] if "--dry" in extra else ["-y"]
-    proc = subprocess.run(
-        [str(PYINFRA), *yes, *extra, inventory, deploy],
-        cwd=REPO, capture_output=True, text=True, timeout=timeout,
-        env={**os.environ, "SIAGA_SITE": str(site_file), **(env or {})},
-    )
-    return DeployResult(proc.returncode, proc.stdout + proc.stderr, time.monotonic() - start)
+    path = resolve_deploy(deploy)
+    child_env = {**os.environ, **(env or {}), "PYINFRA_PROGRESS": "off"}
+    if (REPO / "pyproject.toml").is_file():  # a source checkout: the child imports this same tree
+        child_env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), child_env.get("PYTHONPATH")) if p)
+    with tempfile.TemporaryDirectory(prefix="siaga-deploy-") as tmp:
+        result_file = Path(tmp) / "result.json"
+        cmd = [sys.executable, "-m", "drc.hosts.run_deploy", "--site", str(Path(site_file).expanduser()),
+               "--result", str(result_file), *extra, str(path)]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=child_env,
+                                start_new_session=True)
+        timed_out = threading.Event()
+
+        def kill() -> None:
+            timed_out.set()
+            try:
+                os.killpg(proc.pid, 9)
+            except ProcessLookupError:
+                pass
+
+        timer = threading.Timer(timeout, kill)
+        timer.start()
+        lines = []
+        try:
+            for line in proc.stdout:
+                lines.append(line)
+                if echo:
+                    echo(line.rstrip("\n"))
+            returncode = proc.wait()
+        finally:
+            timer.cancel()
+        output = "".join(lines)
+        if timed_out.is_set():
+            output += f"\nsiaga: the deploy was stopped after {timeout:.0f} s (timeout)\n"
+            returncode = returncode or 124
+        return read_result(result_file, returncode, output, time.monotonic() - start, dry="--dry" in extra)
+
+
+def read_result(result_file: Path, returncode: int, output: str, seconds: float, dry: bool = False) -> DeployResult:
+    """The child's JSON result as a DeployResult. Missing or malformed results make the run a
+    failure: a deploy whose results are unknown never passes for one that changed nothing."""
+    try:
+        data = json.loads(result_file.read_text())
+        ops = [OpResult(r["host"], r["op"], r["state"], r.get("stderr", "")) for r in data["operations"]]
+        unknown = sorted({r.state for r in ops} - set(KNOWN_STATES))
+        if unknown:
+            raise ValueError(f"unknown operation states {unknown}")
+        return DeployResult(returncode, output, seconds, dry=bool(data.get("dry", dry)), operations=ops,
+                            hosts=dict(data["hosts"]), error=data.get("error"))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        why = f"siaga: no readable deploy result ({type(exc).__name__}: {exc})"
+        return DeployResult(returncode or 1, f"{output}\n{why}\n", seconds, dry=dry, error=why)
 
 
 def converged_lab(lab, name: str) -> DeployResult:

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from drc.lab import lab as labmod
-from drc.hosts.deploy import REPO, run_deploy
+from drc.hosts.deploy import REPO, idempotence_check, run_deploy
 
 console = Console()
 
@@ -45,13 +45,16 @@ def main() -> int:
         console.print(first.output[-6000:])
         console.print("[red]deploy failed[/red]")
         return 1
-    console.print(f"{len(first.changed)} operations changed something ({first.seconds:.1f} s)")
+    per_host = ", ".join(f"{h} {sum(1 for r in first.changes if r.host == h)}" for h in first.hosts)
+    console.print(f"{len(first.changed)} operations changed something (per host: {per_host}; {first.seconds:.1f} s)")
 
     console.rule("3. the same deploy again: must change nothing")
-    second = run_deploy(the_lab.site_file)
-    idempotent = second.ok and not second.changed
-    console.print(f"{len(second.changed)} operations changed ({second.seconds:.1f} s): "
-                  + ("[green]idempotent[/green]" if idempotent else f"[red]NOT idempotent: {second.changed}[/red]"))
+    second, problem = idempotence_check(the_lab.site_file)
+    idempotent = problem is None
+    console.print(f"{len(second.operations)} operations on {len(second.hosts)} hosts, {len(second.changes)} changed "
+                  f"({second.seconds:.1f} s): " + ("[green]idempotent[/green]" if idempotent else f"[red]NOT idempotent[/red]"))
+    if problem:
+        console.print(problem, markup=False, highlight=False)
 
     console.rule("4. lab checks (tests/lab against this lab)")
     with tempfile.TemporaryDirectory() as tmp:

@@ -14,7 +14,7 @@ import yaml
 from drc.lab.lab import ADMINS
 from drc.site import load_site
 from roles.ssh_hardening.deploy import allow_groups
-from tests.helpers import lab_host, run_deploy, tcp_from
+from tests.helpers import assert_no_change_rerun, lab_host, run_deploy, tcp_from
 
 HOSTS = ("primary", "drc")
 
@@ -149,11 +149,7 @@ def test_dropped_packets_are_counted_for_the_log(lab, deployed):
 
 
 def test_second_deploy_changes_nothing(lab, deployed):
-    again = run_deploy(lab)
-    assert again.ok, again.output[-4000:]
-    assert again.changed == []
-    preview = run_deploy(lab, "deploys/site.py", "--dry", "--diff")
-    assert preview.ok and preview.changed == [], preview.output[-4000:]
+    assert_no_change_rerun(lab, "deploys/site.py", preview=True)
 
 
 # --- disruptive, self-restoring --------------------------------------------------------------
@@ -165,7 +161,7 @@ def test_broken_sshd_setting_is_never_put_live(lab, deployed, tmp_path):
     data["ssh_hardening"] = {"extra_settings": {"Ciphers": "no-such-cipher"}}
     bad_site = tmp_path / "site.yaml"
     bad_site.write_text(yaml.safe_dump(data))
-    result = run_deploy(lab, "deploys/site.py", "--limit", "primary", env={"SIAGA_SITE": str(bad_site)})
+    result = run_deploy(lab, "deploys/site.py", "--limit", "primary", site_file=bad_site)
     assert not result.ok
     assert "sshd -t" in result.output
     assert host.file("/etc/ssh/sshd_config").sha256sum == live_before
