@@ -4,7 +4,7 @@ Usage: .venv/bin/python bench/ansible_ratio.py [--lab NAME] [--keep]
 Raises its own lab ("bench-ansible"; --lab bench-deploy reuses the one `bench/deploy_rerun.py --keep`
 left up), converges it with siaga, then with the same controls written as an
 Ansible playbook (bench/peers/ansible/site.yml, inventory generated from the lab's site file), then
-times one no-change re-run of each: `pyinfra -y inventory/lab.py deploys/remote_access.py`
+times one no-change re-run of each: deploys/remote_access.py through pyinfra's API (drc.hosts.deploy.run_deploy)
 (the site deploy's base, ssh_hardening and firewall roles: the controls the playbook has; the site
 deploy's data tier has no Ansible peer) and `ansible-playbook site.yml`. Both must report no changes (pyinfra: no operation changed; Ansible:
 changed=0 for every host in the PLAY RECAP), otherwise the exit status is 2. The goal itself only
@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from drc.hosts.deploy import REPO, run_deploy
+from drc.hosts.deploy import REPO, idempotence_check, run_deploy
 from drc.lab.lab import Lab
 
 sys.path.insert(0, str(REPO / "bench" / "peers" / "ansible"))
@@ -139,10 +139,9 @@ def main() -> int:
             print(f"  the playbook changed what siaga had set: {a_converge.changed_tasks}; "
                   f"bench/peers/ansible no longer matches the roles")
 
-        siaga = run_deploy(lab.site_file, SIAGA_DEPLOY)
-        if not siaga.ok or siaga.changed:
-            return fail(f"siaga re-run after Ansible was not a no-change run (exit {siaga.returncode}, "
-                        f"changed: {siaga.changed})", siaga.output)
+        siaga, problem = idempotence_check(lab.site_file, SIAGA_DEPLOY)
+        if problem:
+            return fail(f"siaga re-run after Ansible was not a no-change run: {problem}", siaga.output)
         ansible = run_playbook(inventory)
         if not ansible.unchanged(hosts):
             return fail(f"Ansible re-run was not a no-change run (exit {ansible.returncode}, recap {ansible.recap})",
