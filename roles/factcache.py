@@ -16,7 +16,8 @@ i.e. by every deploy file):
    change is read again, exactly as without the cache. Two readers of the same fact at the same
    time (each host's deploy file reads the other's PostgreSQL) wait for one read.
 
-2. A fact plan per host: the facts a deploy read on that host last time (kept on the workstation,
+2. A fact plan per host: the facts deploys read on that host in their last runs (those of the last
+   run, and for `PLAN_KEEP_RUNS` runs those of other deploy files; kept on the workstation,
    `$XDG_CACHE_HOME/siaga/fact-plans/`). The first fact read on a host runs every planned fact in
    one command (`FactBatch`: each fact's own command in a subshell, its output and exit status
    framed by a random marker, each output handed to the fact's own `process`) and fills the cache.
@@ -44,7 +45,8 @@ from pyinfra.api.host import Host
 from pyinfra.api.state import BaseStateCallback
 
 ENV = "SIAGA_FACT_CACHE"
-PLAN_VERSION = 1
+PLAN_VERSION = 2
+PLAN_KEEP_RUNS = 3  # a planned fact no run asked for in this many runs leaves the plan
 _installed = False
 
 
@@ -126,6 +128,7 @@ class _HostFacts:
         self.fact_depth = 0
         self.plan_loaded = False
         self.asked: dict[str, tuple[str, dict]] = {}  # json key -> (class path, kwargs), in order
+        self.previous_plan: list = []
 
     def drop(self) -> None:
         self.values.clear()
@@ -186,7 +189,8 @@ def _run_plan(host: Host, orig_get_fact, signature_key) -> None:
     if plan.get("version") != PLAN_VERSION:
         return
     entries, keys = [], []
-    for class_path, kwargs in plan.get("facts", []):
+    hf.previous_plan = plan.get("facts", [])
+    for class_path, kwargs, _age in plan.get("facts", []):
         try:
             cls = _load_class(class_path)
         except Exception:  # noqa: BLE001 - a fact that moved or went away
@@ -226,10 +230,15 @@ def save_plan(host: Host) -> None:
     if not hf or not hf.asked:
         return
     path = _plan_file(host)
+    facts = [[class_path, kwargs, 0] for class_path, kwargs in hf.asked.values()]
+    # Facts of the other deploy files (remote access alone, then the whole site) stay a few runs.
+    for class_path, kwargs, age in hf.previous_plan:
+        if age + 1 < PLAN_KEEP_RUNS and json.dumps([class_path, kwargs], sort_keys=True) not in hf.asked:
+            facts.append([class_path, kwargs, age + 1])
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"version": PLAN_VERSION, "host": host.name, "facts": list(hf.asked.values())}))
+        tmp.write_text(json.dumps({"version": PLAN_VERSION, "host": host.name, "facts": facts}))
         tmp.replace(path)
     except OSError as exc:
         logger.debug("siaga fact plan not saved: %s", exc)
