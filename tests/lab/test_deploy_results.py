@@ -5,11 +5,16 @@ one change the next run reports, a non-idempotent operation fails the idempotenc
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from drc import cli
 from drc.hosts.deploy import no_change_problem
-from tests.helpers import lab_host, run_deploy
+from tests.helpers import REPO, lab_host, run_deploy
 
 HOSTS = ("primary", "drc")
 
@@ -69,3 +74,12 @@ def test_siaga_deploy_previews_and_applies_a_part_of_the_site(lab, deployed, cap
     out = capsys.readouterr().out
     assert "--> Starting operation" in out  # pyinfra's progress, per operation and host
     assert "ok: 0 operation(s) changed on 1 host(s)" in out
+
+
+def test_plain_pyinfra_still_runs_the_site_deploy(lab, deployed):
+    """`pyinfra inventory/<site>.py deploys/site.py` keeps working beside `siaga deploy`."""
+    proc = subprocess.run([str(Path(sys.executable).parent / "pyinfra"), "--dry", "inventory/lab.py", "deploys/site.py"],
+                          cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "SIAGA_SITE": str(lab.site_file)})
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    assert (proc.stderr + proc.stdout).count("Ready: deploys/site.py") == len(HOSTS)
