@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -150,7 +151,7 @@ def run_deploy(site_file: str | Path, deploy: str | Path = "deploys/site.py", *e
         def kill() -> None:
             timed_out.set()
             try:
-                os.killpg(proc.pid, 9)
+                os.killpg(proc.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
 
@@ -163,6 +164,9 @@ def run_deploy(site_file: str | Path, deploy: str | Path = "deploys/site.py", *e
                 if echo:
                     echo(line.rstrip("\n"))
             returncode = proc.wait()
+        except BaseException:  # e.g. Ctrl-C in `siaga deploy`: the deploy stops too, not left running
+            stop(proc)
+            raise
         finally:
             timer.cancel()
         output = "".join(lines)
@@ -170,6 +174,19 @@ def run_deploy(site_file: str | Path, deploy: str | Path = "deploys/site.py", *e
             output += f"\nsiaga: the deploy was stopped after {timeout:.0f} s (timeout)\n"
             returncode = returncode or 124
         return read_result(result_file, returncode, output, time.monotonic() - start, dry="--dry" in extra)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Interrupt a deploy's process group as Ctrl-C would (pyinfra stops its greenlets), then kill it."""
+    for sig, wait_s in ((signal.SIGINT, 15), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout=wait_s)
+            return
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def read_result(result_file: Path, returncode: int, output: str, seconds: float, dry: bool = False) -> DeployResult:

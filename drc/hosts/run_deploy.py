@@ -179,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     from pyinfra_cli.util import load_deploy_file
 
     pyinfra.is_cli = True
+    sys.stdout.reconfigure(line_buffering=True)  # diffs (stdout) stay in order with the log (stderr)
     set_formatter(click.style)
     set_echo(click.echo)
     setup_logging(logging.INFO)
