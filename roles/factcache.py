@@ -16,10 +16,9 @@ i.e. by every deploy file):
    change is read again, exactly as without the cache. Two readers of the same fact at the same
    time (each host's deploy file reads the other's PostgreSQL) wait for one read.
 
-2. A fact plan per host: the facts deploys read on that host in their last runs (those of the last
-   run, and for `PLAN_KEEP_RUNS` runs those of other deploy files; kept on the workstation,
-   `$XDG_CACHE_HOME/siaga/fact-plans/`). The first fact read on a host runs every planned fact in
-   one command (`FactBatch`: each fact's own command in a subshell, its output and exit status
+2. A fact plan per host and deploy file (`begin_section`: remote_access, data_tier): the facts it
+   read on that host in its last run (kept on the workstation, `$XDG_CACHE_HOME/siaga/fact-plans/`).
+   The first fact read of a deploy file on a host runs every planned fact of it in one command (`FactBatch`: each fact's own command in a subshell, its output and exit status
    framed by a random marker, each output handed to the fact's own `process`) and fills the cache.
    A planned fact the deploy no longer asks for costs only its lines in that one command; a fact
    that failed in the batch is not cached and is read on its own (with pyinfra's error handling).
@@ -45,8 +44,8 @@ from pyinfra.api.host import Host
 from pyinfra.api.state import BaseStateCallback
 
 ENV = "SIAGA_FACT_CACHE"
-PLAN_VERSION = 2
-PLAN_KEEP_RUNS = 3  # a planned fact no run asked for in this many runs leaves the plan
+PLAN_VERSION = 3
+DEFAULT_SECTION = "deploy"
 _installed = False
 
 
@@ -126,9 +125,10 @@ class _HostFacts:
         self.values: dict = {}
         self.inflight: dict = {}
         self.fact_depth = 0
-        self.plan_loaded = False
-        self.asked: dict[str, tuple[str, dict]] = {}  # json key -> (class path, kwargs), in order
-        self.previous_plan: list = []
+        self.plan: dict | None = None  # sections -> [[class path, kwargs]] from the last runs
+        self.batched: set[str] = set()  # sections whose plan ran in this run
+        self.asked: dict[str, dict[str, tuple[str, dict]]] = {}  # section -> json key -> (class path, kwargs)
+        self.sections: list[tuple[str, frozenset]] = []  # (name, the host's operations before it began)
 
     def drop(self) -> None:
         self.values.clear()
@@ -140,6 +140,24 @@ def _facts_of(host: Host) -> _HostFacts:
         hf = _HostFacts()
         host._siaga_facts = hf
     return hf
+
+
+def begin_section(host: Host, name: str) -> None:
+    """A deploy file (e.g. remote_access, data_tier) starts adding this host's operations. Each
+    keeps its own plan, so remote access alone batches only its own facts."""
+    hf = _facts_of(host)
+    ops = frozenset(host.state.ops.get(host, {})) if host.state is not None else frozenset()
+    hf.sections.append((name, ops))
+
+
+def _section(host: Host, hf: _HostFacts) -> str:
+    """The deploy file a fact read belongs to: that of the operation being run, else (while the
+    deploy files are loaded) the one loading now."""
+    op = host.current_op_hash
+    for name, before in reversed(hf.sections):
+        if op is None or op not in before:
+            return name
+    return hf.sections[0][0] if hf.sections else DEFAULT_SECTION
 
 
 def _plan_file(host: Host) -> Path:
@@ -178,19 +196,23 @@ class _Callbacks(BaseStateCallback):
         save_plan(host)
 
 
-def _run_plan(host: Host, orig_get_fact, signature_key) -> None:
-    """First fact read on `host`: run last run's facts of the same connector arguments at once."""
-    hf = _facts_of(host)
-    hf.plan_loaded = True
+def _load_plan(host: Host) -> dict:
     try:
         plan = json.loads(_plan_file(host).read_text())
     except (OSError, ValueError):
-        return
-    if plan.get("version") != PLAN_VERSION:
-        return
+        return {}
+    return plan.get("sections", {}) if plan.get("version") == PLAN_VERSION else {}
+
+
+def _run_plan(host: Host, section: str, orig_get_fact, signature_key) -> None:
+    """First fact read of a section on `host`: its facts of the last run (same connector
+    arguments) in one command."""
+    hf = _facts_of(host)
+    hf.batched.add(section)
+    if hf.plan is None:
+        hf.plan = _load_plan(host)
     entries, keys = [], []
-    hf.previous_plan = plan.get("facts", [])
-    for class_path, kwargs, _age in plan.get("facts", []):
+    for class_path, kwargs in hf.plan.get(section, []):
         try:
             cls = _load_class(class_path)
         except Exception:  # noqa: BLE001 - a fact that moved or went away
@@ -204,13 +226,31 @@ def _run_plan(host: Host, orig_get_fact, signature_key) -> None:
         keys.append(sig[0])
     if not entries:
         return
+    import gevent.event
+
     marker = f"##SIAGA-{secrets.token_hex(8)}"
+    # Readers of these facts meanwhile (another host's deploy file) wait for the batch.
+    waiters = {key: gevent.event.AsyncResult() for key in keys if key not in hf.inflight}
+    hf.inflight.update(waiters)
     hf.fact_depth += 1
     try:
         output = orig_get_fact(host, FactBatch, entries=entries, marker=marker)
     finally:
         hf.fact_depth -= 1
-    results = FactBatch().process_batch(output or [], len(entries), marker)
+        for key, waiter in waiters.items():
+            hf.inflight.pop(key, None)
+    try:
+        _seed(hf, entries, keys, FactBatch().process_batch(output or [], len(entries), marker))
+    finally:
+        for key, waiter in waiters.items():
+            waiter.set(hf.values.get(key, _MISSING))
+    logger.debug("siaga fact plan: %d facts of %s in one command on %s", len(entries), section, host.name)
+
+
+_MISSING = object()
+
+
+def _seed(hf: _HostFacts, entries, keys, results) -> None:
     for (cls, kwargs), key, result in zip(entries, keys, results):
         if result is None or result[0] != 0:
             continue  # read on its own when asked, with pyinfra's own error handling
@@ -222,7 +262,6 @@ def _run_plan(host: Host, orig_get_fact, signature_key) -> None:
         except Exception:  # noqa: BLE001
             continue
         hf.values[key] = value
-    logger.debug("siaga fact plan: %d facts in one command on %s", len(entries), host.name)
 
 
 def save_plan(host: Host) -> None:
@@ -230,15 +269,12 @@ def save_plan(host: Host) -> None:
     if not hf or not hf.asked:
         return
     path = _plan_file(host)
-    facts = [[class_path, kwargs, 0] for class_path, kwargs in hf.asked.values()]
-    # Facts of the other deploy files (remote access alone, then the whole site) stay a few runs.
-    for class_path, kwargs, age in hf.previous_plan:
-        if age + 1 < PLAN_KEEP_RUNS and json.dumps([class_path, kwargs], sort_keys=True) not in hf.asked:
-            facts.append([class_path, kwargs, age + 1])
+    sections = dict(hf.plan if hf.plan is not None else _load_plan(host))  # other deploy files' stay
+    sections.update({name: [list(v) for v in asked.values()] for name, asked in hf.asked.items()})
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"version": PLAN_VERSION, "host": host.name, "facts": facts}))
+        tmp.write_text(json.dumps({"version": PLAN_VERSION, "host": host.name, "sections": sections}))
         tmp.replace(path)
     except OSError as exc:
         logger.debug("siaga fact plan not saved: %s", exc)
@@ -277,17 +313,23 @@ def install() -> None:
             return read(self, cls, *args, **kwargs)
         key, fact_kwargs = sig
         hf = _facts_of(self)
+        section = _section(self, hf)
         try:
             plan_key = json.dumps([key[0], fact_kwargs], sort_keys=True)
-            hf.asked.setdefault(plan_key, (key[0], fact_kwargs))
+            if not any(plan_key in asked for asked in hf.asked.values()):
+                hf.asked.setdefault(section, {})[plan_key] = (key[0], fact_kwargs)
         except (TypeError, ValueError):
             pass
-        if not hf.plan_loaded:
-            _run_plan(self, orig_get_fact, key)
+        if section not in hf.batched:
+            _run_plan(self, section, orig_get_fact, key)
         if key in hf.values:
             return hf.values[key]
         if key in hf.inflight:
-            return hf.inflight[key].get()
+            value = hf.inflight[key].get()
+            if value is not _MISSING:
+                return value
+            if key in hf.values:
+                return hf.values[key]
         waiter = gevent.event.AsyncResult()
         hf.inflight[key] = waiter
         hf.fact_depth += 1

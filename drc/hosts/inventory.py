@@ -51,9 +51,12 @@ def this_host_in_site() -> tuple[Site, str]:
     from pyinfra import host
     from pyinfra.api.exceptions import DeployError
 
-    from roles.factcache import install
+    from pyinfra.context import ctx_host
+
+    from roles.factcache import begin_section, install
 
     install()  # facts read once per host, in one round trip (roles/factcache.py)
+    begin_section(ctx_host.get(), Path(sys._getframe(1).f_code.co_filename).stem)  # each deploy file its own plan
     site_file = host.data.get("siaga_site_file")
     if not site_file:
         raise DeployError(f"{host.name}: no siaga_site_file in the host data; use an inventory from inventory/ (drc.hosts.inventory)")
