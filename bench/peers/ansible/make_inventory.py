@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel
 
-import roles.ssh_hardening as ssh_role
+import roles.ssh_hardening.deploy as ssh_role
 from drc.site import SITE_ROLES, Site, load_site
 from roles.base.deploy import HEADER as BASE_HEADER
 from roles.firewall.deploy import ruleset_context
