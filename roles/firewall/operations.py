@@ -60,7 +60,7 @@ def nftables_ruleset(
     """
     loaded = host.get_fact(NftablesTable, family="inet", table=table)
     table_current = bool(loaded) and loaded["comment"] == version
-    enabled = host.get_fact(SystemdEnabled).get("nftables.service", False)
+    enabled = host.get_fact(SystemdEnabled, services=["nftables.service"]).get("nftables.service", False)
 
     if table_current and is_current(path, content):
         if enabled:
