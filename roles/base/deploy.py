@@ -114,16 +114,13 @@ def base(site: Site, host_name: str) -> None:
     # SOP RA-3: people log in as themselves, in the admin group, and escalate with sudo.
     server.group(name=f"Admin group {b.admin_group}", group=b.admin_group)
     for admin in site.admins:
-        server.user(
+        base_ops.admin_account(
             name=f"Admin {admin.name}",
             user=admin.name,
             comment=admin.full_name or None,
             shell="/bin/bash",
-            create_home=True,
             groups=[b.admin_group],
-            append=True,
             public_keys=[k.strip() for k in admin.ssh_keys],
-            delete_keys=True,
         )
         # An admin listed again after being in removed_admins gets their login back.
         base_ops.unexpired_account(name=f"Admin {admin.name} not expired", user=admin.name)

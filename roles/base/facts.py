@@ -39,3 +39,24 @@ class ContainerType(FactBase[str]):
 
     def process(self, output: list[str]) -> str:
         return output[0].strip() if output else "none"
+
+
+class Passwd(FactBase):
+    """A local account's passwd entry, or None if there is no such user. One ``getent`` (pyinfra's
+    ``Users`` fact reads every account with lastlog and id: 0.2 s per host and run).
+
+    .. code:: python
+
+        {"uid": 1000, "gid": 1000, "comment": "Budi", "home": "/home/budi", "shell": "/bin/bash"}
+    """
+
+    def command(self, user: str) -> StringCommand:
+        return StringCommand("getent passwd", QuoteString(user), "|| true")
+
+    def process(self, output: list[str]):
+        for line in output:
+            fields = line.split(":")
+            if len(fields) >= 7:
+                return {"uid": int(fields[2]), "gid": int(fields[3]), "comment": fields[4], "home": fields[5],
+                        "shell": fields[6]}
+        return None

@@ -7,10 +7,12 @@ import time
 from pyinfra import host
 from pyinfra.api import QuoteString, StringCommand, operation
 from pyinfra.facts.files import FileContents, Link
+from pyinfra.facts.server import Groups
+from pyinfra.operations import files, server
 
 from roles.managed_files import content_is_current, log_diff, upload, validated_install
 
-from .facts import Account
+from .facts import Account, Passwd
 
 ZONEINFO = "/usr/share/zoneinfo"
 
@@ -101,3 +103,46 @@ def unexpired_account(user: str):
         yield StringCommand("usermod", "--expiredate", "''", QuoteString(user))
     else:
         host.noop(f"{user} is not expired")
+
+
+@operation()
+def admin_account(user: str, groups: list[str], public_keys: list[str], shell: str = "/bin/bash",
+                  comment: str | None = None):
+    """
+    An admin's account: created with a home if missing, in ``groups`` (appended, other groups
+    kept), with this shell and comment, its home owned by it, and exactly ``public_keys`` in
+    ``~/.ssh/authorized_keys`` (pyinfra's ``server.user`` with ``append`` and ``delete_keys``,
+    reading one ``getent`` instead of every account on the host).
+
+    + user: the account name
+    + groups: supplementary groups it must be in
+    + public_keys: its SSH keys, exactly (others are removed)
+    + shell: login shell
+    + comment: GECOS field (full name)
+    """
+    entry = host.get_fact(Passwd, user=user)
+    home = entry["home"] if entry else f"/home/{user}"
+    joined = QuoteString(",".join(groups))
+    if entry is None:
+        args = ["-d", QuoteString(home), "-s", QuoteString(shell)]
+        if user in host.get_fact(Groups):
+            args += ["-g", QuoteString(user)]
+        if groups:
+            args += ["-G", joined]
+        if comment:
+            args += ["-c", QuoteString(comment)]
+        yield StringCommand("useradd", *args, "-m", QuoteString(user))
+    else:
+        account = host.get_fact(Account, user=user)
+        mod = []
+        if entry["shell"] != shell:
+            mod += ["-s", QuoteString(shell)]
+        if groups and not set(groups).issubset(account["groups"] if account else []):
+            mod += ["-a", "-G", joined]
+        if comment and entry["comment"] != comment:
+            mod += ["-c", QuoteString(comment)]
+        if mod:
+            yield StringCommand("usermod", *mod, QuoteString(user))
+    yield from files.directory._inner(path=home, user=user, group=user, _no_fail_on_link=True)
+    yield from server.user_authorized_keys._inner(user=user, public_keys=public_keys, group=None, delete_keys=True,
+                                                  authorized_key_directory=f"{home}/.ssh", authorized_key_filename=None)
