@@ -145,6 +145,8 @@ def _facts_of(host: Host) -> _HostFacts:
 def begin_section(host: Host, name: str) -> None:
     """A deploy file (e.g. remote_access, data_tier) starts adding this host's operations. Each
     keeps its own plan, so remote access alone batches only its own facts."""
+    if not isinstance(host, Host):
+        return
     hf = _facts_of(host)
     ops = frozenset(host.state.ops.get(host, {})) if host.state is not None else frozenset()
     hf.sections.append((name, ops))

@@ -124,3 +124,34 @@ def test_cache_holds_until_a_command_runs_on_the_host(tmp_path, monkeypatch):
     disconnect_all(state)
     plans = list((tmp_path / "cache" / "siaga" / "fact-plans").glob("*.json"))
     assert len(plans) == 1 and str(target) in plans[0].read_text()
+
+
+def test_each_deploy_file_batches_its_own_plan(tmp_path, monkeypatch):
+    """Remote access alone must not pay for the data tier's facts: plans are kept per deploy file."""
+    from pyinfra.api import Config, Inventory, State
+    from pyinfra.api.connect import connect_all, disconnect_all
+
+    from roles import factcache
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    factcache.install()
+    a, b = tmp_path / "a", tmp_path / "b"
+
+    def run(sections):
+        inventory = Inventory((["@local"], {}))
+        state = State(inventory, Config())
+        connect_all(state)
+        host = inventory.get_host("@local")
+        for name, path in sections:
+            factcache.begin_section(host, name)
+            host.get_fact(File, path=str(path))
+        hf = factcache._facts_of(host)
+        disconnect_all(state)
+        return hf
+
+    run([("remote_access", a), ("data_tier", b)])
+    hf = run([("remote_access", a)])
+    assert hf.batched == {"remote_access"}
+    assert not any(str(b) in repr(key) for key in hf.values)  # the data tier's fact was not read
+    hf = run([("remote_access", a), ("data_tier", b)])  # its plan was kept
+    assert hf.batched == {"remote_access", "data_tier"}
