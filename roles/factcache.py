@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import inspect
 import json
 import os
 import secrets
@@ -129,6 +130,7 @@ class _HostFacts:
         self.batched: set[str] = set()  # sections whose plan ran in this run
         self.asked: dict[str, dict[str, tuple[str, dict]]] = {}  # section -> json key -> (class path, kwargs)
         self.sections: list[tuple[str, frozenset]] = []  # (name, the host's operations before it began)
+        self.connector_memo: tuple | None = None
 
     def drop(self) -> None:
         self.values.clear()
@@ -167,18 +169,47 @@ def _plan_file(host: Host) -> Path:
     return plan_dir() / f"{hashlib.sha1(ident.encode()).hexdigest()[:16]}.json"
 
 
-def _signature(host: Host, cls, args, kwargs):
-    """(cache key, fact kwargs) as pyinfra would run the fact, or None when not cacheable."""
+def _connector(host: Host) -> tuple | None:
+    """The connector arguments (sudo, sudo user, ...) a fact read now runs with, as pyinfra's
+    `_handle_fact_kwargs` works them out: those of the operation being run, else the host's. Worked
+    out once per operation (pyinfra does it with get_type_hints at every read: 1 ms each)."""
     from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS
     from pyinfra.api.facts import _handle_fact_kwargs
 
+    hf = _facts_of(host)
+    current = host.current_op_global_arguments
+    memo_key = id(current) if current is not None else None
+    memo = hf.connector_memo
+    if memo is not None and memo[0] == memo_key and memo[1] is current:
+        return memo[2]
+    _fact_kwargs, global_kwargs = _handle_fact_kwargs(host.state, host, FactBase, [], {})
+    connector = tuple((k, repr(global_kwargs.get(k))) for k in CONNECTOR_ARGUMENT_KEYS)
+    hf.connector_memo = (memo_key, current, connector)
+    return connector
+
+
+_PARAMS: dict = {}
+
+
+def _fact_kwargs(cls, args, kwargs) -> dict:
+    """The fact's arguments by name, as pyinfra's getcallargs gives them (defaults filled in)."""
+    if not args and not kwargs:
+        return {}
+    sig = _PARAMS.get(cls)
+    if sig is None:
+        sig = _PARAMS[cls] = inspect.signature(cls.command)
+    bound = sig.bind(None, *args, **kwargs)
+    bound.apply_defaults()
+    return {k: v for k, v in list(bound.arguments.items())[1:]}
+
+
+def _signature(host: Host, cls, args, kwargs):
+    """(cache key, fact kwargs) as pyinfra would run the fact, or None when not cacheable."""
     if any(k.startswith("_") for k in kwargs):
         return None  # explicit global arguments: read as asked, uncached
     try:
-        fact_kwargs, global_kwargs = _handle_fact_kwargs(host.state, host, cls, list(args), dict(kwargs))
-        fact_kwargs = {k: v for k, v in fact_kwargs.items() if k != "self"}  # getcallargs on a bound method
-        connector = tuple((k, repr(global_kwargs.get(k))) for k in CONNECTOR_ARGUMENT_KEYS)
-        key = (_class_path(cls), _freeze(fact_kwargs), connector)
+        fact_kwargs = _fact_kwargs(cls, args, kwargs)
+        key = (_class_path(cls), _freeze(fact_kwargs), _connector(host))
         hash(key)
     except Exception as exc:  # noqa: BLE001 - anything odd: no caching for this read
         logger.debug("siaga fact cache: %s not cacheable: %r", cls, exc)

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 
-def render(role_dir: str | Path, template: str, **context) -> str:
-    """Render `templates/<template>` of a role."""
-    env = Environment(
-        loader=FileSystemLoader(Path(role_dir) / "templates"),
+@lru_cache(maxsize=None)
+def _environment(templates: Path) -> Environment:
+    """One environment per role: a template is compiled once per process, not once per host
+    (jinja2 checks the file's mtime and recompiles it when it changed)."""
+    return Environment(
+        loader=FileSystemLoader(templates),
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
         autoescape=False,
     )
-    return env.get_template(template).render(**context)
+
+
+def render(role_dir: str | Path, template: str, **context) -> str:
+    """Render `templates/<template>` of a role."""
+    return _environment(Path(role_dir) / "templates").get_template(template).render(**context)

@@ -6,6 +6,7 @@ validated first: a bad file stops pyinfra with the file, key and fix before any 
 
 from __future__ import annotations
 
+import inspect
 import sys
 from pathlib import Path
 
@@ -56,7 +57,17 @@ def this_host_in_site() -> tuple[Site, str]:
     from roles.factcache import begin_section, install
 
     install()  # facts read once per host, in one round trip (roles/factcache.py)
-    begin_section(ctx_host.get(), Path(sys._getframe(1).f_code.co_filename).stem)  # each deploy file its own plan
+    deploy_file = sys._getframe(1).f_code.co_filename
+    begin_section(ctx_host.get(), Path(deploy_file).stem)  # each deploy file its own plan
+    # pyinfra orders operations by inspect.stack() at every operation of every host; for a deploy
+    # file (exec'd by pyinfra: globals with __file__ and no __name__) inspect.getmodule scans all
+    # of sys.modules each time to find no module. Recording "no module" for these files gives the
+    # same answer at once (0.5 s of a 16-host run).
+    frame = sys._getframe(1)
+    while frame is not None:
+        if "__file__" in frame.f_globals and "__name__" not in frame.f_globals:
+            inspect.modulesbyfile.setdefault(frame.f_code.co_filename, "<siaga deploy file: no module>")
+        frame = frame.f_back
     site_file = host.data.get("siaga_site_file")
     if not site_file:
         raise DeployError(f"{host.name}: no siaga_site_file in the host data; use an inventory from inventory/ (drc.hosts.inventory)")
