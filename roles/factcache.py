@@ -34,6 +34,7 @@ import importlib
 import inspect
 import json
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,9 @@ def plan_dir() -> Path:
     return base / "siaga" / "fact-plans"
 
 
+_SHELL_CHANGES = re.compile(r"\b(exit|exec|cd|set|trap|export|unset|shift|return|umask|readonly|local|IFS|alias|source)\b|(^|[\s;])\.\s")
+
+
 class FactBatch(FactBase):
     """Several facts in one command. ``entries``: [(fact class, kwargs)]; returns
     ``[(exit status, stdout lines)]`` in the same order (None for an entry whose output is missing)."""
@@ -71,7 +75,11 @@ class FactBatch(FactBase):
             needs = fact.requires_command(**kwargs)
             if needs:  # missing binary: status 127, so the fact is read on its own (pyinfra's default then)
                 cmd = StringCommand("if command -v", needs, ">/dev/null 2>&1; then", "(", cmd, "); else exit 127; fi")
-            parts += ["echo", f"'{marker} {i}';", "(", cmd, ")", "2>/dev/null;", "echo", f"\"{marker} rc $?\";"]
+            # A fact's command was written for a shell of its own: a subshell where it could end or
+            # change the shell (exit, cd, set, ...), else a brace group (one fork less per fact).
+            text = cmd.get_raw_value() if isinstance(cmd, StringCommand) else str(cmd)
+            opening, closing = ("(", "\n)") if _SHELL_CHANGES.search(text) else ("{", "\n}")
+            parts += ["echo", f"'{marker} {i}';", opening, cmd, closing, "2>/dev/null;", "echo", f"\"{marker} rc $?\";"]
         return StringCommand(*parts, "true")
 
     def process_batch(self, output: list[str], count: int, marker: str) -> list[tuple[int, list[str]] | None]:
@@ -267,7 +275,8 @@ def _run_plan(host: Host, section: str, orig_get_fact, signature_key) -> None:
     hf.inflight.update(waiters)
     hf.fact_depth += 1
     try:
-        output = orig_get_fact(host, FactBatch, entries=entries, marker=marker)
+        # A batch that fails as a whole (it should not) fails no host: its facts are read one by one.
+        output = orig_get_fact(host, FactBatch, entries=entries, marker=marker, _ignore_errors=True)
     finally:
         hf.fact_depth -= 1
         for key, waiter in waiters.items():

@@ -155,3 +155,16 @@ def test_each_deploy_file_batches_its_own_plan(tmp_path, monkeypatch):
     assert not any(str(b) in repr(key) for key in hf.values)  # the data tier's fact was not read
     hf = run([("remote_access", a), ("data_tier", b)])  # its plan was kept
     assert hf.batched == {"remote_access", "data_tier"}
+
+
+def test_commands_ending_in_a_separator_or_changing_the_shell_stay_apart():
+    class Semicolon(FactBase):
+        def command(self) -> str:
+            return "echo a;"
+
+    class ChangesDir(FactBase):
+        def command(self) -> str:
+            return "cd / && pwd"
+
+    results = batched([(Semicolon, {}), (ChangesDir, {}), (Exits, {}), (Semicolon, {})])
+    assert results == [(0, ["a"]), (0, ["/"]), (0, ["one"]), (0, ["a"])]
