@@ -47,6 +47,7 @@ bench: setup
 	-$(BIN)/python bench/deploy_rerun.py
 	-$(BIN)/python bench/deploy_rerun.py --deploy deploys/site.py
 	-$(BIN)/python bench/ansible_ratio.py
+	-$(BIN)/python bench/deploy_scale.py
 	-$(BIN)/python bench/replication_lag.py
 	-$(BIN)/python bench/initial_drc_build.py
 	-$(BIN)/python bench/backup.py
