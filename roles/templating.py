@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 
-@lru_cache(maxsize=None)
+@cache
 def _environment(templates: Path) -> Environment:
     """One environment per role: a template is compiled once per process, not once per host
     (jinja2 checks the file's mtime and recompiles it when it changed)."""
