@@ -17,6 +17,7 @@ needs its file here (tests/test_prechange_units.py checks the PostgreSQL files a
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from collections.abc import Callable
@@ -81,7 +82,6 @@ def watched_files(tier: DataTier, host_name: str) -> list[Watched]:
     from roles.backup.deploy import render_archive_conf
     from roles.postgresql.deploy import cluster_files, config_dir
     from roles.spse_app import deploy as app
-    from roles.templating import render
     from roles.workstation_secrets import sha1_text
 
     pg, s, site = tier.postgresql, tier.spse_app, tier.site
@@ -92,19 +92,9 @@ def watched_files(tier: DataTier, host_name: str) -> list[Watched]:
         out.append(Watched(f"{cdir}/conf.d/siaga-archive.conf", sha1_text(render_archive_conf(site.backup)), "database"))
     if host_name in tier.db_source_hosts:
         out.append(Watched(f"{cdir}/conf.d/siaga-standby.conf", None, "database"))  # removed on the primary
-    adir = app.app_dir(s)
-    if s.install == "standin":
-        import hashlib
-
-        out += [
-            Watched(f"{adir}/standin.py", hashlib.sha1((app.ROLE_DIR / "files/standin.py").read_bytes()).hexdigest(), "application"),
-            Watched(f"{adir}/conf/standin.json", sha1_text(render(app.ROLE_DIR, "standin.json.j2", s=s, app_dir=adir,
-                                                                  database=pg.database, db_user=pg.owner)), "application"),
-            Watched(f"{adir}/{s.control_script}", sha1_text(render(app.ROLE_DIR, "control.sh.j2", header=app.HEADER, s=s,
-                                                                  app_dir=adir)), "application"),
-        ]
-    out.append(Watched(f"/etc/systemd/system/{s.unit}",
-                       sha1_text(render(app.ROLE_DIR, "unit.service.j2", header=app.HEADER, s=s, app_dir=adir)), "application"))
+    for path, content in app.app_files(s, pg).items():
+        data = content if isinstance(content, bytes) else content.encode()
+        out.append(Watched(path, hashlib.sha1(data).hexdigest(), "application"))
     return out
 
 

@@ -48,6 +48,20 @@ def render_vhost(s: SpseAppSettings, server_name: str) -> str:
                   chain=s.tls_chain_file)
 
 
+def app_files(s: SpseAppSettings, pg: PostgresqlSettings) -> dict[str, str | bytes]:
+    """The application's files as this role writes them (path on the host -> content): the deploy
+    puts them, and the BK-2 pre-change check (roles/backup/prechange.py) compares them."""
+    adir = app_dir(s)
+    out: dict[str, str | bytes] = {}
+    if s.install == "standin":
+        out[f"{adir}/standin.py"] = (ROLE_DIR / "files" / "standin.py").read_bytes()
+        out[f"{adir}/conf/standin.json"] = render(ROLE_DIR, "standin.json.j2", s=s, app_dir=adir, database=pg.database,
+                                                  db_user=pg.owner)
+        out[f"{adir}/{s.control_script}"] = render(ROLE_DIR, "control.sh.j2", header=HEADER, s=s, app_dir=adir)
+    out[f"/etc/systemd/system/{s.unit}"] = render(ROLE_DIR, "unit.service.j2", header=HEADER, s=s, app_dir=adir)
+    return out
+
+
 @deploy("siaga spse_app")
 def spse_app(site: Site, host_name: str, s: SpseAppSettings, pg: PostgresqlSettings, is_db_source: bool) -> None:
     """Install the application and Apache. It runs where the site file says users are served
@@ -67,20 +81,20 @@ def spse_app(site: Site, host_name: str, s: SpseAppSettings, pg: PostgresqlSetti
         files.directory(name=f"{adir}/{sub}", path=f"{adir}/{sub}", user=owner, group=s.user, mode=mode)
 
     changed = []
+    content = app_files(s, pg)
     if s.install == "standin":
         changed.append(files.put(name=f"{adir}/standin.py", src=str(ROLE_DIR / "files" / "standin.py"),
                                  dest=f"{adir}/standin.py", user="root", group=s.user, mode="750"))
         for m in MIGRATIONS:
             files.put(name=f"Migration {m.name}", src=str(m), dest=f"{adir}/migrations/{m.name}", user="root",
                       group=s.user, mode="640")
-        changed.append(files.put(
-            name=f"{adir}/conf/standin.json", dest=f"{adir}/conf/standin.json", user="root", group=s.user, mode="640",
-            src=_io(render(ROLE_DIR, "standin.json.j2", s=s, app_dir=adir, database=pg.database, db_user=pg.owner))))
-        changed.append(files.put(
-            name=f"Control script {adir}/{s.control_script}", dest=f"{adir}/{s.control_script}", user="root",
-            group=s.user, mode="750", src=_io(render(ROLE_DIR, "control.sh.j2", header=HEADER, s=s, app_dir=adir))))
-    unit = files.put(name=f"Unit {s.unit}", dest=f"/etc/systemd/system/{s.unit}", mode="644",
-                     src=_io(render(ROLE_DIR, "unit.service.j2", header=HEADER, s=s, app_dir=adir)))
+        conf = f"{adir}/conf/standin.json"
+        changed.append(files.put(name=conf, dest=conf, user="root", group=s.user, mode="640", src=_io(content[conf])))
+        control = f"{adir}/{s.control_script}"
+        changed.append(files.put(name=f"Control script {control}", dest=control, user="root", group=s.user, mode="750",
+                                 src=_io(content[control])))
+    unit_path = f"/etc/systemd/system/{s.unit}"
+    unit = files.put(name=f"Unit {s.unit}", dest=unit_path, mode="644", src=_io(content[unit_path]))
 
     if is_db_source and s.install == "standin" and host.get_fact(SchemaVersion, database=pg.database) != latest_migration():
         server.shell(name=f"Schema migration of {pg.database}",
