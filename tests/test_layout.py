@@ -59,7 +59,8 @@ def imports_of(source: str, module: str, is_package: bool = False) -> set[str]:
 
 def python_files() -> list[Path]:
     roots = ("drc", "roles", "deploys", "inventory", "tests", "bench")
-    return sorted(p for root in roots for p in (REPO / root).rglob("*.py") if "peers" not in p.parts)
+    return sorted(p for root in roots for p in (REPO / root).rglob("*.py")
+                  if "peers" not in p.parts and not any(part.startswith(".") for part in p.relative_to(REPO).parts))
 
 
 def host_programs() -> list[Path]:
