@@ -7,7 +7,7 @@ import datetime as dt
 
 import pytest
 
-from drc.backup import command as backup
+from drc.backup import runs as backup
 from drc.records import store as records
 from drc.site import parse_site
 

@@ -11,7 +11,7 @@ import io
 import pytest
 from rich.console import Console
 
-from drc.backup import command as backup, report as backup_report
+from drc.backup import runs as backup, report as backup_report
 from drc.records import store as records
 from tests.test_backup_cli_units import site  # noqa: F401  (fixture)
 

@@ -12,7 +12,7 @@ import json
 import pytest
 from rich.console import Console
 
-from drc.backup import command as backup, restore as backup_restore
+from drc.backup import runs as backup, restore as backup_restore
 from drc.records import store as records
 from tests.test_backup_cli_units import site  # noqa: F401  (fixture)
 

@@ -33,7 +33,7 @@ OFFLINE_RECORDS = "offline-copies.jsonl"
 def copy_on_host(site: Site, host: str, by: str) -> tuple[dict, dict | None]:
     """`siaga-backup run offline` on the repository host (what the weekly timer runs): the copy's
     result and its backup-log record (BK-3), also when it failed or the host was not reached."""
-    from drc.backup import command as backup
+    from drc.backup import runs as backup
 
     started = dt.datetime.now().astimezone()
     out = backup.run_sets(site, {host: ["offline"]}, by)[host]
@@ -79,7 +79,7 @@ def remember(site: Site, res: dict) -> None:
 
 
 def cmd_offline(args: argparse.Namespace, console: Console) -> int:
-    from drc.backup import command as backup
+    from drc.backup import runs as backup
 
     site = load_site(args.site)
     host = site.hosts_in(site.backup.repository_site)[0]

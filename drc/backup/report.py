@@ -221,7 +221,7 @@ def _tz(site: Site) -> dt.tzinfo:
 
 
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
-    from drc.backup import command as backup
+    from drc.backup import runs as backup
 
     site = load_site(args.site)
     tz = _tz(site)
@@ -261,7 +261,7 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_analyse(args: argparse.Namespace, console: Console) -> int:
-    from drc.backup import command as backup
+    from drc.backup import runs as backup
 
     site = load_site(args.site)
     out_dir = records.records_dir(site)

@@ -383,7 +383,7 @@ def restore_args(label: str | None, target_time: dt.datetime | None) -> list[str
 
 
 def cmd_restore(args: argparse.Namespace, console: Console) -> int:
-    from drc.backup import command as backup
+    from drc.backup import runs as backup
 
     site = load_site(args.site)
     tz = site_tz(site)

@@ -52,7 +52,7 @@ def main() -> int:
     second, problem = idempotence_check(the_lab.site_file)
     idempotent = problem is None
     console.print(f"{len(second.operations)} operations on {len(second.hosts)} hosts, {len(second.changes)} changed "
-                  f"({second.seconds:.1f} s): " + ("[green]idempotent[/green]" if idempotent else f"[red]NOT idempotent[/red]"))
+                  f"({second.seconds:.1f} s): " + ("[green]idempotent[/green]" if idempotent else "[red]NOT idempotent[/red]"))
     if problem:
         console.print(problem, markup=False, highlight=False)
 
