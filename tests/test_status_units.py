@@ -39,6 +39,8 @@ HEALTHY = {
             ["2026/11/22/b2-hps.pdf", 1024, 1779999000.25],
             ["2026/11/22/.tmp-c3-upload.pdf", 10, 1779999999.0],  # being written: not replicated
         ]},
+        "updates": {"security": 0, "other": 2, "packages": [], "lists_age_s": 5400.0},
+        "reboot": {"required": False, "packages": []},
     },
     "spse-drc": {
         "reachable": True, "error": None, "now": 1780000000.4,
@@ -53,6 +55,8 @@ HEALTHY = {
             ["2026/11/22/a1-rks.pdf", 65536, 1779990000.5],
             ["2026/11/22/b2-hps.pdf", 1024, 1779999000.25],
         ]},
+        "updates": {"security": 0, "other": 2, "packages": [], "lists_age_s": 5410.0},
+        "reboot": {"required": False, "packages": []},
     },
 }
 UNREACHABLE = {"reachable": False, "error": "NoValidConnectionsError: [Errno None] Unable to connect to port 22 on 10.20.1.10"}
@@ -92,10 +96,14 @@ def test_a_quiet_healthy_site_is_ok_and_a_stale_replay_timestamp_is_no_lag(site)
 
 def test_json_shape_is_stable_and_serialisable(site):
     report = json.loads(json.dumps(status.evaluate(site, probes())))
-    assert set(report) == {"site", "checked_at", "ok", "thresholds", "roles", "hosts", "problems"}
+    assert set(report) == {"site", "checked_at", "ok", "thresholds", "roles", "hosts", "problems", "notices"}
     assert report["thresholds"] == {"max_lag_bytes": MiB, "max_lag_seconds": 60.0}
+    assert report["notices"] == []
     for host in report["hosts"].values():
-        assert set(host) == {"site", "address", "reachable", "error", "role", "app", "database", "uploads", "components"}
+        assert set(host) == {"site", "address", "reachable", "error", "role", "app", "database", "uploads", "components",
+                             "updates", "reboot"}
+        assert set(host["updates"]) == {"security", "other", "packages", "lists_age_s", "error"}
+        assert set(host["reboot"]) == {"required", "packages", "window"}
         assert set(host["database"]) == {"current_lsn", "receive_lsn", "replay_lsn", "lag_bytes", "lag_seconds", "receiver"}
         for c in host["components"]:
             assert set(c) == {"name", "criticality", "kind", "target", "state", "detail"}
@@ -315,3 +323,86 @@ def test_probe_checks_tcp_and_http_for_real():
         server.server_close()
     assert status_probe.component("tcp", f"127.0.0.1:{port}", 2)["state"] == "down"
     assert status_probe.health(f"http://127.0.0.1:{port}/eproc4/health", 2)["status"] == "down"
+
+
+# --- security updates and reboots (information only, never the exit code) ------------------------
+
+# Recorded `apt-get -s -q dist-upgrade` lines of a Debian 12 host (a mix of what apt prints).
+APT_SIMULATION = """\
+NOTE: This is only a simulation!
+      apt-get needs root privileges for real execution.
+Reading package lists...
+Building dependency tree...
+Calculating upgrade...
+The following packages will be upgraded:
+  base-files libgcrypt20 libssl3 openssl
+Inst base-files [12.4+deb12u11] (12.4+deb12u15 Debian:12.15/oldstable [amd64])
+Inst libgcrypt20 [1.10.1-3] (1.10.1-3+deb12u1 Debian:12.15/oldstable, Debian-Security:12/oldstable-security [amd64])
+Inst liblzma-dev [5.4.1-1] (5.4.1-1+deb12u2 Debian-Security:12/oldstable-security [amd64]) []
+Inst linux-image-6.1.0-41-amd64 (6.1.158-1 Debian-Security:12/stable-security [amd64])
+Inst bash [5.2.15-2+b8] (5.2.15-2+b13 Debian:12.15/oldstable [amd64])
+Conf base-files (12.4+deb12u15 Debian:12.15/oldstable [amd64])
+Conf libgcrypt20 (1.10.1-3+deb12u1 Debian:12.15/oldstable, Debian-Security:12/oldstable-security [amd64])
+Remv nothing-security [1.0]
+"""
+
+
+def test_probe_counts_security_upgrades_in_a_recorded_simulation():
+    got = status_probe.parse_simulation(APT_SIMULATION)
+    # a version in both the point release and the security archive is a security update; a new
+    # kernel package counts; Conf/Remv lines and the summary are not upgrades
+    assert got == {"security": 3, "other": 2, "packages": ["libgcrypt20", "liblzma-dev", "linux-image-6.1.0-41-amd64"]}
+    assert status_probe.parse_simulation("Reading package lists...\n0 upgraded, 0 newly installed.\n") == {
+        "security": 0, "other": 0, "packages": []}
+
+
+def test_probe_reads_the_reboot_flag_and_its_packages(tmp_path):
+    flag = tmp_path / "reboot-required"
+    assert status_probe.reboot_required(str(flag)) == {"required": False, "packages": []}
+    flag.write_text("*** System restart required ***\n")
+    assert status_probe.reboot_required(str(flag)) == {"required": True, "packages": []}
+    (tmp_path / "reboot-required.pkgs").write_text("libc6\nlinux-image-6.1.0-41-amd64\nlibc6\n")
+    assert status_probe.reboot_required(str(flag)) == {"required": True, "packages": ["libc6", "linux-image-6.1.0-41-amd64"]}
+
+
+def test_pending_updates_and_a_needed_reboot_are_notices_not_an_em3_problem(site, wide, monkeypatch, capsys):
+    pending = probes(drc_updates={"security": 2, "packages": ["libssl3", "openssl"]},
+                     primary_reboot={"required": True, "packages": ["linux-image-6.1.0-41-amd64"]})
+    report = status.evaluate(site, pending)
+    assert report["ok"] and status.exit_code(report) == 0  # EM-3's verdict is about the DRC's data
+    assert report["hosts"]["spse-drc"]["updates"]["security"] == 2
+    primary = report["hosts"]["spse-primary"]["reboot"]
+    assert primary == {"required": True, "packages": ["linux-image-6.1.0-41-amd64"], "window": "Sun 02:00 (60 min)"}
+    assert report["hosts"]["spse-drc"]["reboot"]["window"] == "Sun 04:00 (60 min)"
+    text = "\n".join(report["notices"])
+    assert "spse-drc: 2 security update(s) pending (libssl3, openssl)" in text
+    assert "spse-primary: reboot required for linux-image-6.1.0-41-amd64; siaga reboots it in its window Sun 02:00" in text
+
+    monkeypatch.setattr(status, "probe_all", lambda s, timeout: pending)
+    assert cli.main(["status", str(EXAMPLE)]) == 0
+    out = capsys.readouterr().out
+    for cell in ("security updates", "2 pending", "needed", "window Sun 02:00 (60 min)", "note", "OK"):
+        assert cell in out, cell
+
+
+def test_unknown_stale_and_unreported_updates(site):
+    report = status.evaluate(site, probes(drc=UNREACHABLE, primary_updates={"lists_age_s": 3 * 86400.0}))
+    assert report["hosts"]["spse-drc"]["updates"]["security"] is None
+    assert report["hosts"]["spse-drc"]["reboot"]["required"] is None
+    assert "3.0 days old" in "\n".join(report["notices"])
+    old_probe = probes()
+    del old_probe["spse-primary"]["updates"]  # a host whose probe predates this (not re-deployed)
+    report = status.evaluate(site, old_probe)
+    assert "spse-primary: pending security updates unknown (not reported (run the site deploy))" in report["notices"]
+    apt_broken = status.evaluate(site, probes(drc={**HEALTHY["spse-drc"], "updates": {"error": "apt-get -s: E: dpkg was interrupted"}}))
+    assert "spse-drc: pending security updates unknown (apt-get -s: E: dpkg was interrupted)" in apt_broken["notices"]
+
+
+def test_reboots_off_are_reported_as_by_hand(tmp_path):
+    data = yaml.safe_load(EXAMPLE.read_text())
+    data.setdefault("base", {})["security_updates"] = {"reboot": {"enabled": False}}
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump(data))
+    report = status.evaluate(load_site(path), probes(drc_reboot={"required": True}))
+    assert report["hosts"]["spse-drc"]["reboot"]["window"] is None
+    assert "spse-drc: reboot required; reboot it by hand (base.security_updates.reboot is off)" in report["notices"]

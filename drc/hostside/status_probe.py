@@ -9,12 +9,17 @@ Standard library only (Debian's python3 on the servers), read-only, one JSON obj
      "pg": {...} | {"error": "..."},           # PostgreSQL itself, via `sudo -u postgres psql`
      "health": {"status": "ok" | "read-only" | "down", "http": 200, "detail": "..."},
      "uploads": {"dir": "...", "files": [[path, size, mtime], ...]} | {"error": "..."},
-     "components": {"<name>": {"state": "up" | "down", "detail": "..."}}}
+     "components": {"<name>": {"state": "up" | "down", "detail": "..."}},
+     "updates": {"security": 3, "other": 1, "packages": ["libssl3", ...], "lists_age_s": 5400.0} | {"error": "..."},
+     "reboot": {"required": true, "packages": ["linux-image-6.1.0-28-amd64"]}}
 
 Nothing here decides anything: drc/status/command.py evaluates what every host said. SOP IN-4, EM-3.
 """
 
+import glob
 import json
+import os
+import re
 import socket
 import ssl
 import subprocess
@@ -130,11 +135,61 @@ def component(kind, target, timeout):
         return {"state": "down", "detail": str(getattr(exc, "reason", exc))[:200]}
 
 
+# `apt-get -s` lines: "Inst pkg [old] (new Label:version/archive, Label:version/archive [arch])".
+INST_RE = re.compile(r"^Inst (\S+) (?:\[[^\]]*\] )?\((\S+) ([^\[]*?)\s*\[[^\]]*\]\)")
+REBOOT_REQUIRED = "/var/run/reboot-required"
+
+
+def is_security_origin(origins):
+    """Whether one of an Inst line's 'Label:version/archive' origins is Debian's security archive."""
+    return any(o.split(":", 1)[0].endswith("Security") or o.rsplit("/", 1)[-1].endswith("-security")
+               for o in (x.strip() for x in origins.split(",")) if o)
+
+
+def parse_simulation(stdout):
+    """`apt-get -s dist-upgrade` as {security, other, packages (security ones, sorted)}."""
+    security, other = set(), set()
+    for line in stdout.splitlines():
+        m = INST_RE.match(line)
+        if m:
+            (security if is_security_origin(m.group(3)) else other).add(m.group(1))
+    return {"security": len(security), "other": len(other), "packages": sorted(security)}
+
+
+def updates(timeout):
+    """Pending upgrades as apt's last list refresh knows them (apt-daily.timer): a simulation as
+    this user (no root, no lock, no `apt-get update`: the network is not asked), with the lists' age."""
+    try:
+        proc = _run(["apt-get", "-s", "-q", "-o", "Debug::NoLocking=1", "dist-upgrade"], timeout)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return {"error": f"apt-get -s: {exc}"}
+    if proc.returncode != 0:
+        return {"error": f"apt-get -s: {_short(proc.stderr) or proc.returncode}"}
+    out = parse_simulation(proc.stdout)
+    stamps = [os.path.getmtime(p) for p in glob.glob("/var/lib/apt/lists/*Release")]
+    out["lists_age_s"] = round(time.time() - max(stamps), 1) if stamps else None
+    return out
+
+
+def reboot_required(path=REBOOT_REQUIRED):
+    """Debian's flag file, and the packages that asked for the reboot (its .pkgs)."""
+    if not os.path.exists(path):
+        return {"required": False, "packages": []}
+    try:
+        with open(path + ".pkgs") as f:
+            pkgs = sorted({line.strip() for line in f if line.strip()})
+    except OSError:
+        pkgs = []
+    return {"required": True, "packages": pkgs}
+
+
 def probe(args):
     """Everything this host says about itself, as a JSON-ready dict."""
     timeout = args.get("timeout", 5)
     out = {"pg": pg(args["pg_port"], timeout * 2), "health": health(args["health_url"], timeout)}
     out["components"] = {c["name"]: component(c["kind"], c["target"], timeout) for c in args.get("components", [])}
+    out["updates"] = updates(args.get("apt_timeout", 30))
+    out["reboot"] = reboot_required()
     out["uploads"] = uploads(args["uploads_dir"], args.get("listing_timeout", 60))
     out["now"] = time.time()  # after the listing: a file written during it has age >= 0
     return out

@@ -44,7 +44,18 @@ def _summary(site: Site, site_path: str) -> Table:
     if site.base.removed_admins:
         t.add_row("admins to lock", ", ".join(site.base.removed_admins))
     t.add_row("firewall rollback", f"{site.firewall.rollback_seconds} s")
+    t.add_row("security updates (SOP IN-2)", _updates(site))
     return t
+
+
+def _updates(site: Site) -> str:
+    u = site.base.security_updates
+    if not u.enabled:
+        return "off (unattended-upgrades installs nothing)"
+    r = u.reboot
+    reboots = (", ".join(f"{role} {r.windows[role]}" for role in site.sites) + f" ({r.window_minutes} min each)"
+               if r.enabled else "by hand")
+    return f"daily by unattended-upgrades from {len(u.origins)} origin(s)\nreboots when needed: {reboots}"
 
 
 def _hosts(site: Site) -> Table:

@@ -16,7 +16,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, IPvAnyAddress, IPvAnyNetwork, ValidationError, field_validator, model_validator
 
 from roles.backup.defaults import BackupSettings
-from roles.base.defaults import BaseSettings
+from roles.base.defaults import DAYS, REBOOT_SETTLE_MINUTES, WINDOW_RE, BaseSettings, windows_overlap
 from roles.firewall.defaults import FirewallSettings
 from roles.postgresql.defaults import PostgresqlSettings
 from roles.replication.defaults import ReplicationSettings
@@ -170,6 +170,7 @@ class Site(Strict):
         _check_admins(self)
         _check_allowlist(self)
         _check_uploads_sync(self)
+        _check_reboot_windows(self)
         if "components" not in self.model_fields_set:
             self.components = default_components(self)
         _check_components(self)
@@ -305,6 +306,34 @@ def _check_uploads_sync(s: Site) -> None:
     if account in {a.name for a in s.admins}:
         raise SiteRuleError("uploads_sync.account", f"'{account}' is an admin; the sync account gets rrsync only (SOP RA-3)",
                             "use the application's account (leave it unset) or a dedicated one")
+
+
+def _check_reboot_windows(s: Site) -> None:
+    """Security-update reboots: each site has its window and the two never overlap (a host that
+    reboots takes its site's service down; never both sites at once). SOP IN-2, EM-3."""
+    r = s.base.security_updates.reboot
+    key = "base.security_updates.reboot.windows"
+    for name, window in r.windows.items():
+        if name not in SITE_ROLES:
+            raise SiteRuleError(f"{key}.{name}", f"'{name}' is not a site", "name the windows 'primary' and 'drc'")
+        if not WINDOW_RE.match(window):
+            raise SiteRuleError(f"{key}.{name}", f"'{window}' is not a weekly window start",
+                                f"write 'Day HH:MM' in base.timezone, Day one of {', '.join(DAYS)}, e.g. '{name}: Sun 02:00'")
+    if not (s.base.security_updates.enabled and r.enabled):
+        return
+    for role in SITE_ROLES:
+        if role not in r.windows:
+            raise SiteRuleError(key, f"no reboot window for site '{role}'",
+                                f"add {role}: 'Day HH:MM' (e.g. primary 'Sun 02:00', drc 'Sun 04:00'), or set reboot.enabled: false")
+    a, b = (r.windows[role] for role in SITE_ROLES)
+    if windows_overlap(a, b, r.window_minutes):
+        gap = r.window_minutes + REBOOT_SETTLE_MINUTES
+        raise SiteRuleError(
+            f"{key}.drc",
+            f"the drc window '{b}' overlaps the primary window '{a}' ({r.window_minutes} min each, plus "
+            f"{REBOOT_SETTLE_MINUTES} min to boot): both sites could reboot at once",
+            f"start the two windows at least {gap} minutes apart (e.g. primary 'Sun 02:00', drc 'Sun 04:00')",
+        )
 
 
 def _inside(inner: ipaddress._BaseNetwork, outer: ipaddress._BaseNetwork) -> bool:

@@ -8,6 +8,11 @@ each standby is within `status.max_lag_bytes` / `status.max_lag_seconds` of it; 
 cron and CI can use it); 2 for a bad site file. SOP EM-3 ("make sure DRC data is up to date"),
 EM-5, IN-4.
 
+Also per host, as information that never changes the exit code (EM-3's verdict is about the DRC's
+data, and a pending update is unattended-upgrades' daily work, not an outage): security updates
+pending (as apt's last list refresh knows them; the probe asks no mirror) and whether a reboot is
+needed (/var/run/reboot-required), with the site's reboot window. They are listed as `notices`.
+
 Hosts are queried in parallel over SSH (Fabric) with the site's connection data and strict host
 key checking; each host has a deadline, so an unreachable one is "unknown", never a hang.
 The probe that runs on each host is drc/hostside/status_probe.py (read-only, installed by
@@ -34,6 +39,8 @@ from drc.site import SITE_ROLES, Site, load_site
 PROBE_TIMEOUT_S = 60.0
 # rsync keeps mtimes; a copy within this of the source's mtime (and the same size) is current.
 MTIME_SLACK_S = 1.0
+# apt-daily.timer refreshes the lists daily; older than this, the count of pending updates is stale.
+LISTS_STALE_S = 2 * 24 * 3600
 
 Probe = dict[str, Any]
 
@@ -169,6 +176,45 @@ def _fmt_bytes(n: int | float) -> str:
     return f"{n} B"
 
 
+def _updates_and_reboot(site: Site, name: str, p: Probe) -> dict:
+    """The host's pending security updates and reboot flag (information only), with its window."""
+    answered = bool(p.get("reachable")) and not p.get("error")
+    up = p.get("updates") if answered and "updates" in p else {"error": "not reported (run the site deploy)" if answered else "host not probed"}
+    rb = p.get("reboot") if answered and "reboot" in p else {}
+    u = site.base.security_updates
+    window = None
+    if u.enabled and u.reboot.enabled:
+        window = f"{u.reboot.windows[site.site_of[name]]} ({u.reboot.window_minutes} min)"
+    return {
+        "updates": {"security": up.get("security"), "other": up.get("other"), "packages": up.get("packages", []),
+                    "lists_age_s": up.get("lists_age_s"), "error": up.get("error")},
+        "reboot": {"required": rb.get("required"), "packages": rb.get("packages", []), "window": window},
+    }
+
+
+def notices(hosts: dict[str, dict]) -> list[str]:
+    """Security updates and reboots, per host: to know, not an EM-3 problem (no exit code)."""
+    out = []
+    for name, h in hosts.items():
+        up, rb = h["updates"], h["reboot"]
+        if up["error"] and h["reachable"]:
+            out.append(f"{name}: pending security updates unknown ({up['error']})")
+        elif up["security"]:
+            listed = ", ".join(up["packages"][:5]) + (", ..." if len(up["packages"]) > 5 else "")
+            out.append(f"{name}: {up['security']} security update(s) pending ({listed}); unattended-upgrades installs them "
+                       "at apt-daily-upgrade.timer")
+        if up["lists_age_s"] is not None and up["lists_age_s"] > LISTS_STALE_S:
+            out.append(f"{name}: apt's package lists are {up['lists_age_s'] / 86400:.1f} days old: the count is stale "
+                       "(is apt-daily.timer running? can the host reach the mirror?)")
+        if rb["required"]:
+            why = f" for {', '.join(rb['packages'])}" if rb["packages"] else ""
+            if rb["window"]:
+                out.append(f"{name}: reboot required{why}; siaga reboots it in its window {rb['window']}")
+            else:
+                out.append(f"{name}: reboot required{why}; reboot it by hand (base.security_updates.reboot is off)")
+    return out
+
+
 def evaluate(site: Site, probes: dict[str, Probe], now: datetime.datetime | None = None) -> dict:
     """The report (JSON-ready) and its verdict, from what each host said. Touches no host."""
     th = site.status
@@ -209,6 +255,7 @@ def evaluate(site: Site, probes: dict[str, Probe], now: datetime.datetime | None
                         "error": (p.get("uploads") or {}).get("error"),
                         "missing": None, "outdated": None, "extra": None, "lag_seconds": None},
             "components": comps,
+            **_updates_and_reboot(site, name, p),
         }
 
     primaries = [h for h, d in hosts.items() if d["role"] == "primary"]
@@ -263,6 +310,7 @@ def evaluate(site: Site, probes: dict[str, Probe], now: datetime.datetime | None
         "roles": {"primary": primaries, "standby": standbys, "unknown": unknown},
         "hosts": hosts,
         "problems": problems,
+        "notices": notices(hosts),
     }
 
 
@@ -285,12 +333,27 @@ def _secs(v: float | None) -> str:
     return "?" if v is None else f"{v:.1f} s"
 
 
+def _updates_cells(h: dict) -> tuple[str, str]:
+    up, rb = h["updates"], h["reboot"]
+    if up["security"] is None:
+        updates = "?"
+    else:
+        updates = "[yellow]" + str(up["security"]) + " pending[/yellow]" if up["security"] else "[green]none[/green]"
+    if rb["required"] is None:
+        reboot = "?"
+    elif rb["required"]:
+        reboot = "[yellow]needed[/yellow]" + (f"\nwindow {rb['window']}" if rb["window"] else "\nby hand")
+    else:
+        reboot = "no"
+    return updates, reboot
+
+
 def render(report: dict, console: Console) -> None:
     th = report["thresholds"]
     t = Table(title=f"siaga status: site '{report['site']}' at {report['checked_at']} "
                     f"(max lag {_fmt_bytes(th['max_lag_bytes'])} / {th['max_lag_seconds']:g} s); roles as PostgreSQL says",
               title_justify="left")
-    for col in ("host", "site", "role", "app", "database lag", "WAL receiver", "uploads lag"):
+    for col in ("host", "site", "role", "app", "database lag", "WAL receiver", "uploads lag", "security updates", "reboot"):
         t.add_column(col)
     for name, h in report["hosts"].items():
         db, up = h["database"], h["uploads"]
@@ -305,7 +368,7 @@ def render(report: dict, console: Console) -> None:
         else:
             lag = recv = uploads = "?"
         role = _styled(h["role"], ROLE_STYLE) + ("" if h["reachable"] else "\n[red]unreachable[/red]")
-        t.add_row(name, h["site"], role, _styled(h["app"], STATE_STYLE), lag, recv, uploads)
+        t.add_row(name, h["site"], role, _styled(h["app"], STATE_STYLE), lag, recv, uploads, *_updates_cells(h))
     console.print(t)
 
     ct = Table(title="Service components (SOP EM-5)", title_justify="left")
@@ -325,6 +388,8 @@ def render(report: dict, console: Console) -> None:
     for name, h in report["hosts"].items():
         if h["error"]:
             console.print(f"[yellow]{name}[/yellow]: {h['error']}", highlight=False)
+    for n in report.get("notices", []):
+        console.print(f"[yellow]note[/yellow] {n}", highlight=False)
     if report["ok"]:
         console.print("[green]OK[/green]: one primary, the DRC streams from it and is up to date (SOP EM-3).")
     else:

@@ -1,8 +1,80 @@
 """Typed settings of the base role, each default with its reason."""
 
+import re
 import zoneinfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# --- security updates (unattended-upgrades) and the reboot window ------------------------------
+
+DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+WINDOW_RE = re.compile(r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun) ([01][0-9]|2[0-3]):([0-5][0-9])$")
+# A host that starts rebooting at the last minute of its window is back this much later; the two
+# sites' windows must stay apart by it too ("never on both sites at once").
+REBOOT_SETTLE_MINUTES = 15
+WEEK_MINUTES = 7 * 24 * 60
+# Keys apt's Origins-Pattern understands (unattended-upgrade(8)); long and short forms.
+ORIGIN_KEYS = {"origin", "o", "label", "l", "archive", "a", "suite", "codename", "n", "component", "c", "site"}
+# Debian's security archive only (the codename form is how Debian 11+ name it; the second is the
+# pre-bullseye layout, harmless elsewhere). Debian's own default also takes point releases.
+SECURITY_ORIGINS = [
+    "origin=Debian,codename=${distro_codename}-security,label=Debian-Security",
+    "origin=Debian,codename=${distro_codename},label=Debian-Security",
+]
+
+
+def window_minutes_of_week(window: str) -> int:
+    """'Sun 02:00' -> minutes since Monday 00:00."""
+    m = WINDOW_RE.match(window)
+    if not m:
+        raise ValueError(f"reboot window {window!r} is not 'Day HH:MM'")
+    return DAYS.index(m.group(1)) * 24 * 60 + int(m.group(2)) * 60 + int(m.group(3))
+
+
+def windows_overlap(a: str, b: str, minutes: int, settle: int = REBOOT_SETTLE_MINUTES) -> bool:
+    """Whether two weekly windows of `minutes` (each followed by `settle` minutes of booting) share
+    any minute, counting across the week's end (Sun 23:30 touches Mon 00:10)."""
+    busy = minutes + settle
+    d = (window_minutes_of_week(b) - window_minutes_of_week(a)) % WEEK_MINUTES
+    return d < busy or WEEK_MINUTES - d < busy
+
+
+class RebootSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # A security update of the kernel or libc needs a reboot (/var/run/reboot-required); siaga's
+    # timer reboots such a host in its site's window only. false: admins reboot by hand.
+    enabled: bool = True
+    # Per site (primary, drc): when the weekly window starts, 'Day HH:MM' in base.timezone. The two
+    # sites' windows may not overlap; the form and the overlap are checked in drc/site/model.py.
+    windows: dict[str, str] = Field(default_factory=lambda: {"primary": "Sun 02:00", "drc": "Sun 04:00"})
+    # How long after the start a reboot may still begin: it waits for backups and apt/dpkg to finish.
+    window_minutes: int = Field(60, ge=10, le=360)
+
+
+class SecurityUpdatesSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # SOP IN-2/IN-4: Debian's unattended-upgrades installs security updates daily
+    # (apt-daily-upgrade.timer). false: the lists are still refreshed, nothing is installed.
+    enabled: bool = True
+    # apt Origins-Pattern entries unattended-upgrades may install from; Debian-Security only, so a
+    # point release or backport never arrives unattended. Replaces Debian's list (not added to it).
+    origins: list[str] = Field(default_factory=lambda: list(SECURITY_ORIGINS), min_length=1)
+    reboot: RebootSettings = Field(default_factory=RebootSettings)
+
+    @field_validator("origins")
+    @classmethod
+    def _origin_patterns(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            if any(ch in re.sub(r"\$\{[a-z_]+\}", "", pattern) for ch in '";{}\n\\'):
+                raise ValueError(f"origin {pattern!r} contains a quote, ';', a brace (other than ${{distro_codename}}) or a line break")
+            for part in pattern.split(","):
+                key, eq, val = part.partition("=")
+                if not eq or key.strip() not in ORIGIN_KEYS or not val.strip():
+                    raise ValueError(f"origin {pattern!r}: {part!r} is not key=value with key one of "
+                                     f"{', '.join(sorted(ORIGIN_KEYS))} (e.g. '{SECURITY_ORIGINS[0]}')")
+        return value
 
 
 class BaseSettings(BaseModel):
@@ -18,6 +90,8 @@ class BaseSettings(BaseModel):
     sudo_nopasswd: bool = True
     # Accounts of people who left: locked and removed from the admin group (never deleted: audit trail).
     removed_admins: list[str] = Field(default_factory=list)
+    # Security updates by unattended-upgrades, reboots in each site's window (roles/base/updates.py).
+    security_updates: SecurityUpdatesSettings = Field(default_factory=SecurityUpdatesSettings)
 
     @field_validator("timezone")
     @classmethod

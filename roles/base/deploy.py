@@ -23,6 +23,7 @@ from roles.templating import render
 from . import operations as base_ops
 from .defaults import BaseSettings
 from .facts import ContainerType
+from .updates import security_updates
 
 if TYPE_CHECKING:  # drc.site imports the roles' defaults
     from drc.site import Site
@@ -133,6 +134,9 @@ def base(site: Site, host_name: str) -> None:
     # siaga's programs (/usr/local/lib/siaga, made here: base runs first), e.g. the probe of `siaga status`.
     host_programs.lib_directory()
     host_programs.ship("base")
+
+    # Security updates (unattended-upgrades) and reboots in the site's window: roles/base/updates.py.
+    security_updates(site, host_name)
 
     # Former admins: locked, expired and out of the group; never deleted (audit trail).
     for user in b.removed_admins:
