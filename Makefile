@@ -1,8 +1,9 @@
 # siaga — `make demo` raises the lab and deploys it; `make test` runs every test. Both as root.
 VENV   := .venv
 BIN    := $(VENV)/bin
-# Debian packages the admin workstation (and the lab) needs.
-APT_PACKAGES := debootstrap systemd-container nftables iproute2 openssh-client python3-venv lua5.3
+# Debian packages the admin workstation (and the lab) needs. postgresql: the unit tests of
+# restore-test's checks run on a throwaway cluster (tests/test_restore_profile_pg.py).
+APT_PACKAGES := debootstrap systemd-container nftables iproute2 openssh-client python3-venv lua5.3 postgresql
 export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: setup apt lab lab-down deploy demo test unit bench clean

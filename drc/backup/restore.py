@@ -9,13 +9,17 @@ named), and:
   consistent point (`--type=immediate`), or with `--target-time` to that point in time
   (`--type=time`, after production's WAL up to now was archived), queried, stopped and removed
   (drc/hostside/restore_probe.py, installed on the hosts by roles/backup);
-- sampled tables (the app's `tender_document` and others at random): row count and checksum of
-  the rows older than the backup's start (minus `--slack`) in the restored database and in
-  production: they must be the same; for `--target-time`, every row of the restored copy against
-  production's rows older than the target (exactly those: none missing, none later);
+- what is compared comes from the application profile (`spse_app.restore_test`, checks in
+  drc/backup/compare.py): its tables always, others at random besides. A table with a timestamp
+  column: row count and checksum of the rows older than the backup's start (minus `--slack`) in
+  the restored database and in production must be the same (for `--target-time`, every row of the
+  restored copy against production's rows older than the target: none missing, none later). A
+  small table without one: compared whole, rows written after the backup told apart from a bad
+  restore by their transaction's status in the restored copy;
 - on the data host: `restic check` reading part of the data, then sampled upload files of the
-  snapshot restored to a scratch directory and their sha256 compared with the app's own records
-  (`tender_document.sha256`) for documents older than the snapshot.
+  snapshot restored to a scratch directory and their sha256 compared with production's own files
+  modified and changed before the snapshot (`files: production`), or with the application's own
+  records (`files: records`, the stand-in's `tender_document.sha256`).
 
 The result, with the restore duration, is appended to `<records_dir>/restore-tests.jsonl` and
 written as the *Berita Acara Pelaksanaan Restore* (HTML, Indonesian, BK-7 fields) next to it.
@@ -34,6 +38,7 @@ from rich.console import Console
 from rich.table import Table
 
 from drc.hosts import remote
+from drc.backup import compare
 from drc.backup.sampling import pick_backup, pick_snapshot, sampler
 from drc.records import store as records
 from drc.records.render import render_report
@@ -42,7 +47,6 @@ from drc.site import Site, load_site
 RESTORE_RECORDS = "restore-tests.jsonl"
 SCRATCH_ROOT = "/var/tmp/siaga-restore-test"
 SCRATCH_PORT = 54329
-APP_TABLE = "tender_document"
 
 
 def probe(site: Site, host: str, args: dict, timeout: float) -> dict:
@@ -72,29 +76,15 @@ def site_tz(site: Site) -> dt.tzinfo:
     return ZoneInfo(site.base.timezone)
 
 
-def ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def table_queries(tables: list[tuple[str, str, str | None]], db: str, cutoff: float | None) -> list[dict]:
-    """Count and checksum of each table's rows older than cutoff (epoch s; None: every row), in a
-    stable order."""
-    out = []
-    for schema, table, ts in tables:
-        fq = f"{ident(schema)}.{ident(table)}"
-        where = f"WHERE {ident(ts)} < to_timestamp({cutoff:.6f})" if ts and cutoff is not None else ""
-        out.append({"key": f"{schema}.{table}", "db": db,
-                    "sql": f"SELECT count(*), coalesce(md5(string_agg(t::text, E'\\n' ORDER BY t::text)), 'kosong'), "
-                           f"(SELECT count(*) FROM {fq}) FROM {fq} t {where}"})
-    return out
+    """Count and checksum of each table's rows older than cutoff (epoch s; None: every row)."""
+    return [{"key": f"{sc}.{t}", "db": db, "sql": compare.timestamp_sql(compare.TableCheck(sc, t, ts, "profile"), cutoff)}
+            for sc, t, ts in tables]
 
 
-TABLES_SQL = """SELECT t.table_schema, t.table_name,
-  coalesce((SELECT c.column_name FROM information_schema.columns c WHERE c.table_schema = t.table_schema
-   AND c.table_name = t.table_name AND c.data_type = 'timestamp with time zone' AND c.is_nullable = 'NO'
-   ORDER BY c.ordinal_position LIMIT 1), '')
-FROM information_schema.tables t WHERE t.table_type = 'BASE TABLE'
- AND t.table_schema NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, 2"""
+def app_zone(site: Site) -> str:
+    """Zone of the application's `timestamp without time zone` values: the profile's, else the site's."""
+    return site.spse_app.restore_test.time_zone or site.base.timezone
 
 
 def restore_test(site: Site, args: argparse.Namespace, console: Console) -> dict:
@@ -157,17 +147,20 @@ def db_part(site, repo, data, chosen, n_backups, common, rng, args, problems, t)
             "cutoff": dt.datetime.fromtimestamp(cutoff, tz).isoformat(timespec="seconds"),
             "database": pg.database, "location": f"{repo}:{b.repository_path}/pgbackrest", "tables": {},
             "target_time": target.isoformat(timespec="microseconds") if target is not None else None}
+    profile = site.spse_app.restore_test
+    tz_name = app_zone(site)
     listed = probe(site, data, {"mode": "sql", "port": port,
-                                "queries": [{"key": "tables", "db": pg.database, "sql": TABLES_SQL}]}, 120)
+                                "queries": [{"key": "tables", "db": pg.database, "sql": compare.TABLES_SQL}]}, 120)
     q = (listed.get("queries") or {}).get("tables") or {}
     if not q.get("ok"):
         problems.append(f"database: cannot list the tables of {pg.database} on {data}: {q.get('error') or listed.get('error')}")
         return part
-    tables = [(r[0], r[1], r[2] or None) for r in q["rows"]]
-    app = [x for x in tables if x[1] == APP_TABLE]
-    others = [x for x in tables if x[1] != APP_TABLE]
-    sample = app + rng.sample(others, min(len(others), max(0, args.tables - len(app))))
-    queries = table_queries(sample, pg.database, cutoff)
+    # The application profile's tables always (spse_app.restore_test), others at random.
+    sample, missing = compare.plan_tables(profile, q["rows"], args.tables, rng)
+    problems.extend(missing)
+    part["profile"] = {"install": site.spse_app.install, "tables": [t.model_dump() for t in profile.tables],
+                       "whole_table_max_rows": profile.whole_table_max_rows, "time_zone": tz_name, "files": profile.files}
+    queries = compare.production_queries(sample, pg.database, cutoff, profile.whole_table_max_rows, tz_name)
     pitr: dict = {}
     if target is not None:
         # The target must be covered by archived WAL: switch segments and wait for the archiver.
@@ -175,14 +168,17 @@ def db_part(site, repo, data, chosen, n_backups, common, rng, args, problems, t)
         if not part["archive"].get("ok"):
             problems.append(f"database: WAL up to the target not archived on {data}: {part['archive'].get('error')}")
             return part
-        pitr = {"target_time": target.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f+00"),
-                "restored_queries": table_queries(sample, pg.database, None)}
-    # Production first (read-only), then the restore: the rows compared are older than the backup.
+        pitr = {"target_time": target.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f+00")}
+    # Production first (read-only), then the restore: the rows compared are older than the backup;
+    # whole tables: the restored copy is asked about the transactions of production's rows.
     prod = probe(site, data, {"mode": "sql", "port": port, "queries": queries}, 600)
+    prod_q = prod.get("queries") or {}
+    restored_q = compare.restored_queries(sample, pg.database, None if target is not None else cutoff, prod_q, tz_name,
+                                          profile.whole_table_max_rows)
     res = probe(site, repo, {**common, **pitr, "mode": "db", "label": chosen["label"], "port": SCRATCH_PORT, "production_port": port,
                              "pg_bin": f"/usr/lib/postgresql/{pg.version}/bin", "scratch_root": SCRATCH_ROOT,
                              "production_paths": ["/var/lib/postgresql", "/etc/postgresql", b.repository_path],
-                             "timeout_s": b.timeout_s, "start_timeout_s": 600, "queries": queries}, t)
+                             "timeout_s": b.timeout_s, "start_timeout_s": 600, "queries": restored_q}, t)
     if res.get("error"):
         problems.append(f"database: {res['error']}")
         part["error"] = res["error"]
@@ -196,21 +192,13 @@ def db_part(site, repo, data, chosen, n_backups, common, rng, args, problems, t)
         problems.append(f"database: the restored copy did not start and recover: {(res.get('start') or {}).get('output', '')[-600:]}")
     if not (res.get("cleanup") or {}).get("removed"):
         problems.append(f"database: scratch directory {(res.get('cleanup') or {}).get('path')} not removed on {repo}")
-    for (schema, table, ts), qd in zip(sample, queries):
-        key = qd["key"]
-        a = ((prod.get("queries") or {}).get(key) or {})
-        r = ((res.get("queries") or {}).get(key) or {})
-        row = {"timestamp_column": ts, "production": a.get("rows", [[None]])[0] if a.get("ok") else None,
-               "restored": r.get("rows", [[None]])[0] if r.get("ok") else None}
-        if not ts:
-            row["match"] = None  # no timestamp: rows may have changed since; counts shown only
-        else:
-            row["match"] = bool(row["production"] and row["restored"] and row["production"][:2] == row["restored"][:2])
-            if not row["match"] and (res.get("start") or {}).get("ok"):
-                problems.append(f"database: table {key}: rows older than {part['cutoff']} differ "
-                                f"(production {row['production'] and row['production'][:2]}, restored {row['restored'] and row['restored'][:2]}; "
-                                f"{a.get('error') or r.get('error') or ''})")
-        part["tables"][key] = row
+    started_ok = (res.get("start") or {}).get("ok")
+    for c in sample:
+        row = compare.table_verdict(c, prod_q, res.get("queries") or {}, profile.whole_table_max_rows)
+        why = compare.table_problem(c.key, row, part["cutoff"])
+        if why and (started_ok or row["state"] == "too big"):
+            problems.append(why)
+        part["tables"][c.key] = row
     part["restore_seconds"] = ((res.get("restore") or {}).get("seconds") or 0) + ((res.get("start") or {}).get("seconds") or 0)
     return part
 
@@ -235,17 +223,30 @@ def files_part(site, data, rng, args, problems, t) -> dict | None:
     cutoff = snap_time.timestamp() - args.slack
     part = {"set": tag, "snapshot": snap["id"][:8], "chosen_from": len(snaps), "snapshot_time": snap_time.isoformat(timespec="seconds"),
             "cutoff": dt.datetime.fromtimestamp(cutoff, tz).isoformat(timespec="seconds"), "files": {}}
-    docs = probe(site, data, {"mode": "sql", "port": site.firewall.postgresql_port, "queries": [{
-        "key": "docs", "db": site.postgresql.database,
-        "sql": f"SELECT path, sha256 FROM {APP_TABLE} WHERE uploaded_at < to_timestamp({cutoff:.3f}) ORDER BY random() LIMIT {int(args.files)}"}]}, 120)
-    d = (docs.get("queries") or {}).get("docs") or {}
-    if not d.get("ok"):
-        problems.append(f"uploads: cannot read the app's records ({APP_TABLE}): {d.get('error') or docs.get('error')}")
-        return part
-    wanted = {row[0]: row[1].strip() for row in d["rows"]}
-    res = probe(site, data, {"mode": "files", "snapshot": snap["id"], "paths": sorted(wanted), "read_data_subset": args.read_data,
-                             "scratch_root": SCRATCH_ROOT, "production_paths": ["/home", "/var/lib/postgresql"],
-                             "timeout_s": site.backup.timeout_s}, t)
+    profile = site.spse_app.restore_test
+    part["compared_with"] = profile.files
+    files_args = {"mode": "files", "snapshot": snap["id"], "read_data_subset": args.read_data, "scratch_root": SCRATCH_ROOT,
+                  "production_paths": ["/home", "/var/lib/postgresql"], "timeout_s": site.backup.timeout_s}
+    if profile.files == "records":
+        # The application's own record of each file's sha256 (the stand-in's tender_document).
+        fr = profile.file_records
+        sc, tb = fr.table.split(".", 1)
+        docs = probe(site, data, {"mode": "sql", "port": site.firewall.postgresql_port, "queries": [{
+            "key": "docs", "db": site.postgresql.database,
+            "sql": f"SELECT {compare.ident(fr.path_column)}, {compare.ident(fr.sha256_column)} FROM {compare.ident(sc)}.{compare.ident(tb)} "
+                   f"WHERE {compare.ident(fr.timestamp_column)} < to_timestamp({cutoff:.3f}) ORDER BY random() LIMIT {int(args.files)}"}]}, 120)
+        d = (docs.get("queries") or {}).get("docs") or {}
+        if not d.get("ok"):
+            problems.append(f"uploads: cannot read the app's records ({fr.table}): {d.get('error') or docs.get('error')}")
+            return part
+        wanted = {row[0]: row[1].strip() for row in d["rows"]}
+        res = probe(site, data, {**files_args, "paths": sorted(wanted)}, t)
+    else:
+        # Production's own files older than the snapshot (modified and changed before it), sampled
+        # on the data host and hashed there: the restored copies must be the same.
+        res = probe(site, data, {**files_args, "paths": [], "sample": {"root": site.spse_app.uploads_dir, "cutoff": cutoff,
+                                                                     "count": int(args.files), "seed": rng.randrange(2**32)}}, t)
+        wanted = {p: v for p, v in (res.get("production") or {}).items()}
     if res.get("error"):
         problems.append(f"uploads: {res['error']}")
         return part
@@ -254,14 +255,16 @@ def files_part(site, data, rng, args, problems, t) -> dict | None:
         problems.append(f"uploads: restic check failed: {(res.get('check') or {}).get('output', '')[-600:]}")
     if not (res.get("restore") or {}).get("ok"):
         problems.append(f"uploads: restic restore failed: {(res.get('restore') or {}).get('output', '')[-600:]}")
-    for path, want in wanted.items():
-        got = (res.get("files") or {}).get(path)
-        part["files"][path] = {"expected": want, "restored": got, "match": got == want}
-        if got != want:
+    part["files"] = compare.file_verdict(wanted, res.get("files") or {})
+    source = "the app's record" if profile.files == "records" else "production's file"
+    for path, f in part["files"].items():
+        if not f["match"]:
+            got = f["restored"]
             problems.append(f"uploads: {path}: sha256 {'missing from the snapshot' if got is None else got[:16] + '...'} "
-                            f"!= the app's record {want[:16]}...")
+                            f"!= {source} {(f['expected'] or 'unreadable')[:16]}...")
     if not wanted:
-        part["note"] = "no document older than the snapshot in the app's records: no file to sample"
+        part["note"] = ("no document older than the snapshot in the app's records: no file to sample" if profile.files == "records"
+                        else "no file in production older than the snapshot: no file to sample")
     part["restore_seconds"] = (res.get("restore") or {}).get("seconds")
     return part
 
@@ -289,7 +292,8 @@ def cmd_restore_test(args: argparse.Namespace, console: Console) -> int:
             t.add_column(col)
         db, fl = result.get("db") or {}, result.get("files") or {}
         if db:
-            tabs = ", ".join(f"{k}: {'cocok' if v['match'] else ('-' if v['match'] is None else 'BEDA')}" for k, v in db["tables"].items())
+            word = {"match": "cocok", "changed": "berubah sejak backup", "too big": "-", "mismatch": "BEDA"}
+            tabs = ", ".join(f"{k}: {word.get(v.get('state'), '-')}" for k, v in db["tables"].items())
             t.add_row("database", f"{db['label']} ({db['type']})", f"verify {'ok' if (db.get('verify') or {}).get('ok') else 'GAGAL'}; {tabs}",
                       f"{db.get('restore_seconds') or 0:.1f} s")
         if fl:
@@ -311,10 +315,11 @@ def register(sub, common) -> None:
     rt.add_argument("--snapshot", help="restic snapshot id of the uploads set or 'latest' (default: one at random)")
     rt.add_argument("--requester", default="Kepala LPSE (uji restore berkala, SOP BK-4)", help="Pemohon (who asked for the restore)")
     rt.add_argument("--head", default="Kepala LPSE", help="Pimpinan (the head who signs)")
-    rt.add_argument("--tables", type=int, default=3, help="tables sampled (the app's tender_document always)")
+    rt.add_argument("--tables", type=int, default=3,
+                    help="tables compared: the application profile's (spse_app.restore_test) always, others at random up to this many in all")
     rt.add_argument("--files", type=int, default=5, help="upload files sampled")
     rt.add_argument("--slack", type=float, default=60.0,
-                    help="rows/documents compared are older than the backup start minus this many seconds (longer transactions)")
+                    help="rows/files compared are older than the backup/snapshot start minus this many seconds (longer transactions)")
     rt.add_argument("--read-data", default="10%", help="restic check --read-data-subset (default %(default)s)")
     rt.add_argument("--target-time", type=parse_target_time, metavar="TIME",
                     help="point-in-time restore (pgBackRest --type=time) to this ISO time (site time zone if none given): "

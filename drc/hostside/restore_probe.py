@@ -14,7 +14,9 @@ Standard library only (Debian's python3). One JSON object on stdout. Modes:
   (so a point-in-time restore can reach a time just past).
 - `files-list` / `files` (data host): restic snapshots; restore of sampled paths of one snapshot
   into a scratch directory, their sha256, then the scratch directory removed; `restic check` with a
-  read of part of the data.
+  read of part of the data. With `sample`, the paths are production's own files under a root
+  modified and changed before a cutoff (the snapshot's time), picked at random here, and their
+  sha256 on production is answered beside the restored copies'.
 
 Never writes outside `scratch_root`; refuses a scratch path or port that is production's. SOP BK-4.
 """
@@ -24,6 +26,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import time
@@ -71,10 +74,11 @@ def pgbackrest(a, *args, timeout=3600):
     return run(["pgbackrest", f"--config-path={a['config_path']}", f"--stanza={a['stanza']}", *args], user=a["user"], timeout=timeout)
 
 
-def psql(sql, host, port, db, user=None):
-    # Same text of every value on both sides (timestamps are printed in the session's zone).
+def psql(sql, host, port, db, user=None, tz="UTC"):
+    # Same text of every value on both sides (timestamps are printed in the session's zone, which
+    # is also the zone a `timestamp without time zone` column is compared in: the application's).
     return run(["psql", "-XAtq", "-F", "|", "-h", host, "-p", str(port), "-U", "postgres", "-d", db, "-c", sql], user=user, timeout=600,
-               env={"PGTZ": "UTC", "PGDATESTYLE": "ISO, YMD", "PGCLIENTENCODING": "UTF8"})
+               env={"PGTZ": tz, "PGDATESTYLE": "ISO, YMD", "PGCLIENTENCODING": "UTF8"})
 
 
 def query_result(rc, so, se):
@@ -86,7 +90,7 @@ def query_result(rc, so, se):
 def queries(a, host, port, user, which=None):
     out = {}
     for q in a.get("queries", []) if which is None else which:
-        out[q["key"]] = query_result(*psql(q["sql"], host, port, q["db"], user))
+        out[q["key"]] = query_result(*psql(q["sql"], host, port, q["db"], user, q.get("tz") or "UTC"))
     return out
 
 
@@ -229,8 +233,69 @@ def mode_files_list(a):
     return {"ok": rc == 0, "snapshots": json.loads(so or "[]") if rc == 0 else None, "error": None if rc == 0 else tail(se)}
 
 
+def sha256_of(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def settled_before(st, cutoff):
+    """A file last modified AND last changed (ctime: also a copy that kept an old mtime, a rename,
+    a chmod) before the cutoff: the snapshot taken after it must hold it as it is now."""
+    return max(st.st_mtime, st.st_ctime) < cutoff
+
+
+def sample_files(root, cutoff, count, seed):
+    """Up to `count` regular files under `root` settled before `cutoff`, picked with equal chance
+    (reservoir sampling, one pass, sorted walk: a seed repeats the pick), and how many there were."""
+    import random
+
+    rng = random.Random(seed)
+    picked, seen = [], 0
+    for d, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in sorted(files):
+            p = os.path.join(d, name)
+            try:
+                st = os.lstat(p)
+            except OSError:
+                continue
+            if not (stat.S_ISREG(st.st_mode) and settled_before(st, cutoff)):
+                continue
+            seen += 1
+            if len(picked) < count:
+                picked.append(p)
+            else:
+                j = rng.randrange(seen)
+                if j < count:
+                    picked[j] = p
+    return sorted(picked), seen
+
+
+def production_hashes(paths, cutoff):
+    """sha256 of production's own files; None for one that changed meanwhile or is unreadable."""
+    out = {}
+    for p in paths:
+        try:
+            digest = sha256_of(p)
+            out[p] = digest if settled_before(os.lstat(p), cutoff) else None
+        except OSError:
+            out[p] = None
+    return out
+
+
 def mode_files(a):
     res = {"check": None, "restore": None, "files": {}}
+    if a.get("sample"):
+        s = a["sample"]
+        paths, res["eligible"] = sample_files(s["root"], float(s["cutoff"]), int(s["count"]), s.get("seed"))
+        hashes = production_hashes(paths, float(s["cutoff"]))
+        # One changed or removed between the pick and its read is left out, not failed.
+        res["production"] = {p: h for p, h in hashes.items() if h is not None}
+        res["skipped"] = sorted(p for p, h in hashes.items() if h is None)
+        a = {**a, "paths": sorted(res["production"])}
     t0 = time.monotonic()
     rc, so, se = restic(a, "check", f"--read-data-subset={a['read_data_subset']}", timeout=a["timeout_s"])
     res["check"] = {"ok": rc == 0, "exit": rc, "seconds": round(time.monotonic() - t0, 3), "output": tail(so + "\n" + se, 2000)}
@@ -246,11 +311,7 @@ def mode_files(a):
         for p in paths:
             f = os.path.join(scratch, p.lstrip("/"))
             try:
-                h = hashlib.sha256()
-                with open(f, "rb") as fh:
-                    for chunk in iter(lambda: fh.read(1 << 20), b""):
-                        h.update(chunk)
-                res["files"][p] = h.hexdigest()
+                res["files"][p] = sha256_of(f)
             except OSError as exc:
                 res["files"][p] = None
                 res.setdefault("missing", {})[p] = str(exc)

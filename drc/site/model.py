@@ -423,8 +423,8 @@ def parse_site(data: Any, path: Path, text: str = "") -> Site:
         lines = []
         for err in exc.errors():
             ctx_err = err.get("ctx", {}).get("error")
-            if isinstance(ctx_err, SiteRuleError):
-                key, problem, fix = ctx_err.key or _key_path(err["loc"]), ctx_err.problem, ctx_err.fix
+            if isinstance(ctx_err, SiteRuleError) or getattr(ctx_err, "fix", None):  # a role's own (problem, fix)
+                key, problem, fix = getattr(ctx_err, "key", None) or _key_path(err["loc"]), ctx_err.problem, ctx_err.fix
             elif err["type"] == "ip_any_network" and (net := _loose_network(err["input"])):
                 key, problem = _key_path(err["loc"]), f"{err['input']} has host bits set"
                 fix = f"write the network {net}, or {err['input'].split('/')[0]}/{net.max_prefixlen} for that one address"

@@ -1,8 +1,9 @@
 """Typed settings of the spse_app role: the SPSE application (or the lab's stand-in) and Apache."""
 
+import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 PATH_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 
@@ -36,3 +37,149 @@ class SpseAppSettings(BaseModel):
     tls_certificate_file: str | None = None
     tls_key_file: str | None = None
     tls_chain_file: str | None = None
+
+    # What `siaga backup restore-test` compares (SOP BK-4): the application profile. Unset: the
+    # stand-in's profile with `install: standin` (today's checks), with `install: external` no
+    # named table (tables sampled at random only) and files compared with production's own files.
+    restore_test: "RestoreTestProfile | None" = None
+
+    @model_validator(mode="after")
+    def _profile(self) -> "SpseAppSettings":
+        if self.restore_test is None:
+            self.restore_test = standin_profile() if self.install == "standin" else RestoreTestProfile(files="production")
+        return self
+
+
+class ProfileError(ValueError):
+    """A wrong application profile: the problem and its fix (drc.site.model prints both)."""
+
+    def __init__(self, problem: str, fix: str):
+        super().__init__(problem)
+        self.problem, self.fix, self.key = problem, fix, None
+
+
+IDENT = r"[a-z_][a-z0-9_$]{0,62}"
+
+
+def _ident(value: str, what: str, example: str) -> str:
+    if not re.fullmatch(IDENT, value):
+        raise ProfileError(f"{what} {value!r} is not a lowercase SQL identifier",
+                           f"write the name as PostgreSQL lists it (lowercase, unquoted), e.g. {example}")
+    return value
+
+
+class TableProfile(BaseModel):
+    """One table restore-test always compares. SOP BK-4."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # schema.table, e.g. public.tender_document.
+    table: str
+    # A column set when a row is written (timestamp, timestamptz or date): the rows older than the
+    # backup are compared (count + checksum), those written later are left out.
+    timestamp_column: str | None = None
+    # A small table without such a column: compared whole; rows written after the backup (their
+    # transaction did not commit in the restored copy) are told apart from a bad restore.
+    whole_table: bool = False
+
+    @field_validator("table")
+    @classmethod
+    def _table(cls, value: str) -> str:
+        if not re.fullmatch(rf"{IDENT}\.{IDENT}", value):
+            raise ProfileError(f"table {value!r} is not schema.table", "write the schema and the table, e.g. public.tender_document")
+        return value
+
+    @field_validator("timestamp_column")
+    @classmethod
+    def _column(cls, value: str | None) -> str | None:
+        return value if value is None else _ident(value, "timestamp_column", "uploaded_at")
+
+    @model_validator(mode="after")
+    def _one_way(self) -> "TableProfile":
+        if self.timestamp_column and self.whole_table:
+            raise ProfileError(f"table {self.table}: both timestamp_column and whole_table given",
+                               "keep timestamp_column (rows older than the backup are compared), or whole_table: true for a small table")
+        if not self.timestamp_column and not self.whole_table:
+            raise ProfileError(f"table {self.table}: neither timestamp_column nor whole_table given, so nothing could be compared",
+                               "name the column set when a row is written (timestamp_column: ...), or set whole_table: true "
+                               "for a small table without one")
+        return self
+
+    @property
+    def schema_name(self) -> str:
+        return self.table.split(".", 1)[0]
+
+    @property
+    def table_name(self) -> str:
+        return self.table.split(".", 1)[1]
+
+
+class FileRecordsProfile(BaseModel):
+    """The application's own record of each uploaded file and its sha256 (the stand-in has one)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    table: str = "public.tender_document"
+    path_column: str = "path"
+    sha256_column: str = "sha256"
+    timestamp_column: str = "uploaded_at"
+
+    @field_validator("table")
+    @classmethod
+    def _table(cls, value: str) -> str:
+        return TableProfile._table(value)
+
+    @field_validator("path_column", "sha256_column", "timestamp_column")
+    @classmethod
+    def _column(cls, value: str) -> str:
+        return _ident(value, "column", "path")
+
+
+class RestoreTestProfile(BaseModel):
+    """What restore-test compares for this application (site file: spse_app.restore_test)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Tables always compared (others are sampled at random besides, up to --tables in all).
+    tables: list[TableProfile] = Field(default_factory=list)
+    # A whole-table comparison reads every row's checksum: bigger tables need a timestamp_column.
+    whole_table_max_rows: int = Field(20000, ge=1, le=1_000_000)
+    # Zone of `timestamp without time zone` values (the application's clock). Unset: base.timezone.
+    time_zone: str | None = None
+    # Sampled upload files compared with `production`'s own files older than the snapshot, or with
+    # the application's `records` of their sha256 (file_records).
+    files: Literal["production", "records"] = "production"
+    file_records: FileRecordsProfile | None = None
+
+    @field_validator("time_zone")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        from zoneinfo import ZoneInfo
+
+        try:
+            value is None or ZoneInfo(value)
+        except (ValueError, KeyError, OSError):
+            raise ProfileError(f"unknown time zone {value!r}", "use an IANA name such as Asia/Jakarta (WIB), Asia/Makassar "
+                               "(WITA) or Asia/Jayapura (WIT), or leave it unset for base.timezone") from None
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "RestoreTestProfile":
+        seen = set()
+        for t in self.tables:
+            if t.table in seen:
+                raise ProfileError(f"table {t.table} listed twice", "keep one entry per table")
+            seen.add(t.table)
+        if self.files == "records" and self.file_records is None:
+            raise ProfileError("files: records without file_records",
+                               "name the table and its path, sha256 and timestamp columns under file_records, or use files: production")
+        return self
+
+
+def standin_profile() -> RestoreTestProfile:
+    """The stand-in's profile: `tender_document` by `uploaded_at`, files against its sha256 column."""
+    return RestoreTestProfile(tables=[TableProfile(table="public.tender_document", timestamp_column="uploaded_at")],
+                              files="records", file_records=FileRecordsProfile())
+
+
+SpseAppSettings.model_rebuild()

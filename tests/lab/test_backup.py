@@ -190,6 +190,84 @@ def test_point_in_time_restore_gets_exactly_the_rows_before_the_target(lab, host
           f"{took:.1f} s end to end, restore+recovery {db['restore_seconds']:.1f} s")
 
 
+OTHER_SCHEMA = """
+DROP SCHEMA IF EXISTS spse_other CASCADE;
+CREATE SCHEMA spse_other;
+CREATE TABLE spse_other.paket (id bigserial PRIMARY KEY, nama text NOT NULL, dibuat timestamp without time zone NOT NULL);
+CREATE TABLE spse_other.kategori (kode text, nama text);
+INSERT INTO spse_other.paket (nama, dibuat)
+  SELECT 'Paket ' || i, (now() AT TIME ZONE '{zone}') - i * interval '1 minute' FROM generate_series(1, 50) i;
+INSERT INTO spse_other.kategori VALUES ('K1', 'Konstruksi'), ('K2', 'Barang'), ('K3', 'Jasa Lainnya');
+"""
+PROFILE = {"tables": [{"table": "spse_other.paket", "timestamp_column": "dibuat"},
+                      {"table": "spse_other.kategori", "whole_table": True}], "files": "production"}
+
+
+def test_restore_test_compares_what_the_application_profile_names(lab, hosts, tmp_path):
+    """Another application's schema (SPSE-like: local time without a zone, a small table without
+    one, no sha256 of the files anywhere) named by a site-file profile: compared as it says; files
+    against production's own files; writes after the backup are changes, an old row that differs
+    is a failure."""
+    import shlex
+
+    import yaml
+
+    from drc.site import load_site
+
+    p = hosts["primary"]
+    zone = load_site(lab.site_file).base.timezone
+    site = yaml.safe_load(Path(lab.site_file).read_text())
+    site["spse_app"] = {**(site.get("spse_app") or {}), "restore_test": PROFILE}
+    other = tmp_path / "site-other-app.yaml"
+    other.write_text(yaml.safe_dump(site, sort_keys=False))
+
+    def run(*args: str) -> tuple[int, dict]:
+        proc = subprocess.run([sys.executable, "-m", "drc.cli", "backup", "restore-test", "--slack", "0", *args, str(other), "--json"],
+                              cwd=REPO, capture_output=True, text=True, timeout=900)
+        assert proc.returncode in (0, 1), (proc.returncode, proc.stderr[-3000:])
+        return proc.returncode, json.loads(proc.stdout)
+
+    psql = "runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1 -d epns_prod -c {}"
+    try:
+        p.check_output(psql.format(shlex.quote(OTHER_SCHEMA.format(zone=zone))))
+        p.check_output("python3 -c %s other-app", ONE_UPLOAD)
+        code, out, _ = siaga(lab, "run")
+        assert code == 0, out
+        # Work after the backup: a new paket, a kategori renamed, one added.
+        p.check_output(psql.format(shlex.quote(
+            f"INSERT INTO spse_other.paket (nama, dibuat) VALUES ('Paket baru', now() AT TIME ZONE '{zone}'); "
+            "UPDATE spse_other.kategori SET nama = 'Barang/Jasa' WHERE kode = 'K2'; "
+            "INSERT INTO spse_other.kategori VALUES ('K4', 'Jasa Konsultansi')")))
+        code, rt = run("--label", "latest", "--snapshot", "latest", "--tables", "2")
+        assert code == 0 and rt["result"] == "success", rt["problems"]
+        tables = rt["db"]["tables"]
+        assert list(tables) == ["spse_other.paket", "spse_other.kategori"], tables  # the profile's, not tender_document
+        paket, kategori = tables["spse_other.paket"], tables["spse_other.kategori"]
+        assert (paket["state"], paket["method"], paket["production"][0], paket["restored"][0], paket["production"][2]) == (
+            "match", "timestamp", "50", "50", "51"), paket
+        assert (kategori["state"], kategori["unchanged"], kategori["missing"], kategori["new_in_production"],
+                kategori["gone_from_production"]) == ("changed", 2, 0, 2, 1), kategori
+        files = rt["files"]
+        assert files["compared_with"] == "production" and files["files"], files
+        assert all(f["match"] and f["expected"] == f["restored"] for f in files["files"].values()), files["files"]
+        html = Path(rt["report"]).read_text()
+        for text in ("spse_other.kategori", "seluruh tabel", "berubah sejak backup", "menurut kolom waktu <code>dibuat</code>",
+                     "file produksi yang lebih lama dari snapshot", "BERHASIL"):
+            assert text in html, text
+        # An old row that differs from the backup is a failure (here: changed in production
+        # without its timestamp, as a restore that lost the change would look).
+        p.check_output(psql.format(shlex.quote("UPDATE spse_other.paket SET nama = 'Paket diubah' WHERE nama = 'Paket 7'")))
+        code, bad = run("--label", "latest", "--skip-files", "--tables", "2")
+        assert code == 1 and bad["db"]["tables"]["spse_other.paket"]["state"] == "mismatch", bad["db"]["tables"]
+        assert any("spse_other.paket" in x and "differ" in x for x in bad["problems"]), bad["problems"]
+        print(f"profile of another schema: paket {paket['restored'][0]} rows matched, kategori changed since the backup "
+              f"({kategori['unchanged']} unchanged rows matched); {len(files['files'])} production files matched; "
+              f"an old row changed: GAGAL ({bad['problems'][0][:120]})")
+    finally:
+        # Later random restore tests must not sample a table their backup never had.
+        p.check_output(psql.format(shlex.quote("DROP SCHEMA IF EXISTS spse_other CASCADE")))
+
+
 def restore_cmd(lab, *args: str) -> tuple[int, dict]:
     proc = subprocess.run([sys.executable, "-m", "drc.cli", "backup", "restore", *args, "--requester", "lab test",
                            str(lab.site_file), "--json"], cwd=REPO, capture_output=True, text=True, timeout=RUN_DEADLINE_S)
