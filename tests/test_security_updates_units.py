@@ -14,12 +14,8 @@ import pytest
 
 from drc.hostside import reboot_window
 from drc.site import SiteError, load_site
-from roles.base.defaults import (
-    SECURITY_ORIGINS,
-    SecurityUpdatesSettings,
-    windows_overlap,
-)
-from roles.base.updates import render_reboot_units, render_unattended
+from roles.base.defaults import SECURITY_ORIGINS, SecurityUpdatesSettings, minutes_apart_in_a_day, windows_overlap
+from roles.base.updates import render_reboot_units, render_unattended, render_upgrade_time
 from tests.test_site_validation import LAB, edit, line_of, write
 
 BASE = "  timezone: Asia/Jakarta"
@@ -72,6 +68,14 @@ WINDOW_CASES = [
      "base.security_updates.reboot.windows.dr", "name the windows 'primary' and 'drc'", "dr: Sun 04:00"),
     ("site-without-window", "  security_updates:\n    reboot:\n      windows:\n        primary: Sun 02:00",
      "base.security_updates.reboot.windows", "add drc: 'Day HH:MM'", "windows:"),
+    ("upgrade-times-too-close", "  security_updates:\n    upgrade_times:\n      primary: '05:30'\n      drc: '05:00'",
+     "base.security_updates.upgrade_times.drc", "at least 60 minutes apart", "drc: '05:00'"),
+    ("upgrade-times-close-over-midnight", "  security_updates:\n    upgrade_times:\n      primary: '23:50'\n      drc: '00:20'",
+     "base.security_updates.upgrade_times.drc", "at least 60 minutes apart", "drc: '00:20'"),
+    ("upgrade-time-not-a-time", "  security_updates:\n    upgrade_times:\n      primary: 6am\n      drc: '05:00'",
+     "base.security_updates.upgrade_times.primary", "'HH:MM'", "primary: 6am"),
+    ("upgrade-time-missing-site", "  security_updates:\n    upgrade_times:\n      drc: '05:00'",
+     "base.security_updates.upgrade_times", "add primary: 'HH:MM'", "upgrade_times:"),
     ("window-too-short", "  security_updates:\n    reboot:\n      window_minutes: 5",
      "base.security_updates.reboot.window_minutes", "use a larger number", "window_minutes: 5"),
     ("unknown-key", "  security_updates:\n    reboot:\n      window: Sun 02:00",
@@ -94,6 +98,22 @@ def test_bad_updates_settings_are_refused_with_file_line_key_and_fix(tmp_path, b
     msg = str(exc.value)
     assert f"{path}:{line_of(text, snippet)}: key '{key}':" in msg
     assert fix in msg
+
+
+@pytest.mark.parametrize("a, b, apart", [("05:00", "06:30", 90), ("06:30", "05:00", 90), ("23:50", "00:20", 30), ("12:00", "00:00", 720)])
+def test_upgrade_times_apart(a, b, apart):
+    assert minutes_apart_in_a_day(a, b) == apart
+
+
+def test_upgrade_time_drop_in_per_site(tmp_path):
+    site = load_site(write(tmp_path, LAB))
+    assert site.base.security_updates.upgrade_times == {"primary": "06:30", "drc": "05:00"}  # the DRC first
+    drc = render_upgrade_time(site, "lpse-drc")
+    # Debian's OnCalendar (06:00) is reset first, else the timer would fire at both times
+    assert "[Timer]\nOnCalendar=\nOnCalendar=*-*-* 05:00:00\nRandomizedDelaySec=0\n" in drc
+    assert "OnCalendar=*-*-* 06:30:00" in render_upgrade_time(site, "lpse-primary")
+    off = load_site(write(tmp_path, with_updates("  security_updates:\n    enabled: false\n    upgrade_times: {primary: '05:00', drc: '05:00'}")))
+    assert render_upgrade_time(off, "lpse-drc") is None  # nothing runs: the times may be anything
 
 
 def test_overlap_does_not_matter_when_siaga_does_not_reboot(tmp_path):
@@ -264,3 +284,4 @@ def test_check_shows_the_updates_and_the_reboot_windows(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "daily by unattended-upgrades from 2 origin(s)" in out
     assert "reboots when needed: primary Sun 02:00, drc Sun 04:00 (60 min each)" in out
+    assert "daily at primary 06:30, drc 05:00" in out

@@ -55,7 +55,8 @@ def _updates(site: Site) -> str:
     r = u.reboot
     reboots = (", ".join(f"{role} {r.windows[role]}" for role in site.sites) + f" ({r.window_minutes} min each)"
                if r.enabled else "by hand")
-    return f"daily by unattended-upgrades from {len(u.origins)} origin(s)\nreboots when needed: {reboots}"
+    times = ", ".join(f"{role} {u.upgrade_times[role]}" for role in site.sites)
+    return f"daily by unattended-upgrades from {len(u.origins)} origin(s)\ndaily at {times}\nreboots when needed: {reboots}"
 
 
 def _hosts(site: Site) -> Table:

@@ -16,7 +16,16 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, IPvAnyAddress, IPvAnyNetwork, ValidationError, field_validator, model_validator
 
 from roles.backup.defaults import BackupSettings
-from roles.base.defaults import DAYS, REBOOT_SETTLE_MINUTES, WINDOW_RE, BaseSettings, windows_overlap
+from roles.base.defaults import (
+    DAYS,
+    REBOOT_SETTLE_MINUTES,
+    TIME_RE,
+    UPGRADE_GAP_MINUTES,
+    WINDOW_RE,
+    BaseSettings,
+    minutes_apart_in_a_day,
+    windows_overlap,
+)
 from roles.firewall.defaults import FirewallSettings
 from roles.postgresql.defaults import PostgresqlSettings
 from roles.replication.defaults import ReplicationSettings
@@ -170,7 +179,7 @@ class Site(Strict):
         _check_admins(self)
         _check_allowlist(self)
         _check_uploads_sync(self)
-        _check_reboot_windows(self)
+        _check_security_updates(self)
         if "components" not in self.model_fields_set:
             self.components = default_components(self)
         _check_components(self)
@@ -308,10 +317,27 @@ def _check_uploads_sync(s: Site) -> None:
                             "use the application's account (leave it unset) or a dedicated one")
 
 
-def _check_reboot_windows(s: Site) -> None:
-    """Security-update reboots: each site has its window and the two never overlap (a host that
-    reboots takes its site's service down; never both sites at once). SOP IN-2, EM-3."""
-    r = s.base.security_updates.reboot
+def _check_security_updates(s: Site) -> None:
+    """Security updates: each site has its daily upgrade time and its weekly reboot window, and the
+    two sites' never meet (an update restarts services, a reboot takes the site's service down:
+    never both sites at once). SOP IN-2, EM-3."""
+    u = s.base.security_updates
+    tkey = "base.security_updates.upgrade_times"
+    for name, at in u.upgrade_times.items():
+        if name not in SITE_ROLES:
+            raise SiteRuleError(f"{tkey}.{name}", f"'{name}' is not a site", "name the times 'primary' and 'drc'")
+        if not TIME_RE.match(at):
+            raise SiteRuleError(f"{tkey}.{name}", f"'{at}' is not a time of day", f"write 'HH:MM' in base.timezone, e.g. '{name}: 05:00'")
+    if u.enabled:
+        for role in SITE_ROLES:
+            if role not in u.upgrade_times:
+                raise SiteRuleError(tkey, f"no upgrade time for site '{role}'", f"add {role}: 'HH:MM' (e.g. primary '06:30', drc '05:00')")
+        a, b = (u.upgrade_times[role] for role in SITE_ROLES)
+        if minutes_apart_in_a_day(a, b) < UPGRADE_GAP_MINUTES:
+            raise SiteRuleError(f"{tkey}.drc", f"the drc upgrade time '{b}' is within {UPGRADE_GAP_MINUTES} min of primary's '{a}': "
+                                "both sites could restart the services an update replaces at once",
+                                f"start them at least {UPGRADE_GAP_MINUTES} minutes apart (e.g. drc '05:00', primary '06:30')")
+    r = u.reboot
     key = "base.security_updates.reboot.windows"
     for name, window in r.windows.items():
         if name not in SITE_ROLES:

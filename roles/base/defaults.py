@@ -13,6 +13,11 @@ WINDOW_RE = re.compile(r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun) ([01][0-9]|2[0-3]):([0-5
 # sites' windows must stay apart by it too ("never on both sites at once").
 REBOOT_SETTLE_MINUTES = 15
 WEEK_MINUTES = 7 * 24 * 60
+DAY_MINUTES = 24 * 60
+TIME_RE = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
+# The unattended runs of the two sites start at least this far apart: a security update restarts
+# what it replaces (PostgreSQL, Apache), and a bad one shows on one site first.
+UPGRADE_GAP_MINUTES = 60
 # Keys apt's Origins-Pattern understands (unattended-upgrade(8)); long and short forms.
 ORIGIN_KEYS = {"origin", "o", "label", "l", "archive", "a", "suite", "codename", "n", "component", "c", "site"}
 # Debian's security archive only (the codename form is how Debian 11+ name it; the second is the
@@ -29,6 +34,13 @@ def window_minutes_of_week(window: str) -> int:
     if not m:
         raise ValueError(f"reboot window {window!r} is not 'Day HH:MM'")
     return DAYS.index(m.group(1)) * 24 * 60 + int(m.group(2)) * 60 + int(m.group(3))
+
+
+def minutes_apart_in_a_day(a: str, b: str) -> int:
+    """'05:00', '06:30' -> 90: minutes between two daily times, the shorter way round midnight."""
+    ma, mb = (int(t[:2]) * 60 + int(t[3:]) for t in (a, b))
+    d = (mb - ma) % DAY_MINUTES
+    return min(d, DAY_MINUTES - d)
 
 
 def windows_overlap(a: str, b: str, minutes: int, settle: int = REBOOT_SETTLE_MINUTES) -> bool:
@@ -61,6 +73,10 @@ class SecurityUpdatesSettings(BaseModel):
     # apt Origins-Pattern entries unattended-upgrades may install from; Debian-Security only, so a
     # point release or backport never arrives unattended. Replaces Debian's list (not added to it).
     origins: list[str] = Field(default_factory=lambda: list(SECURITY_ORIGINS), min_length=1)
+    # Per site (primary, drc): the daily time ('HH:MM', base.timezone) apt-daily-upgrade.timer runs
+    # unattended-upgrades, instead of Debian's 06:00 + up to 60 min on both sites alike. At least 60
+    # min apart (drc/site/model.py); after the nightly backups, before office hours, the DRC first.
+    upgrade_times: dict[str, str] = Field(default_factory=lambda: {"primary": "06:30", "drc": "05:00"})
     reboot: RebootSettings = Field(default_factory=RebootSettings)
 
     @field_validator("origins")

@@ -41,6 +41,7 @@ APT_CONF_STAGED = "/etc/apt/52siaga-unattended-upgrades.siaga-new"
 UNIT_DIR = "/etc/systemd/system"
 REBOOT_UNIT = "siaga-reboot-window"
 APT_TIMERS = ("apt-daily.timer", "apt-daily-upgrade.timer")
+UPGRADE_DROPIN = "/etc/systemd/system/apt-daily-upgrade.timer.d/siaga.conf"
 
 
 def render_unattended(u: SecurityUpdatesSettings) -> str:
@@ -70,6 +71,16 @@ def render_reboot_units(site: Site, host_name: str) -> dict[str, str] | None:
     }
 
 
+def render_upgrade_time(site: Site, host_name: str) -> str | None:
+    """The apt-daily-upgrade.timer drop-in with this host's site time, or None (updates off)."""
+    u = site.base.security_updates
+    if not u.enabled:
+        return None
+    role = site.site_of[host_name]
+    return render(ROLE_DIR, "apt-daily-upgrade.siaga.conf.j2", header=HEADER, site_role=role,
+                  at=u.upgrade_times[role], timezone=site.base.timezone)
+
+
 @operation()
 def apt_conf(dest: str, staged: str, content: str):
     """
@@ -96,7 +107,16 @@ def security_updates(site: Site, host_name: str) -> None:
         ensure_installed(["unattended-upgrades"], "security updates")
     apt_conf(name=f"{APT_CONF} ({'security updates from ' + str(len(u.origins)) + ' origins' if u.enabled else 'no unattended upgrades'}), "
                   "checked with apt-config", dest=APT_CONF, staged=APT_CONF_STAGED, content=render_unattended(u))
-    # apt's own timers: the lists every day (what `siaga status` counts), the upgrade after them.
+    # apt's own timers: the lists every day (what `siaga status` counts), the upgrade at the site's time.
+    dropin = render_upgrade_time(site, host_name)
+    if dropin is not None:
+        at = u.upgrade_times[site.site_of[host_name]]
+        upgrade_time = config_file(name=f"{UPGRADE_DROPIN} (daily at {at})", dest=UPGRADE_DROPIN, content=dropin)
+    else:
+        upgrade_time = files.file(name=f"{UPGRADE_DROPIN} absent (no unattended upgrades)", path=UPGRADE_DROPIN, present=False)
+    systemd.daemon_reload(name="systemd reloaded after the apt-daily-upgrade.timer time changed", _if=upgrade_time.did_change)
+    systemd.service(name="apt-daily-upgrade.timer restarted at its new time", service="apt-daily-upgrade.timer",
+                    restarted=True, _if=upgrade_time.did_change)
     for timer in APT_TIMERS:
         systemd.service(name=f"{timer} enabled and active", service=timer, running=True, enabled=True)
 

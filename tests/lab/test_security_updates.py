@@ -7,16 +7,12 @@ and a needed reboot per host. SOP IN-2, IN-4, EM-3."""
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 
 from drc.site import load_site
-from roles.base.updates import (
-    APT_CONF,
-    APT_CONF_STAGED,
-    render_reboot_units,
-    render_unattended,
-)
+from roles.base.updates import APT_CONF, APT_CONF_STAGED, render_reboot_units, render_unattended, render_upgrade_time
 from tests.helpers import assert_no_change_rerun, lab_host
 from tests.lab.test_status import siaga_status
 
@@ -44,6 +40,11 @@ def test_unattended_upgrades_installed_and_configured_as_rendered(lab, site, dep
     assert h.check_output("apt-config dump APT::Periodic::Unattended-Upgrade") == 'APT::Periodic::Unattended-Upgrade "1";'
     for timer in ("apt-daily.timer", "apt-daily-upgrade.timer"):
         assert h.service(timer).is_enabled and h.service(timer).is_running, timer
+    # the unattended run at the site's time, Debian's 06:00 cleared
+    at = site.base.security_updates.upgrade_times[name]
+    shown = h.check_output("systemctl show -p TimersCalendar --value apt-daily-upgrade.timer")
+    assert f"OnCalendar=*-*-* {at}:00" in shown and "06:00:00" not in shown, shown
+    assert h.file("/etc/systemd/system/apt-daily-upgrade.timer.d/siaga.conf").content_string == render_upgrade_time(site, name)
 
 
 def test_unattended_upgrade_dry_run_allows_only_debian_security(lab, deployed):
@@ -73,7 +74,11 @@ def test_reboot_timer_carries_the_sites_window(lab, site, deployed, name, window
     # The service as systemd starts it (ExecStart's JSON argument); with no flag it never reboots.
     if not h.file("/var/run/reboot-required").exists:
         assert h.run("systemctl start siaga-reboot-window.service").rc == 0
-        log = h.check_output("journalctl -u siaga-reboot-window.service -n 5 --no-pager -o cat")
+        for _ in range(20):  # journald may write it a moment later
+            log = h.check_output("journalctl -u siaga-reboot-window.service -n 5 --no-pager -o cat")
+            if "reboot-window: no reboot required" in log:
+                break
+            time.sleep(0.5)
         assert "reboot-window: no reboot required" in log, log
 
 
