@@ -149,6 +149,8 @@ def test_writes_after_the_backup_are_changes_not_corruption(clusters):
     assert kategori["state"] == "changed" and kategori["match"] is None, kategori
     assert (kategori["unchanged"], kategori["missing"], kategori["new_in_production"], kategori["gone_from_production"]) == (3, 0, 3, 2)
     assert compare.table_problem("spse_other.kategori", kategori, "c") is None
+    # An empty whole table asks about no transaction at all.
+    assert restored.queries([{"key": "x", "db": "prod", "sql": compare.xact_status_sql([])}])["x"] == {"ok": True, "rows": [], "error": None}
 
 
 def test_a_timestamp_without_zone_is_read_in_the_applications_zone(clusters):

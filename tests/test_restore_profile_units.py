@@ -143,3 +143,92 @@ def test_production_files_are_sampled_only_when_settled_before_the_snapshot(tmp_
     assert restore_probe.production_hashes(picked[:1], cutoff) == {picked[0]: None}  # changed after the cutoff
     v = compare.file_verdict({"a": "1" * 64, "b": "2" * 64}, {"a": "1" * 64, "b": None})
     assert (v["a"]["match"], v["b"]["match"]) == (True, False)
+
+
+# --- restore_test() on recorded host answers (the probe's JSON, as the lab's hosts give it) --------------
+
+class Hosts:
+    """Recorded answers of restore-probe per mode; every request kept."""
+
+    def __init__(self, prod_rows, restored_rows, statuses, files):
+        self.prod_rows, self.restored_rows, self.statuses, self.files, self.calls = prod_rows, restored_rows, statuses, files, []
+
+    def __call__(self, site, host, args, timeout):
+        self.calls.append((host, args))
+        mode = args["mode"]
+        if mode == "db-list":
+            return {"ok": True, "info": [{"backup": [{"label": "L1", "type": "full", "timestamp": {"start": 1000.0, "stop": 1010.0}}]}]}
+        if mode == "sql" and args["queries"][0]["key"] == "tables":
+            return {"queries": {"tables": ok([["spse_other", "paket", ""], ["spse_other", "kategori", ""]])}}
+        if mode == "sql":
+            return {"queries": {"spse_other.paket": ok([["50", "abc", "51"]]), "spse_other.kategori": ok(self.prod_rows)}}
+        if mode == "db":
+            return {"verify": {"ok": True}, "restore": {"ok": True, "seconds": 1.0}, "start": {"ok": True, "in_recovery": "f", "seconds": 1.0},
+                    "cleanup": {"removed": True, "path": "/var/tmp/siaga-restore-test/rt-x"},
+                    "queries": {"spse_other.paket": ok([["50", "abc", "50"]]), "spse_other.kategori": ok(self.restored_rows),
+                                "spse_other.kategori#xacts": self.statuses}}
+        if mode == "files-list":
+            return {"ok": True, "snapshots": [{"id": "feedbeef" * 8, "time": "2026-11-26T01:00:00.123456789+07:00"}]}
+        if mode == "files":
+            return {"check": {"ok": True}, "restore": {"ok": True, "seconds": 0.5}, "cleanup": {"removed": True},
+                    "production": {p: h for p, (h, _) in self.files.items()}, "files": {p: r for p, (_, r) in self.files.items()}}
+        raise AssertionError(f"unexpected request {args}")
+
+
+@pytest.fixture
+def other_site(tmp_path):
+    import yaml
+
+    data = yaml.safe_load(LAB + PROFILE)
+    data["records_dir"] = str(tmp_path / "records")
+    return load_site(write(tmp_path, yaml.safe_dump(data)))
+
+
+def run_restore_test(site, hosts, monkeypatch, **kw):
+    import argparse
+
+    from rich.console import Console
+
+    from drc.backup import restore
+
+    monkeypatch.setattr(restore, "probe", hosts)
+    args = argparse.Namespace(seed=1, label="latest", snapshot="latest", requester="Andi", head="Kepala LPSE", tables=2, files=2,
+                              slack=0.0, read_data="10%", skip_files=False, timeout_run=60.0, target_time=None, **kw)
+    return restore.restore_test(site, args, Console(file=None))
+
+
+def test_a_profile_is_compared_end_to_end_and_the_report_says_how(other_site, monkeypatch):
+    from drc.backup.restore import render_berita_acara
+
+    files = {"/home/file/file_prod/a.pdf": ("1" * 64, "1" * 64), "/home/file/file_prod/b.pdf": ("2" * 64, "2" * 64)}
+    hosts = Hosts(P, [["h1"], ["h2"], ["old-h3"]], STATUS, files)
+    rt = run_restore_test(other_site, hosts, monkeypatch)
+    assert rt["result"] == "success", rt["problems"]
+    assert {k: v["state"] for k, v in rt["db"]["tables"].items()} == {"spse_other.paket": "match", "spse_other.kategori": "changed"}
+    # The copy was asked, in the application's zone, about exactly the transactions of production's rows.
+    db_args = next(a for h, a in hosts.calls if a["mode"] == "db")
+    xacts = next(q for q in db_args["queries"] if q["key"] == "spse_other.kategori#xacts")
+    assert "ARRAY[500,501,900,901]" in xacts["sql"] and xacts["tz"] == "Asia/Jakarta"
+    # Files: production's own, sampled on the data host before the snapshot, no database record read.
+    f_args = next(a for h, a in hosts.calls if a["mode"] == "files")
+    assert f_args["sample"]["root"] == "/home/file/file_prod" and f_args["paths"] == []
+    assert rt["files"]["compared_with"] == "production" and all(f["match"] for f in rt["files"]["files"].values())
+    html = render_berita_acara(rt, other_site)
+    for text in ("seluruh tabel", "berubah sejak backup", "menurut kolom waktu <code>dibuat</code>", "file produksi", "BERHASIL"):
+        assert text in html, text
+    # A lost row and a restored file that differs from production's: GAGAL, both named.
+    files["/home/file/file_prod/b.pdf"] = ("2" * 64, "3" * 64)
+    rt = run_restore_test(other_site, Hosts(P, [["h1"], ["hX"]], STATUS, files), monkeypatch)
+    assert rt["result"] == "failure" and rt["db"]["tables"]["spse_other.kategori"]["state"] == "mismatch"
+    assert any("spse_other.kategori" in p and "missing or different" in p for p in rt["problems"]), rt["problems"]
+    assert any("b.pdf" in p and "production's file" in p for p in rt["problems"]), rt["problems"]
+    assert "GAGAL" in render_berita_acara(rt, other_site)
+
+
+def test_questions_too_long_for_one_command_line_fail_with_the_fix(other_site, monkeypatch):
+    other_site.spse_app.restore_test.whole_table_max_rows = 50_000
+    many = [[f"h{i}", str(10_000 + i)] for i in range(20_000)]
+    hosts = Hosts(many, [], ok([]), {})
+    rt = run_restore_test(other_site, hosts, monkeypatch)
+    assert rt["result"] == "failure" and not any(a["mode"] == "db" for _, a in hosts.calls)  # nothing restored
+    assert any("do not fit one command line" in p and "give spse_other.kategori a timestamp_column" in p for p in rt["problems"])

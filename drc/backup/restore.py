@@ -47,6 +47,9 @@ from drc.site import Site, load_site
 RESTORE_RECORDS = "restore-tests.jsonl"
 SCRATCH_ROOT = "/var/tmp/siaga-restore-test"
 SCRATCH_PORT = 54329
+# The probe's JSON travels as one argument of `sudo` (drc.hosts.remote.run_program): Linux takes at
+# most 128 KiB in one argument (MAX_ARG_STRLEN), with room left for the shell wrapper.
+MAX_ARGS_BYTES = 120_000
 
 
 def probe(site: Site, host: str, args: dict, timeout: float) -> dict:
@@ -175,10 +178,18 @@ def db_part(site, repo, data, chosen, n_backups, common, rng, args, problems, t)
     prod_q = prod.get("queries") or {}
     restored_q = compare.restored_queries(sample, pg.database, None if target is not None else cutoff, prod_q, tz_name,
                                           profile.whole_table_max_rows)
-    res = probe(site, repo, {**common, **pitr, "mode": "db", "label": chosen["label"], "port": SCRATCH_PORT, "production_port": port,
-                             "pg_bin": f"/usr/lib/postgresql/{pg.version}/bin", "scratch_root": SCRATCH_ROOT,
-                             "production_paths": ["/var/lib/postgresql", "/etc/postgresql", b.repository_path],
-                             "timeout_s": b.timeout_s, "start_timeout_s": 600, "queries": restored_q}, t)
+    db_args = {**common, **pitr, "mode": "db", "label": chosen["label"], "port": SCRATCH_PORT, "production_port": port,
+               "pg_bin": f"/usr/lib/postgresql/{pg.version}/bin", "scratch_root": SCRATCH_ROOT,
+               "production_paths": ["/var/lib/postgresql", "/etc/postgresql", b.repository_path],
+               "timeout_s": b.timeout_s, "start_timeout_s": 600, "queries": restored_q}
+    size = len(json.dumps(db_args))
+    if size > MAX_ARGS_BYTES:
+        whole = sorted(((len(q["sql"]), q["key"].removesuffix("#xacts")) for q in restored_q if q["key"].endswith("#xacts")), reverse=True)
+        problems.append(f"database: the restored copy's questions ({size} bytes) do not fit one command line ({MAX_ARGS_BYTES}). "
+                        f"Fix: give {', '.join(k for _, k in whole[:2]) or 'the whole tables'} a timestamp_column in "
+                        "spse_app.restore_test, or lower whole_table_max_rows")
+        return part
+    res = probe(site, repo, db_args, t)
     if res.get("error"):
         problems.append(f"database: {res['error']}")
         part["error"] = res["error"]
