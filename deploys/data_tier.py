@@ -11,7 +11,8 @@ from pyinfra import host, state
 from pyinfra.facts.files import File
 from pyinfra.api.exceptions import DeployError
 
-from roles.backup.deploy import RUNNER, backup, init_marker
+from roles import secret_custody
+from roles.backup.deploy import RUNNER, backup, backup_keys, init_marker
 from roles.backup import prechange
 from roles.backup.operations import prechange_backup
 from drc.hosts.inventory import this_host_in_site
@@ -30,6 +31,15 @@ nodes = read_nodes(tier)
 problems = preflight_problems(tier, nodes)
 if problems:
     raise DeployError("data tier preflight failed:\n  - " + "\n  - ".join(problems))
+
+# Secret custody (roles/secret_custody.py, SOP BK-8): the workstation's secrets agree with those the
+# hosts hold (a missing one is fetched from them, a new site's made) or the deploy stops here, before
+# any operation on any host. An existing secret is never replaced implicitly.
+secret_custody.reconcile(tier)
+
+# The backup accounts' keys, in root-owned files sshd reads (roles/backup/keys.py), before the BK-2
+# backup below logs in with them (a site upgraded from keys in the accounts' homes needs them now).
+backup_keys(tier, host_name)
 
 # SOP BK-2: before anything below changes the database or the application on the data host, a
 # backup of what the change touches, taken where each set runs: the database on the repository host

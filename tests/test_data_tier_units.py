@@ -103,10 +103,16 @@ def test_replication_password_is_generated_once_0600_and_never_in_the_repo(tmp_p
     import os
     import stat
 
-    from roles.workstation_secrets import ensure_password, secrets_dir
+    import pytest
+
+    from roles.workstation_secrets import SecretError, generate_password, read_password, secrets_dir
 
     d = secrets_dir("lab", tmp_path / "secrets")
-    first = ensure_password(d, "replication.password")
-    assert ensure_password(d, "replication.password") == first and len(first) >= 32
+    first = generate_password(d, "replication.password")
+    assert read_password(d, "replication.password") == first and len(first) >= 32
+    with pytest.raises(FileExistsError):  # never over an existing one
+        generate_password(d, "replication.password")
+    with pytest.raises(SecretError, match="missing on this workstation"):
+        read_password(d, "other.password")
     assert stat.S_IMODE(os.stat(d / "replication.password").st_mode) == 0o600
     assert stat.S_IMODE(os.stat(d).st_mode) == 0o700

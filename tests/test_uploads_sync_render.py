@@ -16,7 +16,7 @@ from roles.ssh_hardening.deploy import allow_groups, render_sshd_config
 from roles.uploads_sync.deploy import KNOWN_HOSTS, PRIVATE_KEY, authorized_keys, known_hosts_line, render_file
 from roles.uploads_sync.topology import KEYS_DIR, forced_command, receiving_account, source_hosts, sync_sources, target_hosts
 from roles.uploads_sync.facts import GroupMembers, SshHostKey
-from roles.workstation_secrets import ensure_ssh_key
+from roles.workstation_secrets import generate_ssh_key, read_ssh_key
 from tests.test_roles_render import make_site
 
 REPO = Path(__file__).resolve().parent.parent
@@ -139,7 +139,8 @@ def test_sshd_lets_the_sync_group_in_for_rrsync_only():
     assert f"AuthorizedKeysFile {KEYS_DIR}/%u" in match
     assert "ForceCommand /usr/bin/rrsync -wo /home/file" in match
     assert "PermitTTY no" in match and "DisableForwarding yes" in match
-    assert not re.search(r"^\S", match.split("\n", 2)[2], re.M), "nothing after the Match block"
+    # Only Match blocks (the backup accounts', roles/backup/keys.py) after it: no global keyword.
+    assert not re.search(r"^(?!#|Match )\S", match.split("\n", 2)[2], re.M), "nothing global after the Match block"
     off = make_site(uploads_sync={"enabled": False})
     assert "siaga-sync" not in allow_groups(off)
     assert "Match Group siaga-sync" in render_sshd_config(off)  # still rrsync only
@@ -161,10 +162,10 @@ def test_facts_parse():
 
 
 def test_sync_key_is_generated_once_0600_and_is_in_no_rendered_file(tmp_path):
-    private, public = ensure_ssh_key(tmp_path, "uploads-sync.id_ed25519", "siaga-uploads-sync@lab")
+    private, public = generate_ssh_key(tmp_path, "uploads-sync.id_ed25519", "siaga-uploads-sync@lab")
     assert (tmp_path / "uploads-sync.id_ed25519").stat().st_mode & 0o777 == 0o600
     assert public.startswith("ssh-ed25519 ") and "PRIVATE KEY" in private
-    assert ensure_ssh_key(tmp_path, "uploads-sync.id_ed25519", "x") == (private, public)
+    assert read_ssh_key(tmp_path, "uploads-sync.id_ed25519") == (private, public)
     site = make_site()
     rendered = [render_file(site, t) for t in ("lsyncd.conf.lua.j2", "resync.sh.j2", "siaga-uploads-sync.service.j2")]
     rendered.append(authorized_keys(site, public))

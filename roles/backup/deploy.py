@@ -5,8 +5,10 @@ record of every run to the backup log. SOP BK-1..BK-9.
 Topology (why, in README.md): the database source host runs every backup and pushes over SSH to
 a restricted account on the repository host (`backup.repository_site`, the DRC by default):
 pgBackRest with `repo1-host` (its remote runs there as that account, behind a forced command),
-restic over SFTP (the key's forced command is `sftp-server`). Passphrases and keys are generated on
-the admin workstation (0600) and reach hosts only inside 0600/0640 files.
+restic over SFTP (the key's forced command is `sftp-server`). Passphrases and keys are kept on the
+admin workstation (0600; made for a new site, fetched back from the hosts otherwise, never replaced
+implicitly: roles/secret_custody.py) and reach hosts only inside 0600/0640 files. The accounts the
+backups log in as read their keys only from root-owned files (roles/backup/keys.py).
 """
 
 from __future__ import annotations
@@ -29,10 +31,12 @@ from roles.packages import ensure_installed
 from roles.postgresql.deploy import config_dir
 from roles.postgresql import operations as pg_ops
 from roles.templating import render
-from roles.workstation_secrets import ensure_password, ensure_ssh_key, secret_file, secrets_dir
+from roles import secret_custody
+from roles.workstation_secrets import secret_file
 
 from . import operations as backup_ops
 from .defaults import BackupSettings
+from .keys import KEYS_DIR, REMOTE_WRAPPER, db_account_keys, keys_file
 
 if TYPE_CHECKING:
     from drc.site.data_tier import DataTier
@@ -40,7 +44,6 @@ if TYPE_CHECKING:
 ROLE_DIR = Path(__file__).parent
 HEADER = MANAGED_HEADER.format(role="roles/backup")
 RUNNER = "/usr/local/sbin/siaga-backup"
-REMOTE_WRAPPER = "/usr/local/sbin/siaga-backup-remote"
 CONFIG_JSON = "/etc/siaga/backup.json"
 ETC = "/etc/siaga/backup"
 KNOWN_HOSTS = f"{ETC}/known_hosts"
@@ -78,11 +81,6 @@ def backup_host(tier: DataTier) -> str:
 
 def repository_host(tier: DataTier) -> str:
     return tier.site.hosts_in(tier.site.backup.repository_site)[0]
-
-
-def workstation_secrets(tier: DataTier) -> Path:
-    b = tier.site.backup
-    return secrets_dir(tier.site.site, b.secrets_dir or tier.replication.secrets_dir)
 
 
 def runner_config(tier: DataTier, host_name: str) -> dict:
@@ -211,18 +209,49 @@ def backup(tier: DataTier, host_name: str) -> None:
     if site.site_of[src] == b.repository_site:
         raise DeployError(f"backup.repository_site '{b.repository_site}' is the site of the database source {src}: "
                           "the repository must be away from the data (SOP BK-9). Fix: set backup.repository_site to the other site")
-    secrets = workstation_secrets(tier)
     archiving(tier, host_name)
     if host_name == repo:
-        _repository_host(tier, secrets, src)
+        _repository_host(tier, src)
     if host_name == src:
-        _backup_host(tier, secrets, repo)
+        _backup_host(tier, repo)
     if host_name in (src, repo):
         # One call site for both hosts: pyinfra orders operations by where they are called.
         _runner(tier, host_name, {k: v for k, v in timers(b).items() if on_repository_host(k) == (host_name == repo)})
 
 
-def _repository_host(tier: DataTier, secrets: Path, src: str) -> None:
+@deploy("siaga backup: SSH keys of the backup accounts")
+def backup_keys(tier: DataTier, host_name: str) -> None:
+    """The root-owned keys files sshd reads for the backup accounts (roles/backup/keys.py; the
+    `Match User` blocks are roles/ssh_hardening's): the repository account's on the repository host,
+    postgres' on the database host, none elsewhere. Called by deploys/data_tier.py before the BK-2
+    pre-change backup, which logs in with them. The old files in the accounts' homes are removed:
+    sshd no longer reads them, and a key found there later was put there by someone else."""
+    site, b = tier.site, tier.site.backup
+    if not b.enabled:
+        return
+    src, repo = backup_host(tier), repository_host(tier)
+    u = b.repository_user
+    files.directory(name=f"{KEYS_DIR} (backup accounts' SSH keys, root's)", path=KEYS_DIR, user="root", group="root",
+                    mode="755")
+    if host_name == repo:
+        _, pg_pub = secret_custody.ssh_key(tier, "pgbackrest_key")
+        _, restic_pub = secret_custody.ssh_key(tier, "restic_key")
+        config_file(name=f"{keys_file(u)}: two keys, forced commands, from {src} only", dest=keys_file(u), mode=0o644,
+                    content=render(ROLE_DIR, "authorized_keys.j2", header=HEADER, b=b, backup_host=src,
+                                   from_addresses=str(site.hosts[src].address), pgbackrest_key=pg_pub, restic_key=restic_pub))
+    else:
+        files.file(name=f"{keys_file(u)} absent (not the repository host)", path=keys_file(u), present=False)
+    if host_name == src:
+        _, repo_pub = secret_custody.ssh_key(tier, "repo_key")
+        config_file(name=f"{keys_file('postgres')}: the repository host, pgBackRest remote only", dest=keys_file("postgres"),
+                    mode=0o644, content=db_account_keys(HEADER, repo, str(site.hosts[repo].address), repo_pub))
+    else:
+        files.file(name=f"{keys_file('postgres')} absent (not the database source)", path=keys_file("postgres"), present=False)
+    for old in (f"/var/lib/{u}/.ssh/authorized_keys", f"{PG_SSH_DIR}/authorized_keys"):
+        files.file(name=f"{old} absent (sshd reads {KEYS_DIR} only)", path=old, present=False)
+
+
+def _repository_host(tier: DataTier, src: str) -> None:
     b, site = tier.site.backup, tier.site
     u = b.repository_user
     home = f"/var/lib/{u}"
@@ -238,12 +267,6 @@ def _repository_host(tier: DataTier, secrets: Path, src: str) -> None:
               dest=REMOTE_WRAPPER, user="root", group="root", mode="755")
     files.put(name=f"{OFFLINE_COPY} (copy to the offline media, verified there: SOP BK-9)", src=str(ROLE_DIR / "files/siaga-offline-copy"),
               dest=OFFLINE_COPY, user="root", group="root", mode="755")
-    _, pg_pub = ensure_ssh_key(secrets, SECRETS["pgbackrest_key"], f"pgbackrest@{site.site}")
-    _, restic_pub = ensure_ssh_key(secrets, SECRETS["restic_key"], f"restic@{site.site}")
-    config_file(name=f"{home}/.ssh/authorized_keys: two keys, forced commands, from {src} only",
-                dest=f"{home}/.ssh/authorized_keys", mode=0o644,
-                content=render(ROLE_DIR, "authorized_keys.j2", header=HEADER, b=b, backup_host=src,
-                               from_addresses=str(site.hosts[src].address), pgbackrest_key=pg_pub, restic_key=restic_pub))
     files.directory(name=REPO_CONFIG_PATH, path=REPO_CONFIG_PATH, user="root", group=u, mode="750")
     files.directory(name=f"{REPO_CONFIG_PATH}/conf.d", path=f"{REPO_CONFIG_PATH}/conf.d", user="root", group=u, mode="750")
     src_address = str(site.hosts[src].address)
@@ -251,9 +274,9 @@ def _repository_host(tier: DataTier, secrets: Path, src: str) -> None:
                 dest=f"{REPO_CONFIG_PATH}/pgbackrest.conf", user="root", group=u, mode=0o640,
                 content=render(ROLE_DIR, "pgbackrest-repo.conf.j2", header=HEADER, b=b, backup_host=src, block=block_incremental(b),
                                db_address=src_address, pg=tier.postgresql, port=site.firewall.postgresql_port,
-                               passphrase=ensure_password(secrets, SECRETS["repo1"], 64)))
+                               passphrase=secret_custody.password(tier, "repo1")))
     # The backup itself runs here (pgBackRest 2.45: on the repository host), as {u}, over SSH to postgres@src.
-    repo_key, _ = ensure_ssh_key(secrets, SECRETS["repo_key"], f"{u}@{site.site}")
+    repo_key, _ = secret_custody.ssh_key(tier, "repo_key")
     files.directory(name=f"{home}/.ssh-client", path=f"{home}/.ssh-client", user=u, group=u, mode="700")
     secret_file(name=f"{home}/.ssh-client/id_ed25519 (key to postgres@{src})", dest=f"{home}/.ssh-client/id_ed25519",
                 content=repo_key, user=u, group=u)
@@ -266,7 +289,7 @@ def _repository_host(tier: DataTier, secrets: Path, src: str) -> None:
                                          known_hosts=f"{home}/.ssh-client/known_hosts"))
 
 
-def _backup_host(tier: DataTier, secrets: Path, repo: str) -> None:
+def _backup_host(tier: DataTier, repo: str) -> None:
     b, site, pg = tier.site.backup, tier.site, tier.postgresql
     repo_address = str(site.hosts[repo].address)
     ensure_installed(["restic", "openssh-client"], "backups (restic)")
@@ -278,17 +301,13 @@ def _backup_host(tier: DataTier, secrets: Path, repo: str) -> None:
     # Who the repository is: its host key pinned, for postgres (pgBackRest) and root (restic).
     config_file(name=f"{KNOWN_HOSTS}: host key of {repo}", dest=KNOWN_HOSTS, mode=0o644,
                 content=f"{repo_address} {_host_key(tier, repo)}\n")
-    pg_key, _ = ensure_ssh_key(secrets, SECRETS["pgbackrest_key"], f"pgbackrest@{site.site}")
-    restic_key, _ = ensure_ssh_key(secrets, SECRETS["restic_key"], f"restic@{site.site}")
+    pg_key, _ = secret_custody.ssh_key(tier, "pgbackrest_key")
+    restic_key, _ = secret_custody.ssh_key(tier, "restic_key")
     secret_file(name=f"{PG_SSH_DIR}/siaga_backup_ed25519 (pgBackRest key)", dest=f"{PG_SSH_DIR}/siaga_backup_ed25519",
                 content=pg_key, user="postgres", group="postgres")
     secret_file(name=f"{ETC}/restic_ed25519 (restic key)", dest=f"{ETC}/restic_ed25519", content=restic_key)
-    _, repo_pub = ensure_ssh_key(secrets, SECRETS["repo_key"], f"{b.repository_user}@{site.site}")
     files.put(name=f"{REMOTE_WRAPPER} (forced command: pgBackRest remote only)", src=str(ROLE_DIR / "files/siaga-backup-remote"),
               dest=REMOTE_WRAPPER, user="root", group="root", mode="755")
-    backup_ops.owned_file(name=f"{PG_SSH_DIR}/authorized_keys: the repository host, pgBackRest remote only",
-                          dest=f"{PG_SSH_DIR}/authorized_keys", user="postgres", group="postgres", mode=0o600,
-                          content=f"# {HEADER}\nrestrict,from=\"{repo_address}\",command=\"{REMOTE_WRAPPER}\" {repo_pub}\n")
     ssh = dict(header=HEADER, b=b, repo_host=repo, repo_address=repo_address, known_hosts=KNOWN_HOSTS, user=b.repository_user)
     backup_ops.owned_file(name=f"{PG_SSH_DIR}/config (SSH to the repository)", dest=f"{PG_SSH_DIR}/config",
                           content=render(ROLE_DIR, "ssh_config.j2", identity=f"{PG_SSH_DIR}/siaga_backup_ed25519", **ssh),
@@ -309,7 +328,7 @@ def _backup_host(tier: DataTier, secrets: Path, repo: str) -> None:
         files.file(name=f"{path} absent (retired: the offline copy is made on the repository host)", path=path, present=False)
     # restic: passwords in files (RESTIC_PASSWORD_FILE), never on a command line.
     secret_file(name=f"{ETC}/restic-repo1.password", dest=f"{ETC}/restic-repo1.password",
-                content=ensure_password(secrets, SECRETS["restic"], 64) + "\n")
+                content=secret_custody.password(tier, "restic") + "\n")
 
 
 def _runner(tier: DataTier, host_name: str, jobs: dict[str, tuple[str, str]]) -> None:

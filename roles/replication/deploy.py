@@ -3,8 +3,9 @@
 Which host is primary comes from the site file (`replication.source_site`); the preflight reads
 PostgreSQL itself on every host (pg_is_in_recovery, system identifier) and stops the deploy before
 any change when the two disagree. The first copy is pg_basebackup, only onto a cluster holding no
-database of its own. The replication password is generated on the admin workstation on first
-deploy (0600, outside the repository) and reaches hosts only inside 0600 files. SOP EM-3.
+database of its own. The replication password is kept on the admin workstation (0600, outside the
+repository; made for a new site, fetched back from the hosts otherwise, never replaced implicitly:
+roles/secret_custody.py) and reaches hosts only inside 0600 files. SOP EM-3, BK-8.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from roles.postgresql.deploy import config_dir
 from roles.postgresql import operations as pg_ops
 from roles.postgresql.facts import PgNode
 from roles.templating import render
-from roles.workstation_secrets import ensure_password, secret_file, secrets_dir
+from roles import secret_custody
+from roles.workstation_secrets import secret_file
 
 from . import operations as repl_ops
 
@@ -39,8 +41,8 @@ def slot_name(tier: DataTier, standby: str) -> str:
 
 
 def replication_password(tier: DataTier) -> str:
-    """Generated on first use on the admin workstation; never printed."""
-    return ensure_password(secrets_dir(tier.site.site, tier.replication.secrets_dir), PASSWORD_FILE)
+    """From the admin workstation, after secret custody (roles/secret_custody.py); never printed."""
+    return secret_custody.password(tier, "replication")
 
 
 def inventory_host(name: str):

@@ -14,6 +14,7 @@ from pyinfra.api import deploy
 from roles.managed_files import MANAGED_HEADER, config_file
 from roles.packages import ensure_installed
 from roles.templating import render
+from roles.backup.keys import sshd_restrictions as backup_restrictions
 from roles.uploads_sync.topology import sshd_restrictions
 
 from . import operations as sshd
@@ -35,7 +36,8 @@ def allow_groups(site: Site) -> list[str]:
     if site.uploads_sync.enabled and site.uploads_sync.group not in groups:
         groups.append(site.uploads_sync.group)
     # Backups (roles/backup): the repository account, and postgres on the database host for
-    # pgBackRest's remote; every key of theirs has a forced command and a from= address.
+    # pgBackRest's remote; their keys are read only from a root-owned file (roles/backup/keys.py),
+    # each with a forced command and a from= address.
     if site.backup.enabled:
         groups += [g for g in (site.backup.repository_user, "postgres") if g not in groups]
     return groups
@@ -49,6 +51,7 @@ def render_sshd_config(site: Site, host_key_dir: str = HOST_KEY_DIR) -> str:
         s=site.ssh_hardening,
         allow_groups=allow_groups(site),
         sync=sshd_restrictions(site),
+        backup=backup_restrictions(site),
         banner_file=BANNER_FILE,
         host_key_dir=host_key_dir,
         yes_no=lambda flag: "yes" if flag else "no",

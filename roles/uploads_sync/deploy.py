@@ -2,8 +2,9 @@
 one, continuously (lsyncd -> rsync over SSH) and in full on a systemd timer. SOP EM-3 (make sure
 DRC data is up to date; EM-3.7: stop replication for a virus), IN-2 (access control).
 
-The source host pushes with a dedicated ed25519 key generated once on the admin workstation
-(0600, never printed, never on a command line) and installed 0600 for root on the source. The
+The source host pushes with a dedicated ed25519 key kept on the admin workstation (0600, never
+printed, never on a command line; made for a new site, fetched back from the source host
+otherwise, never replaced implicitly: roles/secret_custody.py) and installed 0600 for root there. The
 target accepts that key only for its receiving account, only from a root-owned keys file, and
 only to run ``rrsync -wo <uploads_root>``: no shell, no forwarding, no reading. The source pins
 the target's SSH host key read from the target itself (a cross-host fact), never trust on first
@@ -26,7 +27,8 @@ from pyinfra.operations.util import any_changed
 from roles.managed_files import MANAGED_HEADER, config_file
 from roles.packages import ensure_installed
 from roles.templating import render
-from roles.workstation_secrets import ensure_ssh_key, secret_file, secrets_dir
+from roles import secret_custody
+from roles.workstation_secrets import secret_file
 
 from . import operations as sync_ops
 from .facts import SshHostKey
@@ -113,9 +115,8 @@ def authorized_keys(site: Site, public_key: str) -> str:
 
 
 def sync_key(tier: DataTier) -> tuple[str, str]:
-    """(private key, public key) generated once on the admin workstation (0600), never printed."""
-    directory = secrets_dir(tier.site.site, tier.uploads_sync.secrets_dir or tier.replication.secrets_dir)
-    return ensure_ssh_key(directory, KEY_FILE, f"siaga-uploads-sync@{tier.site.site}")
+    """(private key, public key) from the admin workstation (0600), after secret custody; never printed."""
+    return secret_custody.ssh_key(tier, "uploads_sync")
 
 
 def pinned_host_key(name: str) -> str:
