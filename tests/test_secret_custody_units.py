@@ -260,3 +260,46 @@ def test_hosts_are_read_through_pyinfra_without_printing_a_value(tmp_path, capfd
     assert {v[0] for v in got["drc"].values()} == {"unknown"} and "inventory" in got["drc"][str(secret)][2]
     out, err = capfd.readouterr()
     assert PW not in out + err and base64.b64encode((PW + "\n").encode()).decode() not in out + err
+
+
+def test_reconcile_fetches_once_per_run_and_a_conflict_raises_before_the_workstation_is_written(tmp_path, monkeypatch):
+    """The whole step on pyinfra's API (@local as the host 'primary', 'drc' not in the inventory):
+    a missing workstation copy is fetched (0600) and reported; the step runs once per deploy run;
+    a differing copy raises DeployError with the fix, writing nothing."""
+    from drc.site.data_tier import data_tier_of
+    from pyinfra.api import Config, Inventory, State
+    from pyinfra.api.connect import connect_all, disconnect_all
+    from pyinfra.api.exceptions import DeployError
+    from pyinfra.context import ctx_state
+
+    held = tmp_path / "host" / "restic-repo1.password"
+    held.parent.mkdir()
+    held.write_text(PW + "\n")
+    tier = data_tier_of(make_site(backup={"enabled": False}, uploads_sync={"enabled": False}))
+    the_spec = sc.SecretSpec("restic", "restic-repo1.password", "restic repository password", tmp_path / "ws", "password",
+                             (sc.Location(str(held)),), check="restic snapshots", length=64)
+    monkeypatch.setattr(sc, "secret_specs", lambda _tier: [the_spec])
+    reads = []
+    real_read = sc.read_hosts
+    monkeypatch.setattr(sc, "read_hosts", lambda *a: reads.append(a) or real_read(*a))
+
+    def run() -> None:
+        inventory = Inventory(([("@local", {"siaga_host": "primary"})], {}))
+        state = State(inventory, Config())
+        with ctx_state.use(state):
+            connect_all(state)
+            try:
+                sc.reconcile(tier)
+                sc.reconcile(tier)  # every host's deploy file calls it: the work is done once
+                assert sc.password(tier, "restic") == PW
+            finally:
+                disconnect_all(state)
+
+    run()
+    assert len(reads) == 1 and the_spec.path.read_text() == PW + "\n"
+    assert stat.S_IMODE(os.stat(the_spec.path).st_mode) == 0o600
+    the_spec.path.write_text(OTHER + "\n")
+    with pytest.raises(DeployError, match="differs from the one the hosts hold") as err:
+        run()
+    assert "nothing was changed on any host" in str(err.value) and OTHER not in str(err.value)
+    assert the_spec.path.read_text() == OTHER + "\n" and held.read_text() == PW + "\n"
