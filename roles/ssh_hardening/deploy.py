@@ -43,19 +43,22 @@ def allow_groups(site: Site) -> list[str]:
     return groups
 
 
+def sshd_config_context(site: Site, host_key_dir: str = HOST_KEY_DIR) -> dict:
+    """What sshd_config.j2 is rendered with (the Ansible peer in bench/peers renders it with this too)."""
+    return {
+        "header": MANAGED_HEADER.format(role="roles/ssh_hardening"),
+        "s": site.ssh_hardening,
+        "allow_groups": allow_groups(site),
+        "sync": sshd_restrictions(site),
+        "backup": backup_restrictions(site),
+        "banner_file": BANNER_FILE,
+        "host_key_dir": host_key_dir,
+    }
+
+
 def render_sshd_config(site: Site, host_key_dir: str = HOST_KEY_DIR) -> str:
-    return render(
-        ROLE_DIR,
-        "sshd_config.j2",
-        header=MANAGED_HEADER.format(role="roles/ssh_hardening"),
-        s=site.ssh_hardening,
-        allow_groups=allow_groups(site),
-        sync=sshd_restrictions(site),
-        backup=backup_restrictions(site),
-        banner_file=BANNER_FILE,
-        host_key_dir=host_key_dir,
-        yes_no=lambda flag: "yes" if flag else "no",
-    )
+    return render(ROLE_DIR, "sshd_config.j2", yes_no=lambda flag: "yes" if flag else "no",
+                  **sshd_config_context(site, host_key_dir))
 
 
 def render_banner(settings: SshHardeningSettings) -> str:

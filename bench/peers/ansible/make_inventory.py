@@ -22,7 +22,6 @@ import roles.ssh_hardening.deploy as ssh_role
 from drc.site import SITE_ROLES, Site, load_site
 from roles.base.deploy import HEADER as BASE_HEADER
 from roles.firewall.deploy import ruleset_context
-from roles.managed_files import MANAGED_HEADER
 
 # Interpreter of Debian 12 (the lab image); naming it skips Ansible's interpreter discovery.
 PYTHON = "/usr/bin/python3"
@@ -40,21 +39,6 @@ def plain(value):
     if isinstance(value, (list, tuple)):
         return [plain(v) for v in value]
     return value
-
-
-def sshd_config_context(site: Site) -> dict:
-    """What roles/ssh_hardening.render_sshd_config passes to sshd_config.j2 (yes_no is a macro in
-    the wrapper template)."""
-    context = {
-        "header": MANAGED_HEADER.format(role="roles/ssh_hardening"),
-        "s": site.ssh_hardening,
-        "allow_groups": ssh_role.allow_groups(site),
-        "banner_file": ssh_role.BANNER_FILE,
-        "host_key_dir": ssh_role.HOST_KEY_DIR,
-    }
-    if hasattr(ssh_role, "sshd_restrictions"):  # the uploads sync's Match block (data tier)
-        context["sync"] = ssh_role.sshd_restrictions(site)
-    return plain(context)
 
 
 def host_vars(site: Site, name: str) -> dict:
@@ -83,7 +67,7 @@ def inventory(site: Site) -> dict:
         # the roles' template variables
         "tpl_sudoers": plain({"header": BASE_HEADER, "b": site.base}),
         "tpl_timesyncd": plain({"header": BASE_HEADER, "b": site.base}),
-        "tpl_sshd_config": sshd_config_context(site),
+        "tpl_sshd_config": plain(ssh_role.sshd_config_context(site)),
     }
     # Groups site_primary / site_drc (pyinfra's groups are primary / drc; Ansible warns when a
     # group and a host share a name, as they do in the lab).
