@@ -106,3 +106,17 @@ def test_status_reports_pending_security_updates_and_a_needed_reboot(lab, site, 
         drc.run("rm -f /var/run/reboot-required /var/run/reboot-required.pkgs")
     _, cleared, _ = siaga_status(lab.site_file)
     assert cleared["hosts"]["drc"]["reboot"]["required"] is False
+
+
+def test_a_real_unattended_run_on_the_drc_installs_every_pending_security_update(lab, deployed):
+    """apt-daily-upgrade.service as its timer starts it (Debian's mirror through the lab's NAT): after
+    it, `siaga status` counts no security update pending on the DRC. The DRC, not primary: a standby."""
+    _, before, _ = siaga_status(lab.site_file)
+    h = lab_host(lab, "drc")
+    run = h.run("systemctl start apt-daily-upgrade.service")
+    log = h.check_output("tail -n 20 /var/log/unattended-upgrades/unattended-upgrades.log")
+    assert run.rc == 0, run.stderr + log
+    assert "All upgrades installed" in log or "No packages found that can be upgraded unattended" in log, log
+    _, after, _ = siaga_status(lab.site_file)
+    assert after["hosts"]["drc"]["updates"]["security"] == 0, after["hosts"]["drc"]["updates"]
+    print(f"drc: {before['hosts']['drc']['updates']['security']} security updates pending before, 0 after")
