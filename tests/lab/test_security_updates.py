@@ -120,3 +120,22 @@ def test_a_real_unattended_run_on_the_drc_installs_every_pending_security_update
     _, after, _ = siaga_status(lab.site_file)
     assert after["hosts"]["drc"]["updates"]["security"] == 0, after["hosts"]["drc"]["updates"]
     print(f"drc: {before['hosts']['drc']['updates']['security']} security updates pending before, 0 after")
+
+
+def test_reboot_program_sees_a_running_backup_and_apts_lock_on_a_real_host(lab, deployed):
+    """What makes reboot-window wait, read on a host: a siaga-backup-* unit running (systemctl) and
+    the dpkg lock held (fcntl, as apt takes it). Nothing reboots: only the checks are called."""
+    h = lab_host(lab, "drc")
+    load = ("import importlib.machinery as m; "
+            "rw = m.SourceFileLoader('rw', '/usr/local/lib/siaga/reboot-window').load_module(); ")
+    idle = h.check_output("python3 -c %s", load + "print(rw.busy_units(), rw.dpkg_locked())")
+    assert idle == "[] False", idle
+    h.run_expect([0], "systemd-run --unit siaga-backup-labtest --collect sleep 60")
+    try:
+        hold = ("import fcntl, os; fd = os.open('/var/lib/dpkg/lock-frontend', os.O_RDWR); "
+                "fcntl.lockf(fd, fcntl.LOCK_EX); import subprocess, sys; "
+                "print(subprocess.run([sys.executable, '-c', sys.argv[1]], capture_output=True, text=True).stdout.strip())")
+        busy = h.check_output("python3 -c %s %s", hold, load + "print(rw.busy_units(), rw.dpkg_locked())")
+        assert busy == "['siaga-backup-labtest.service'] True", busy
+    finally:
+        h.run("systemctl stop siaga-backup-labtest.service")
