@@ -76,3 +76,24 @@ def test_the_list_survives_detaching_oldest_first_without_removed_copies(site): 
     assert [c["verified"] for c in copies] == [True, False, True]
     on_media, source = backup_offline.listing(site, {"attached": True, "copies": [copy("X")]})
     assert source == "media" and on_media[0]["name"] == "X"
+
+
+def test_a_copy_in_the_same_second_as_the_last_takes_the_next_second(tmp_path):
+    """Two copies within one second (the timer's right after `siaga backup offline` on a small
+    repository) once collided on the name: the rename onto the first copy failed."""
+    import importlib.machinery
+    import importlib.util
+
+    loader = importlib.machinery.SourceFileLoader("siaga_offline_copy", str(ROLE_DIR / "files/siaga-offline-copy"))
+    spec = importlib.util.spec_from_loader("siaga_offline_copy", loader)
+    prog = importlib.util.module_from_spec(spec)
+    loader.exec_module(prog)
+    tz = dt.timezone(dt.timedelta(hours=7))
+    times = iter([dt.datetime(2026, 11, 26, 9, 37, 22, 400000, tzinfo=tz), dt.datetime(2026, 11, 26, 9, 37, 23, 10000, tzinfo=tz)])
+    slept = []
+    (tmp_path / "20261126T093722").mkdir()
+    now, name = prog.copy_name(str(tmp_path), clock=lambda: next(times), sleep=slept.append)
+    assert name == "20261126T093723" and now.second == 23 and slept and 0.6 <= slept[0] <= 0.62
+    # A free second is taken at once.
+    now, name = prog.copy_name(str(tmp_path), clock=lambda: dt.datetime(2026, 11, 26, 9, 40, tzinfo=tz), sleep=slept.append)
+    assert name == "20261126T094000" and len(slept) == 1
