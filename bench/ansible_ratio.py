@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from drc.hosts.deploy import REPO, idempotence_check, run_deploy
+from drc.hosts.deploy import REPO, idempotence_check, machine_load, run_deploy
 from drc.lab.lab import Lab
 
 sys.path.insert(0, str(REPO / "bench" / "peers" / "ansible"))
@@ -112,7 +112,7 @@ def main() -> int:
     ap.add_argument("--lab", default="bench-ansible", help="lab to use (raised if it is not up; default bench-ansible)")
     ap.add_argument("--keep", action="store_true", help="leave the lab up at the end")
     args = ap.parse_args()
-    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} cores)")
+    print("load average before: " + machine_load().removeprefix("load average "))
     ensure_ansible()
     lab = Lab(args.lab)
     hosts = ["primary", "drc"]

@@ -13,19 +13,14 @@ The lab is removed at the end (also on failure) unless --keep or --lab names a l
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 
-from drc.hosts.deploy import converged_lab, no_change_problem, release_lab, run_deploy
+from drc.hosts.deploy import converged_lab, machine_load, no_change_problem, release_lab, run_deploy
 from drc.lab.lab import Lab
 
 GOALS_S = {"deploys/remote_access.py": 15.0, "deploys/site.py": 8.0}
 LAB = "bench-deploy"
-
-
-def load() -> str:
-    return f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} cores)"
 
 
 def main() -> int:
@@ -47,7 +42,7 @@ def main() -> int:
             # The converge ran with the site deploy; a run of the timed file itself first, so its
             # fact plan (roles/factcache.py) is the one of this file, as on any re-run.
             run_deploy(lab.site_file, args.deploy)
-        print(f"before the timed runs: {load()}")
+        print(f"before the timed runs: {machine_load()}")
         times = []
         for i in range(args.runs):
             result = run_deploy(lab.site_file, args.deploy, env=env)
@@ -65,7 +60,7 @@ def main() -> int:
     how = "every fact read on its own" if args.no_fact_cache else "facts batched"
     verdict = f"goal <= {goal:.0f} s: {'met' if median <= goal else 'NOT met'}" if goal else "no goal for this file"
     print(f"no-change re-run of {args.deploy} ({how}): median {median:.1f} s, max {max(times):.1f} s over "
-          f"{len(times)} runs ({verdict}); after: {load()}")
+          f"{len(times)} runs ({verdict}); after: {machine_load()}")
     return 0 if goal is None or median <= goal else 1
 
 if __name__ == "__main__":

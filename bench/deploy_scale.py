@@ -15,20 +15,15 @@ removed at the end (also on failure) unless --keep.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 
-from drc.hosts.deploy import no_change_problem, release_lab, run_deploy
+from drc.hosts.deploy import machine_load, no_change_problem, release_lab, run_deploy
 from drc.lab.lab import Lab
 
 GOAL_RATIO = 1.5
 LAB = "bench-scale"
 DEPLOY = "deploys/remote_access.py"
-
-
-def load() -> str:
-    return f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} cores)"
 
 
 def main() -> int:
@@ -39,7 +34,7 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true", help="leave the lab up at the end")
     args = ap.parse_args()
     lab = Lab(args.lab)
-    print(f"before: {load()}")
+    print(f"before: {machine_load()}")
     times: dict[int, list[float]] = {2: [], args.servers: []}
     try:
         lab.up(log=lambda _m: None, servers=args.servers)
@@ -59,13 +54,13 @@ def main() -> int:
                     return 2
                 times[count].append(result.seconds)
                 print(f"run {i + 1}: no-change re-run of {DEPLOY} on {len(result.hosts)} hosts {result.seconds:.1f} s "
-                      f"(converge before it {converge.seconds:.0f} s); {load()}")
+                      f"(converge before it {converge.seconds:.0f} s); {machine_load()}")
     finally:
         release_lab(lab, args.keep)
     two, many = statistics.median(times[2]), statistics.median(times[args.servers])
     ratio = many / two
     print(f"remote access no-change re-run: 2 hosts median {two:.1f} s, {args.servers} hosts median {many:.1f} s; "
-          f"ratio {ratio:.2f} (goal <= {GOAL_RATIO}x: {'met' if ratio <= GOAL_RATIO else 'NOT met'}); after: {load()}")
+          f"ratio {ratio:.2f} (goal <= {GOAL_RATIO}x: {'met' if ratio <= GOAL_RATIO else 'NOT met'}); after: {machine_load()}")
     return 0 if ratio <= GOAL_RATIO else 1
 
 

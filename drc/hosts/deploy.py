@@ -205,10 +205,15 @@ def read_result(result_file: Path, returncode: int, output: str, seconds: float,
         return DeployResult(returncode or 1, f"{output}\n{why}\n", seconds, dry=dry, error=why)
 
 
+def machine_load() -> str:
+    """The load the benchmarks print beside each figure (the machine is shared)."""
+    return f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} cores)"
+
+
 def converged_lab(lab, name: str) -> DeployResult:
     """The benchmarks' starting point: lab `name` raised and converged by the site deploy. Prints
     the load first (the machine is shared) and, when the deploy fails, the tail of its output."""
-    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} cores)")
+    print("load average before: " + machine_load().removeprefix("load average "))
     lab.up(log=lambda _m: None)
     dep = run_deploy(lab.site_file)
     if dep.ok:
