@@ -45,6 +45,7 @@ class HostProgram:
 PROGRAMS: dict[str, HostProgram] = {p.module: p for p in (
     HostProgram("status_probe", "base", "siaga status: PostgreSQL, health, components and uploads of this host (every host)"),
     HostProgram("reboot_window", "base", "siaga-reboot-window.service: reboot for a security update in the site's window only"),
+    HostProgram("runbook_lock", "base", "siaga runbooks: the site-wide lock that keeps two runbooks from running at once"),
     HostProgram("backup_read", "backup", "siaga backup: this host's backup runs, log records and init time"),
     HostProgram("restore_probe", "backup", "siaga backup restore-test: scratch restores, checks and production queries"),
     HostProgram("prod_restore", "backup", "siaga backup restore: the production database restored in place, nothing left pending"),
