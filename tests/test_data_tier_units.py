@@ -48,11 +48,12 @@ def test_hba_allows_replication_only_from_peers():
 def test_data_tier_keys_are_read_from_the_site_file(tmp_path):
     example = yaml.safe_load(open("inventory/production.example.yaml"))
     example["postgresql"] = {"database": "epns_lat"}
-    example["replication"] = {"source_site": "drc"}
+    example["active_site"] = "drc"
     path = tmp_path / "site.yaml"
     path.write_text(yaml.safe_dump(example))
     tier = load_data_tier(path)
     assert tier.postgresql.database == "epns_lat"
+    assert (tier.replication.source_site, tier.uploads_sync.source_site, tier.site.backup.repository_site) == ("drc", "drc", "primary")
     assert tier.db_source_hosts == tier.site.hosts_in("drc")
     assert set(tier.db_standby_hosts) == set(tier.site.hosts_in("primary"))
     example["postgresql"] = {"databse": "epns_lat"}
@@ -70,7 +71,7 @@ def _node(**kw):
 
 def _tier(tmp_path, source_site="primary"):
     example = yaml.safe_load(open("inventory/production.example.yaml"))
-    example["replication"] = {"source_site": source_site}
+    example["active_site"] = source_site
     path = tmp_path / "site.yaml"
     path.write_text(yaml.safe_dump(example))
     return load_data_tier(path)

@@ -225,3 +225,23 @@ def test_missing_file(tmp_path):
     msg = str(exc.value)
     assert msg.startswith(f"{path}: cannot read the site file (No such file or directory)")
     assert "Fix: give the path of an existing site YAML file" in msg
+
+
+def _load(tmp_path, text: str):
+    path = tmp_path / "site.yaml"
+    path.write_text(text)
+    return load_site(path)
+
+
+def test_the_active_site_decides_the_database_primary_uploads_source_and_repository(tmp_path):
+    """Issue 10: one fact decides which site serves; the settings that follow it may be left out,
+    and a file that contradicts it is refused naming the key."""
+    for active, repo in (("primary", "drc"), ("drc", "primary")):
+        site = _load(tmp_path, LAB.replace("active_site: primary", f"active_site: {active}"))
+        assert (site.replication.source_site, site.uploads_sync.source_site, site.backup.repository_site) == (active, active, repo)
+    agreeing = LAB.replace("active_site: primary", "active_site: drc") + "replication:\n  source_site: drc\n"
+    assert _load(tmp_path, agreeing).replication.source_site == "drc"
+    with pytest.raises(SiteError) as e:
+        _load(tmp_path, LAB + "backup:\n  repository_site: primary\n")
+    assert "key 'backup.repository_site': 'primary' contradicts active_site 'primary'" in str(e.value)
+    assert "Fix: remove backup.repository_site: it follows active_site" in str(e.value)

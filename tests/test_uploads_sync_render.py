@@ -23,10 +23,10 @@ REPO = Path(__file__).resolve().parent.parent
 PUB = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHNpYWdhLXN5bmMta2V5LW5vdC1mb3ItYW55LWhvc3Qh siaga-uploads-sync@lab"
 
 
-def test_direction_follows_source_site():
+def test_direction_follows_the_active_site():
     site = make_site()
     assert (source_hosts(site), target_hosts(site)) == (["primary"], ["drc"])
-    reversed_site = make_site(uploads_sync={"source_site": "drc"})
+    reversed_site = make_site(active_site="drc")
     assert (source_hosts(reversed_site), target_hosts(reversed_site)) == (["drc"], ["primary"])
     assert receiving_account(site) == "appserv"
     assert receiving_account(make_site(uploads_sync={"account": "filesync"})) == "filesync"
@@ -48,7 +48,7 @@ def test_lsyncd_config_pushes_uploads_to_the_target_over_the_pinned_ssh():
 
 
 def test_lsyncd_config_follows_settings_and_reverses():
-    site = make_site(uploads_sync={"source_site": "drc", "delay_s": 5, "delete": False, "exclude": [".tmp-*", 'a"b'],
+    site = make_site(active_site="drc", uploads_sync={"delay_s": 5, "delete": False, "exclude": [".tmp-*", 'a"b'],
                                    "bandwidth_limit_kbps": 2048}, ssh_hardening={"port": 2222})
     conf = render_file(site, "lsyncd.conf.lua.j2")
     assert 'target = "appserv@10.213.1.10:"' in conf
@@ -125,7 +125,7 @@ def test_firewall_opens_ssh_from_the_source_on_the_target_only():
     drc_sync = [r for r in inbound_rules(site, "drc") if "uploads sync" in r.comment]
     assert [(r.port, r.sources) for r in drc_sync] == [(22, ("10.213.1.10/32",))]
     assert not [r for r in inbound_rules(site, "primary") if "uploads sync" in r.comment]
-    flipped = make_site(uploads_sync={"source_site": "drc"})
+    flipped = make_site(active_site="drc")
     assert sync_sources(flipped, "primary") == ("10.213.2.10/32",) and sync_sources(flipped, "drc") == ()
     off = make_site(uploads_sync={"enabled": False})  # EM-3.7: replication stopped
     assert sync_sources(off, "drc") == ()

@@ -143,7 +143,9 @@ class StatusThresholds(Strict):
 
 class Site(Strict):
     site: str = Field(pattern=NAME_RE)
-    # Which site serves users now; the firewall opens the web ports there. Runbooks change it.
+    # Which site serves users now: the one fact runbooks change. Everything else follows it: the
+    # database primary and the uploads sync's source are here, the backup repository at the other
+    # site, the app runs and the web ports open here (derived_from_active_site).
     active_site: str = "primary"
     # Where siaga runs (SOP RA-1); every address must be inside ssh_allowlist.
     admin_workstations: list[IPvAnyNetwork] = Field(min_length=1)
@@ -176,6 +178,7 @@ class Site(Strict):
     @model_validator(mode="after")
     def _consistent(self) -> Site:
         _check_sites(self)
+        _derive_from_active_site(self)
         _check_admins(self)
         _check_allowlist(self)
         _check_uploads_sync(self)
@@ -267,6 +270,27 @@ def _check_sites(s: Site) -> None:
         if str(h.address) in addresses:
             raise SiteRuleError(f"hosts.{name}.address", f"{h.address} is also the address of '{addresses[str(h.address)]}'", "give each host its own address")
         addresses[str(h.address)] = name
+
+
+def other_site(role: str) -> str:
+    return next(r for r in SITE_ROLES if r != role)
+
+
+def derived_from_active_site(active: str) -> dict[tuple[str, str], str]:
+    """(section, key) -> value of every setting that follows the active site (issue 10: one fact
+    decides which site serves)."""
+    return {("replication", "source_site"): active, ("uploads_sync", "source_site"): active,
+            ("backup", "repository_site"): other_site(active)}
+
+
+def _derive_from_active_site(s: Site) -> None:
+    for (section, key), value in derived_from_active_site(s.active_site).items():
+        settings = getattr(s, section)
+        given = getattr(settings, key)
+        if given is not None and given != value:
+            raise SiteRuleError(f"{section}.{key}", f"'{given}' contradicts active_site '{s.active_site}' (it must be '{value}')",
+                                f"remove {section}.{key}: it follows active_site, the one setting that says which site serves")
+        object.__setattr__(settings, key, value)
 
 
 def _check_admins(s: Site) -> None:

@@ -68,9 +68,10 @@ class BackupSettings(BaseModel):
 
     # Off: no backup role on the hosts (not for production: SOP BK-1).
     enabled: bool = True
-    # The site whose first host holds the repository (away from the data: BK-9). The database
-    # source site's host backs up to it over SSH.
-    repository_site: Literal["primary", "drc"] = "drc"
+    # The site whose first host holds the repository: the site that does not serve (away from
+    # the data: BK-9). Follows `active_site`: leave it unset. The database source site's host
+    # backs up to it over SSH.
+    repository_site: Literal["primary", "drc"] | None = None
     # Restricted account on the repository host that owns the repositories; reachable only with
     # the backup keys, only from the backing-up host, only for pgBackRest's remote and SFTP.
     repository_user: str = Field("siagabak", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")

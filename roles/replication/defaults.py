@@ -9,8 +9,9 @@ class ReplicationSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # The site whose database is the primary; the other site's hosts follow it as hot standbys.
-    # Switch-over and fail-back runbooks change it (never a deploy on its own: EM-2 step 3).
-    source_site: Literal["primary", "drc"] = "primary"
+    # Follows `active_site` (one fact decides which site serves; runbooks change only that):
+    # leave it unset. Set, it must agree with active_site (EM-2 step 3).
+    source_site: Literal["primary", "drc"] | None = None
     # Role used only for replication connections (REPLICATION LOGIN, no database access).
     user: str = Field("replicator", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
     # Each standby has its own physical slot `<slot_prefix><host>`: the primary keeps the WAL a

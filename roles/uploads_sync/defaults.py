@@ -11,9 +11,9 @@ class UploadsSyncSettings(BaseModel):
     # Off: lsyncd and the full re-sync are stopped and the sync key is accepted nowhere. The
     # runbook for a computer virus sets it (EM-3.7: STOP data replication to the DRC).
     enabled: bool = True
-    # The site whose uploads are copied to the other one. Runbooks reverse it after a
-    # switch-over (EM-3: "make sure DRC data is up to date").
-    source_site: Literal["primary", "drc"] = "primary"
+    # The site whose uploads are copied to the other one (EM-3: "make sure DRC data is up to
+    # date"). Follows `active_site`: leave it unset. Set, it must agree with active_site.
+    source_site: Literal["primary", "drc"] | None = None
     # The account that receives the copy on the target. Unset: the application's account
     # (spse_app.user), so the copied files have the owner the DRC's application needs when it
     # takes over. It gets no shell: its only key is forced to rrsync, write-only, in the uploads.
