@@ -1,16 +1,22 @@
-"""`siaga backup offline`: copy the repositories to the offline media and list the offline copies
-(SOP BK-9: a copy the server cannot reach; EM-3.7: the last backup not hit by the virus).
+"""`siaga backup offline`: copy the repositories to the offline medium attached now, label media,
+record where each medium is kept, and list the media and their copies (SOP BK-1: media in
+rotation; BK-9: a copy the server cannot reach, kept away from the server room; EM-3.7: the last
+backup not hit by the virus).
 
-The media is plugged into the repository host (the DRC) only for the copy (in the lab:
-`siaga lab media attach|detach`). There `siaga-backup run offline` (the weekly timer's job too)
-runs the role's siaga-offline-copy: the encrypted pgBackRest and restic repositories are copied (unchanged files hard-linked to the previous copy,
-so each copy is complete on its own), verified on the media (`pgbackrest verify` against the copy;
-restic's content-addressed files re-hashed), and described by a manifest on the media. The result
-is also kept on the workstation (`<records_dir>/offline-copies.jsonl`) and in the backup log (set
-`offline`), so the list is known while the media is away in its safe place.
+A medium is plugged into the repository host (the DRC) only for the copy (in the lab:
+`siaga lab media attach --label OFFLINE-B`). There `siaga-backup run offline` (the weekly timer's
+job too) runs the role's siaga-offline-copy: the encrypted pgBackRest and restic repositories are
+copied (unchanged files hard-linked to the newest verified copy on the same medium, so each copy
+is complete on its own), verified on the medium, and described by a manifest there. The medium is
+known by its label file, never by its mount point; a copy onto a medium that is not the one due in
+the rotation is made and says so. The results are kept on the workstation (drc/backup/media.py),
+so `--list` answers while every medium is away in its safe place.
 
-`offline` copies then lists; `offline --list` only lists (from the media when attached, else from
-the workstation's records). Oldest first; exit 1 when the copy failed or was not verified.
+- `offline`: copy now, then list; exit 1 when the copy failed or was not verified.
+- `offline --init-medium LABEL`: label the empty medium attached now (refused on a medium holding copies).
+- `offline --stored LABEL --location TEXT`: record where a medium is kept from now (after unplugging it).
+- `offline --list [--before TIME]`: media, their last verified copies, where they are, which one
+  is due, the copies, and the last clean copy (before TIME: the time of infection).
 """
 
 from __future__ import annotations
@@ -23,11 +29,10 @@ import shlex
 from rich.console import Console
 from rich.table import Table
 
+from drc.backup import media
 from drc.hosts import remote
 from drc.records import store as records
 from drc.site import Site, load_site
-
-OFFLINE_RECORDS = "offline-copies.jsonl"
 
 
 def copy_on_host(site: Site, host: str, by: str) -> tuple[dict, dict | None]:
@@ -45,79 +50,151 @@ def copy_on_host(site: Site, host: str, by: str) -> tuple[dict, dict | None]:
     return res or {"ok": False, "attached": None, "error": recs[-1].get("error")}, recs[-1]
 
 
-def list_on_host(site: Site, host: str) -> dict:
-    """The copies on the media, when it is attached (siaga-offline-copy in list mode)."""
+def program_on_host(site: Site, host: str, mode: str, **extra) -> dict:
+    """siaga-offline-copy in list or init mode on the repository host."""
     from roles.backup.deploy import OFFLINE_COPY, offline_copy_args
 
-    cmd = f"sudo -n {OFFLINE_COPY} {shlex.quote(json.dumps({**offline_copy_args(site.backup), 'mode': 'list'}))}"
-    r = remote.run(site, host, cmd, timeout=300)
+    args = json.dumps({**offline_copy_args(site.backup), "mode": mode, **extra})
+    r = remote.run(site, host, f"sudo -n {OFFLINE_COPY} {shlex.quote(args)}", timeout=300)
     if not r.reachable:
-        return {"ok": False, "error": f"{host}: {r.error}"}
+        return {"ok": False, "reached": False, "error": f"{host}: {r.error}"}
     try:
         return json.loads(r.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
         return {"ok": False, "error": f"{host}: {OFFLINE_COPY} exited {r.exited}: {(r.stderr or r.stdout).strip()[-400:]}"}
 
 
-def listing(site: Site, on_media: dict | None) -> tuple[list[dict], str]:
-    """The offline copies oldest first: from the media when it answered, else the workstation's records."""
-    if on_media and on_media.get("attached") and on_media.get("copies") is not None:
-        return on_media["copies"], "media"
-    seen: dict[str, dict] = {}
-    for r in records.read(records.records_dir(site) / OFFLINE_RECORDS):
-        if r.get("name"):
-            seen[r["name"]] = r
-    for r in records.read(records.records_dir(site) / "offline-removed.jsonl"):
-        seen.pop(r.get("name"), None)
-    return [seen[k] for k in sorted(seen)], "workstation records (media not attached)"
-
-
 def remember(site: Site, res: dict) -> None:
+    """Keep what the host said: the attached medium's copies (and those it no longer holds), and
+    the copies the host remembers of every medium."""
     d = records.records_dir(site)
-    records.append_new(d / OFFLINE_RECORDS, [{**c, "id": f"offline-{c['name']}"} for c in res.get("copies") or [] if c.get("name")])
-    records.append_new(d / "offline-removed.jsonl", [{"id": f"removed-{n}", "name": n} for n in res.get("removed") or []])
+    label = res.get("medium")
+    on_medium = [{**c, "medium": c.get("medium") or label} for c in res.get("copies") or [] if c.get("name")]
+    records.append_new(d / media.COPIES, [*({**c, "id": f"offline-{c['medium']}-{c['name']}"} for c in on_medium),
+                                          *({**h, "id": f"seen-{h['medium']}-{h['name']}"} for h in res.get("history") or []
+                                            if h.get("medium") and h.get("name"))])
+    gone = {(h["medium"], h["name"]) for h in res.get("history") or [] if h.get("removed")}
+    gone |= {(label, n) for n in res.get("removed") or []}
+    if res.get("attached") and label:  # the medium is the truth about itself
+        have = {c["name"] for c in on_medium}
+        gone |= {(label, c["name"]) for c in listing(site) if c.get("medium") == label and c["name"] not in have}
+    records.append_new(d / media.REMOVED, [{"id": f"removed-{m}-{n}", "medium": m, "name": n} for m, n in sorted(gone)])
+
+
+def listing(site: Site) -> list[dict]:
+    """Every medium's copies from the workstation's records, oldest first."""
+    d = records.records_dir(site)
+    rows = records.read(d / media.COPIES)
+    return media.merge([r for r in rows if not r["id"].startswith("seen-")], [r for r in rows if r["id"].startswith("seen-")],
+                       records.read(d / media.REMOVED))
+
+
+def medium_label(site: Site, label: str) -> str:
+    """A label of the site's rotation, else a clear error before any host is touched."""
+    labels = site.backup.offline.media
+    if label not in labels:
+        raise SystemExit(f"error: medium {label} is not in the rotation of site '{site.site}' (backup.offline.media: "
+                         f"{', '.join(labels)}). Fix: use one of them, or add {label} to backup.offline.media in the site file.")
+    return label
 
 
 def cmd_offline(args: argparse.Namespace, console: Console) -> int:
-    from drc.backup import runs as backup
-
     site = load_site(args.site)
     host = site.hosts_in(site.backup.repository_site)[0]
-    rec = None
-    if args.list:
-        res = list_on_host(site, host)
+    before = None
+    if args.before:
+        try:
+            before = media.parse_time(args.before)
+        except ValueError:
+            raise SystemExit(f"error: --before {args.before!r} is not a time. Fix: e.g. --before 2026-11-26T03:00+07:00") from None
+    now = dt.datetime.now().astimezone()
+    rec, res = None, {}
+    if args.stored:
+        label = medium_label(site, args.stored)
+        if not (args.location or "").strip():
+            raise SystemExit("error: --stored needs --location (where the medium is kept, e.g. \"lemari besi kantor\")")
+        since = media.parse_time(args.since) if args.since else now
+        records.append_new(records.records_dir(site) / media.STORED, [
+            {"id": f"stored-{label}-{since.isoformat(timespec='seconds')}", "medium": label, "location": args.location.strip(),
+             "since": since.isoformat(timespec="seconds"), "by": site.connection.user, "recorded_at": now.isoformat(timespec="seconds")}])
+        res = {"ok": True}
+    elif args.init_medium:
+        res = program_on_host(site, host, "init", label=medium_label(site, args.init_medium))
+    elif args.list:
+        res = program_on_host(site, host, "list")
     else:
         res, rec = copy_on_host(site, host, site.connection.user)
-    if res.get("attached"):
+    if res.get("copies") is not None or res.get("history"):
         remember(site, res)
-    copies, source = listing(site, res)
-    # --list without the media: the workstation's records are the answer.
-    ok = bool(res.get("ok")) or (args.list and res.get("attached") is False)
-    out = {"ok": ok, "host": host, "error": res.get("error"), "record": rec, "copy": res.get("copy"), "removed": res.get("removed"),
-           "source": source, "copies": copies, "media_free_bytes": res.get("media_free_bytes"),
-           "last_verified": next((c["name"] for c in reversed(copies) if c.get("verified")), None)}
+    copies = listing(site)
+    o = site.backup.offline
+    status = media.media_status(o.media, o.rotation_days * 86400, copies, records.read(records.records_dir(site) / media.STORED), now)
+    clean = media.last_clean_copy(copies, before)
+    if args.list or args.stored:
+        # The records answer without a medium or a host; only a medium that answered with an error fails.
+        ok = not (res.get("attached") and not res.get("ok"))
+    else:
+        ok = bool(res.get("ok"))
+    source = "media" if res.get("attached") else "workstation records (media not attached)"
+    out = {"ok": ok, "host": host, "error": res.get("error"), "record": rec, "medium": res.get("medium"), "warning": res.get("warning"),
+           "copy": res.get("copy"), "removed": res.get("removed"), "initialised": res.get("initialised"), "source": source,
+           **status, "copies": copies, "media_free_bytes": res.get("media_free_bytes"), "before": before and before.isoformat(),
+           "last_clean": clean, "last_verified": clean and clean["name"]}
     if args.json:
         console.file.write(json.dumps(out, indent=2, ensure_ascii=False) + "\n")
         console.file.flush()
     else:
-        t = Table(title=f"Salinan backup offline — site '{site.site}' ({source}; lama → baru; SOP BK-9, EM-3.7)", title_justify="left")
-        for col in ("Salinan", "Waktu", "Backup database", "Snapshot file", "Ukuran", "Verifikasi"):
-            t.add_column(col)
-        for c in copies:
-            pg, rs = c.get("pgbackrest") or {}, c.get("restic") or {}
-            t.add_row(c.get("name") or "?", c.get("copied_at") or "-", f"{len(pg.get('backups') or [])} (terbaru {(pg.get('backups') or ['-'])[-1]})",
-                      str(len(rs.get("snapshots") or [])), backup._size(c.get("size_bytes")),
-                      "[green]baik[/green]" if c.get("verified") else f"[bold red]GAGAL[/bold red] {c.get('error') or ''}")
-        console.print(t)
-        if res.get("error"):
-            console.print(f"[red]error:[/red] {res['error']}", highlight=False)
-        console.print(f"last verified offline copy: {out['last_verified'] or 'none'}", highlight=False)
+        show(console, site, out)
     return 0 if ok else 1
 
 
+def show(console: Console, site: Site, out: dict) -> None:
+    from drc.backup.runs import _size
+
+    t = Table(title=f"Media offline dalam rotasi — site '{site.site}' (SOP BK-1, BK-9)", title_justify="left")
+    for col in ("Media", "Salinan", "Salinan terverifikasi terakhir", "Disimpan di", "Sejak", "Giliran"):
+        t.add_column(col)
+    for m in out["media"]:
+        due = ""
+        if m["due"]:
+            due = f"[bold red]TERLAMBAT[/bold red] (sejak {out['due_at']})" if out["overdue"] else f"[bold]berikutnya[/bold] ({out['due_at']})"
+        t.add_row(m["label"] + ("" if m["in_rotation"] else " (di luar rotasi)"), str(m["copies"]),
+                  f"{m['last_verified']} ({m['last_verified_at']})" if m["last_verified"] else "[red]belum ada[/red]",
+                  m["location"] or "[red]belum dicatat[/red]", m["since"] or "-", due)
+    console.print(t)
+    t = Table(title=f"Salinan backup offline ({out['source']}; lama → baru; EM-3.7)", title_justify="left")
+    for col in ("Media", "Salinan", "Waktu", "Backup database", "Snapshot file", "Ukuran", "Verifikasi"):
+        t.add_column(col)
+    for c in out["copies"]:
+        pg, rs = c.get("pgbackrest") or {}, c.get("restic") or {}
+        t.add_row(c.get("medium") or "(tanpa label)", c.get("name") or "?", c.get("copied_at") or "-",
+                  f"{len(pg.get('backups') or [])} (terbaru {(pg.get('backups') or ['-'])[-1]})" if pg else "-",
+                  str(len(rs.get("snapshots") or [])) if rs else "-", _size(c.get("size_bytes")),
+                  "[green]baik[/green]" if c.get("verified") else f"[bold red]GAGAL[/bold red] {c.get('error') or ''}")
+    console.print(t)
+    if out.get("warning"):
+        console.print(f"[yellow]peringatan:[/yellow] media {out['medium']} bukan giliran rotasi (giliran: {out['due']}); "
+                      "salinan tetap dibuat", highlight=False)
+    if out.get("error"):
+        console.print(f"[red]error:[/red] {out['error']}", highlight=False)
+    c = out["last_clean"]
+    before = f" sebelum {out['before']}" if out["before"] else ""
+    console.print(f"Backup bersih terakhir{before} (EM-3.7): " + (f"{c['medium'] or '(tanpa label)'} {c['name']} ({c.get('copied_at')}), "
+                  f"di {next((m['location'] for m in out['media'] if m['label'] == c['medium']), None) or '?'}" if c else "[red]tidak ada[/red]"),
+                  highlight=False)
+
+
 def register(sub, common) -> None:
-    of = sub.add_parser("offline", help="copy the repositories to the offline media (attached now) and list the offline copies (BK-9, EM-3.7)",
-                        description="Exit 1 when the media is not attached or the copy failed or was not verified.")
-    of.add_argument("--list", action="store_true", help="only list the offline copies (from the media if attached, else the records)")
+    of = sub.add_parser("offline", help="copy the repositories to the offline medium attached now, label media, record where they are "
+                                        "kept, list media and copies (BK-1, BK-9, EM-3.7)",
+                        description="Without options: copy to the medium attached now (exit 1 when the copy failed or was not verified). "
+                                    "A copy onto a medium that is not the one due in the rotation is made, with a warning.")
+    what = of.add_mutually_exclusive_group()
+    what.add_argument("--list", action="store_true", help="only list the media and copies (from the medium if attached, else the records)")
+    what.add_argument("--init-medium", metavar="LABEL", help="label the empty medium attached now (one of backup.offline.media)")
+    what.add_argument("--stored", metavar="LABEL", help="record where medium LABEL is kept from now on (with --location), after unplugging it")
+    of.add_argument("--location", help="with --stored: where the medium is kept (e.g. \"lemari besi kantor\")")
+    of.add_argument("--since", help="with --stored: since when (ISO time; default now)")
+    of.add_argument("--before", metavar="TIME", help="the last clean copy made before TIME (e.g. the infection time; ISO, local time if no offset)")
     common(of)
     of.set_defaults(func=cmd_offline)

@@ -20,8 +20,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     wan.add_argument("action", choices=["cut", "heal"])
     restart = lab_sub.add_parser("restart", help="reboot one lab host (its network state is lost, as in a real reboot)")
     restart.add_argument("host")
-    media = lab_sub.add_parser("media", help="plug the lab's removable disk into a host, or unplug it (offline backups)")
+    media = lab_sub.add_parser("media", help="plug one of the lab's removable media into a host, or unplug it (offline backups)",
+                               description="One image per label; attaching one unplugs any other. A new medium is blank: "
+                                           "label it with `siaga backup offline --init-medium LABEL`.")
     media.add_argument("action", choices=["attach", "detach"])
+    media.add_argument("--label", help="the medium (e.g. OFFLINE-B); attach: default OFFLINE-A; detach: default whichever is attached")
     media.add_argument("--host", default="drc", help="host it is plugged into (default %(default)s)")
     lab_p.set_defaults(func=cmd_lab)
 
@@ -41,7 +44,7 @@ def cmd_lab(args: argparse.Namespace, console: Console) -> int:
         the_lab.set_wan(cut=args.action == "cut")
         console.print(f"WAN between sites: {'cut' if args.action == 'cut' else 'healed'}")
     elif args.lab_cmd == "media":
-        m = the_lab.media_attach(args.host) if args.action == "attach" else the_lab.media_detach()
+        m = the_lab.media_attach(args.host, label=args.label or "OFFLINE-A") if args.action == "attach" else the_lab.media_detach(args.label)
         console.print(f"media {args.action}ed: {m}" if m else "media: not attached")
     elif args.lab_cmd == "restart":
         the_lab.restart_host(args.host)

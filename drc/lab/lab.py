@@ -51,7 +51,7 @@ HOST_OCTET = 10
 ADMINS = ("budi", "sari")  # the lab's admins; the first is the account siaga connects as
 BOOT_DEADLINE_S = 90.0
 STOP_DEADLINE_S = 30.0
-# The lab's removable disk (SOP BK-9 offline copy): an image file under the lab's directory.
+# The lab's removable media (SOP BK-1, BK-9 offline copies): one image file per label under the lab's directory.
 MEDIA_MOUNT_POINT = "/media/siaga-offline"
 MEDIA_SIZE_MIB = 2048
 
@@ -502,12 +502,29 @@ class Lab:
             self._save(st)
             return d
 
-    def media_attach(self, host: str = "drc", mount_point: str = MEDIA_MOUNT_POINT) -> dict:
-        """The removable disk of the offline copy (SOP BK-9), plugged in only while copying."""
-        return self.disk_attach("offline", host, mount_point, MEDIA_SIZE_MIB)
+    def media_attach(self, host: str = "drc", mount_point: str = MEDIA_MOUNT_POINT, label: str = "OFFLINE-A") -> dict:
+        """Plug in the removable medium `label` of the offline copies (SOP BK-1, BK-9): one image
+        per label, kept across attaches like a real disk, blank until `siaga backup offline
+        --init-medium` labels it (siaga finds it by that label file, not by this disk's name).
+        One medium at a time at the mount point; plugging in another one first unplugs it. Idempotent."""
+        if not re.fullmatch(r"[A-Z0-9][A-Z0-9-]{0,14}", label):
+            raise LabError(f"medium label {label!r} (e.g. OFFLINE-B)")
+        name = f"medium-{label.lower()}"
+        for other in self.media_attached():
+            if other != name:
+                self.disk_detach(other)
+        return {**self.disk_attach(name, host, mount_point, MEDIA_SIZE_MIB), "label": label}
 
-    def media_detach(self) -> dict | None:
-        return self.disk_detach("offline")
+    def media_attached(self) -> list[str]:
+        """The lab disks that are offline media ("offline": the one medium before media had labels)."""
+        st = self.state() or {}
+        return [n for n in st.get("disks") or {} if n.startswith("medium-") or n == "offline"]
+
+    def media_detach(self, label: str | None = None) -> dict | None:
+        """Unplug medium `label`, or whichever medium is plugged in. Idempotent."""
+        names = [f"medium-{label.lower()}"] if label else self.media_attached()
+        gone = [d for d in (self.disk_detach(n) for n in names) if d]
+        return gone[0] if gone else None
 
     def netns_exec(self, host: str, cmd: list[str], **kw) -> subprocess.CompletedProcess:
         """Run a command in a lab host's network namespace (e.g. as the outsider)."""

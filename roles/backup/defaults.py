@@ -45,22 +45,46 @@ def _default_sets() -> list[BackupSet]:
     ]
 
 
+MEDIUM_LABEL = r"[A-Z0-9][A-Z0-9-]{0,30}"  # as siaga-offline-copy's LABEL
+
+
 class OfflineSettings(BaseModel):
-    """The second repository on removable media (BK-9: a copy the server cannot reach)."""
+    """The copies on removable media, used in rotation (BK-1, BK-9: a copy the server cannot reach,
+    kept in a safe place away from the server room)."""
 
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
     # Where the media is mounted while copying. The runner refuses to write unless this is a
-    # mount point (never into the server's own disk by mistake).
+    # mount point (never into the server's own disk by mistake). Which medium it is comes from its
+    # label file (siaga-offline/medium.json), never from the mount point.
     mount_point: str = "/media/siaga-offline"
     # Block device of the media (e.g. /dev/disk/by-label/SIAGA-OFFLINE): the runner mounts it for
     # the copy and unmounts it after. Unset: someone else attaches it (the lab, an operator).
     device: str | None = None
     # Weekly copy (BK-9 "at least every 7x24 hours"); unset: only on `siaga backup run --set offline`.
     on_calendar: str | None = "Sun *-*-* 04:00"
-    # Full database backups kept on the media (each one restorable on its own).
+    # The media labels in rotation order (BK-1), each initialised once with
+    # `siaga backup offline --init-medium LABEL`. A copy onto another labelled medium is refused.
+    media: list[str] = Field(default_factory=lambda: ["OFFLINE-A", "OFFLINE-B", "OFFLINE-C"], min_length=1)
+    # Days each medium's turn lasts: the medium whose last verified copy is the oldest is due this
+    # long after the newest verified copy (weekly: A -> B -> C -> A).
+    rotation_days: int = Field(7, ge=1, le=366)
+    # Verified copies kept on each medium (each one restorable on its own); failed copies never
+    # count, and a medium's last verified copy is never deleted.
     retention_full: int = Field(4, ge=1, le=100)
+
+    @field_validator("media")
+    @classmethod
+    def _labels(cls, media: list[str]) -> list[str]:
+        import re
+
+        for label in media:
+            if not re.fullmatch(MEDIUM_LABEL, label):
+                raise ValueError(f"medium label {label!r}: capital letters, digits and '-' (e.g. OFFLINE-A)")
+            if media.count(label) > 1:
+                raise ValueError(f"medium label {label} is listed twice")
+        return media
 
 
 class BackupSettings(BaseModel):

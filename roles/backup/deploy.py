@@ -52,6 +52,8 @@ PG_SSH_DIR = "/var/lib/postgresql/.ssh"
 STATE_DIR = "/var/lib/siaga/backup"
 BACKPORT_INSTALLER = f"{LIB}/siaga-deb-backport"
 OFFLINE_COPY = f"{LIB}/siaga-offline-copy"
+# The copies made on every medium (which one is due in the rotation), kept by siaga-offline-copy.
+OFFLINE_HISTORY = f"{STATE_DIR}/offline-media.json"
 # Files of earlier versions that held the offline repository's own secrets (repo2 on the database host).
 RETIRED_SECRETS = (f"{ETC}/pgbackrest-repo2.conf", f"{ETC}/restic-repo2.password", "/etc/pgbackrest/conf.d/siaga-offline.conf")
 # Debian 13's pgBackRest on Debian 12 (setting pgbackrest_source: backport). Checked before pinning:
@@ -120,7 +122,8 @@ def offline_copy_args(b: BackupSettings) -> dict:
     """What siaga-offline-copy needs (its mode is added by the caller)."""
     return {"mount_point": b.offline.mount_point, "repo_path": b.repository_path, "user": b.repository_user,
             "config_path": REPO_CONFIG_PATH, "stanza": b.stanza, "keep": b.offline.retention_full,
-            "timeout_s": b.timeout_s, "lock_wait_s": 900}
+            "timeout_s": b.timeout_s, "lock_wait_s": 900, "media": b.offline.media,
+            "period_s": b.offline.rotation_days * 86400, "history_file": OFFLINE_HISTORY}
 
 
 def init_marker(tier: DataTier) -> str:
