@@ -228,6 +228,17 @@ def test_a_medium_is_labelled_once_and_a_medium_with_copies_is_never_relabelled(
     program_with(monkeypatch, legacy, label="OFFLINE-A")
     res = outcome(PROG.mode_init)
     assert res["initialised"] and [(c["name"], c["medium"]) for c in res["copies"]] == [(n, "OFFLINE-A") for n in names]
+    # A medium replaced under the same label (a new, blank OFFLINE-A): the copies the host remembers
+    # on the old one no longer count for the rotation.
+    hist = tmp_path / "offline-media.json"
+    hist.write_text(json.dumps({"copies": [{"medium": "OFFLINE-A", "name": "20261001T040000", "copied_at": "2026-10-01T04:00:00+07:00",
+                                            "verified": True}]}))
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    program_with(monkeypatch, fresh, label="OFFLINE-A", history_file=str(hist))
+    res = outcome(PROG.mode_init)
+    assert res["initialised"] and res["history"][0]["removed"] and json.loads(hist.read_text())["copies"][0]["removed"]
+    assert PROG.rotation(res["history"], ["OFFLINE-A", "OFFLINE-B"], 86400, AT)["last_verified"]["OFFLINE-A"] is None
     # Copying to a medium never labelled is refused with the fix.
     blank = tmp_path / "blank"
     blank.mkdir()

@@ -316,39 +316,6 @@ def test_a_corrupted_repository_file_is_reported_failed_never_good(lab, hosts):
         drc.check_output(f"cp -a /root/siaga-test-victim {victim} && rm -f /root/siaga-test-victim")
 
 
-def test_offline_copy_only_while_the_media_is_attached_verified_and_listed(lab, hosts):
-    d = hosts["drc"]
-    lab.media_detach()
-    code, out, _ = siaga(lab, "offline")
-    assert code == 1 and "not attached" in out["error"] and out["record"]["result"] == "failure"
-    try:
-        lab.media_attach("drc")
-        code, first, took1 = siaga(lab, "offline")
-        assert code == 0 and first["copy"]["verified"], first
-        c = first["copy"]
-        assert c["pgbackrest"]["ok"] and c["pgbackrest"]["backups"] and c["restic"]["ok"] and c["restic"]["snapshots"]
-        # The weekly timer's job, started as systemd starts it: a second copy, hard-linked to the first.
-        before = len(d.file(LOG).content_string.splitlines())
-        t0 = time.monotonic()
-        d.check_output("systemctl start siaga-backup-offline.service")  # Type=oneshot: returns when done
-        took2 = time.monotonic() - t0
-        timer_rec = json.loads(d.file(LOG).content_string.splitlines()[before])
-        assert (timer_rec["set"], timer_rec["trigger"], timer_rec["result"]) == ("offline", "timer", "success"), timer_rec
-        code, listed, _ = siaga(lab, "offline", "--list")
-        second = next(x for x in listed["copies"] if x["name"] == timer_rec["details"]["copy"])
-        assert code == 0 and listed["source"] == "media" and second["linked"] > 0 and second["previous"] == c["name"]
-        names = [x["name"] for x in listed["copies"]]
-        assert names == sorted(names) and names[-2:] == [c["name"], second["name"]]
-    finally:
-        lab.media_detach()
-    assert not d.run("findmnt /media/siaga-offline").succeeded  # gone from the server
-    code, listed, _ = siaga(lab, "offline", "--list")
-    assert code == 0 and listed["source"].startswith("workstation records")
-    assert [x["name"] for x in listed["copies"]][-2:] == names[-2:] and listed["last_verified"] == names[-1]
-    print(f"offline copy: first {took1:.1f} s ({c['copied']} files, {c['size_bytes']} B on media), "
-          f"second by the timer {took2:.1f} s ({second['linked']} files hard-linked); copies on media: {names}")
-
-
 def test_repository_disk_full_is_a_clear_failure_and_earlier_backups_stay_restorable(lab, hosts):
     """The repository on a small filesystem that is full: the run fails with a clear message, is
     logged and classified in the monthly report, and an earlier backup still restores."""
