@@ -171,7 +171,8 @@ def restore_db(a, copy_dir, secrets, res):
             return
         label = backups[-1]["label"]
         db = res["db"] = {"ok": False, "label": label, "run_as": owner, "path": f"{a['target']}/pg",
-                          "backup_stop": backups[-1].get("timestamp", {}).get("stop")}
+                          "backup_stop": backups[-1].get("timestamp", {}).get("stop"),
+                          "pg_ctl": f"/usr/lib/postgresql/{a['pg_version']}/bin/pg_ctl"}
         pg = f"{a['target']}/pg"
         run(["install", "-d", "-m", "700", "-o", owner, pg])
         restore_command = f"pgbackrest --config={conf} --stanza={a['stanza']} archive-get %f \"%p\""
@@ -284,6 +285,11 @@ def mode_offline_restore(a, secrets):
         raise Refused(f"port {a['port']} is production's: refused")
     root, label = medium(a["mount_point"])
     copy = choose_copy(manifests(root), a.get("copy"))
+    need = ["pgbackrest", f"/usr/lib/postgresql/{a['pg_version']}/bin/pg_ctl"] + (["restic"] if a["sets"] else [])
+    missing = [t for t in need if not shutil.which(t)]
+    if missing:
+        raise Refused(f"not installed on this host: {', '.join(missing)}. Fix: apt-get install pgbackrest restic "
+                      f"postgresql-{a['pg_version']} (nothing was restored)")
     preflight_target(a["target"], a["production_paths"])
     os.makedirs(a["target"], mode=0o755, exist_ok=True)
     copy_dir = os.path.join(root, copy["name"])

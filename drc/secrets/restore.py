@@ -134,7 +134,7 @@ def summary(res: dict) -> list[str]:
         n = sum(len(t) for t in (db.get("tables") or {}).values())
         lines.append(f"database: backup {db.get('label')} restored into {db.get('path')} "
                      f"({'ok' if db.get('ok') else 'FAILED: ' + str(db.get('error'))}; {n} tables counted; "
-                     f"start it with: sudo -u {db.get('run_as')} pg_ctl -D {db.get('path')} -o '-c port=<free port>' start)")
+                     f"start it with: sudo -u {db.get('run_as')} {db.get('pg_ctl')} -D {db.get('path')} -o '-c port=<free port>' start)")
     for name, s in ((res.get("files") or {}).get("sets") or {}).items():
         lines.append(f"files {name}: snapshot {s.get('snapshot')} ({s.get('time')}) restored into {s.get('path')}: "
                      f"{s.get('files')} files, {s.get('bytes')} bytes, "
