@@ -10,8 +10,6 @@ roles/secret_custody.py) and reaches hosts only inside 0600 files. SOP EM-3, BK-
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pyinfra import state
@@ -26,18 +24,12 @@ from roles import secret_custody
 from roles.workstation_secrets import secret_file
 
 from . import operations as repl_ops
+from .standby import CONF_NAME, PASSFILE, ROLE_DIR, slot_name, standby_conf, standby_context
 
 if TYPE_CHECKING:
     from drc.site.data_tier import DataTier
 
-ROLE_DIR = Path(__file__).parent
-HEADER = "Managed by siaga (roles/replication); local changes are overwritten by the next deploy."
-PASSFILE = "/var/lib/postgresql/.pgpass"
 PASSWORD_FILE = "replication.password"
-
-
-def slot_name(tier: DataTier, standby: str) -> str:
-    return tier.replication.slot_prefix + re.sub(r"[^a-z0-9_]", "_", standby.lower())
 
 
 def replication_password(tier: DataTier) -> str:
@@ -115,14 +107,13 @@ def replication(tier: DataTier, host_name: str, nodes: dict[str, dict | None]) -
         pg_ops.role(name=f"Replication role {r.user}", role=r.user, login=True, replication=True, password=password)
         for standby in tier.db_standby_hosts:
             repl_ops.slot(name=f"Replication slot for {standby}", slot_name=slot_name(tier, standby))
-        files.file(name="No standby settings on the primary", path=f"{cdir}/conf.d/siaga-standby.conf", present=False)
+        files.file(name="No standby settings on the primary", path=f"{cdir}/conf.d/{CONF_NAME}", present=False)
         return
 
     source = tier.db_source_hosts[0]
-    context = dict(header=HEADER, r=r, pg=pg, port=port, passfile=PASSFILE, host_name=host_name, source_host=source,
-                   source_address=str(site.hosts[source].address), slot=slot_name(tier, host_name))
-    pg_ops.cluster_file(name=f"{cdir}/conf.d/siaga-standby.conf: follow {source}", dest=f"{cdir}/conf.d/siaga-standby.conf",
-                        content=render(ROLE_DIR, "standby.conf.j2", **context), version=pg.version, cluster=pg.cluster)
+    context = standby_context(tier, host_name, source)
+    pg_ops.cluster_file(name=f"{cdir}/conf.d/{CONF_NAME}: follow {source}", dest=f"{cdir}/conf.d/{CONF_NAME}",
+                        content=standby_conf(tier, host_name, source), version=pg.version, cluster=pg.cluster)
     repl_ops.standby_build(name=f"Hot standby of {source} (pg_basebackup only if not one already)",
                            script=render(ROLE_DIR, "standby-build.sh.j2", **context),
                            already_standby=already_standby(tier, nodes, host_name))

@@ -8,6 +8,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 PATH_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 
 
+# The notice Apache shows while the app is down for a runbook (503; SOP IN-3), written and removed
+# by drc/runbooks/switchover.py.
+MAINTENANCE_PAGE = "/var/lib/siaga/maintenance.html"
+
+
 class SpseAppSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

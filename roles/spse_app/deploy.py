@@ -21,7 +21,7 @@ from roles.postgresql.defaults import PostgresqlSettings
 from roles.templating import render
 
 from . import operations as app_ops
-from .defaults import SpseAppSettings
+from .defaults import MAINTENANCE_PAGE, SpseAppSettings
 from .facts import SchemaVersion
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ def latest_migration() -> int:
 def render_vhost(s: SpseAppSettings, server_name: str) -> str:
     cert, key = (s.tls_certificate_file, s.tls_key_file) if s.tls_certificate_file else SELF_SIGNED
     return render(ROLE_DIR, "vhost.conf.j2", header=HEADER, s=s, server_name=server_name, cert=cert, key=key,
-                  chain=s.tls_chain_file)
+                  chain=s.tls_chain_file, maintenance_page=MAINTENANCE_PAGE)
 
 
 def app_files(s: SpseAppSettings, pg: PostgresqlSettings) -> dict[str, str | bytes]:

@@ -1,0 +1,238 @@
+#!/usr/bin/python3
+"""pg-role '<json args>': read and change this host's PostgreSQL role for the runbooks.
+
+Installed by roles/postgresql as /usr/local/lib/siaga/pg-role, run as root (sudo) by
+drc/runbooks. Standard library only. Every mode prints one JSON object; args always carry
+{"version": "17", "cluster": "main", "port": 5432}. Modes:
+
+- `state`: what the server says it is (never the site file): running, pg_is_in_recovery, timeline,
+  LSNs, replay paused, the WAL receiver (status, sender), slots, WAL waiting to be archived
+  (.ready files) and the archiver's failures, wal_log_hints / data_checksums / full_page_writes,
+  pg_controldata (state, latest checkpoint), free disk space of the data directory.
+- `stop`: CHECKPOINT, then a clean (fast) shutdown within `deadline_s`; then pg_controldata's
+  latest checkpoint location: the demotion token a standby must replay past before it may be
+  promoted. `stopped` is true only when the control file says "shut down".
+- `start`: start the cluster and wait until it accepts connections.
+- `promote`: pg_promote(wait => true) on a standby.
+- `slot`: make the physical replication slot `name` if missing.
+- `reach`: as postgres, open a replication connection to `host` as `user` with the cluster's
+  passfile (IDENTIFY_SYSTEM): the connection a rejoined standby will need, tried before anything changes.
+- `follow`: make a cleanly shut down former primary a standby: write `conf` (its
+  conf.d/siaga-standby.conf, rendered by the replication role's template) and standby.signal, and
+  start it. Refused unless the control file says "shut down" (a crashed primary may hold WAL the
+  new primary never got: that is fail-back's pg_rewind, not this).
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+PASSFILE = "/var/lib/postgresql/.pgpass"  # the replication role's (roles/replication/standby.py)
+STATE_SQL = """
+SELECT json_build_object(
+  'in_recovery', pg_is_in_recovery(),
+  'current_lsn', CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END,
+  'wal_timeline', CASE WHEN pg_is_in_recovery() THEN NULL
+                  ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END,
+  'receive_lsn', pg_last_wal_receive_lsn()::text,
+  'replay_lsn', pg_last_wal_replay_lsn()::text,
+  'replay_paused', CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() <> 'not paused' ELSE false END,
+  'checkpoint_timeline', (SELECT timeline_id FROM pg_control_checkpoint()),
+  'receiver', (SELECT row_to_json(r) FROM (SELECT status, sender_host, sender_port, slot_name, received_tli,
+                                                  flushed_lsn::text AS flushed_lsn FROM pg_stat_wal_receiver) r),
+  'slots', (SELECT coalesce(json_agg(json_build_object('name', slot_name, 'active', active,
+                                                       'restart_lsn', restart_lsn::text)), '[]') FROM pg_replication_slots),
+  'senders', (SELECT coalesce(json_agg(json_build_object('address', client_addr::text, 'state', state,
+                                                         'replay_lsn', replay_lsn::text)), '[]') FROM pg_stat_replication),
+  'wal_log_hints', current_setting('wal_log_hints'),
+  'data_checksums', current_setting('data_checksums'),
+  'full_page_writes', current_setting('full_page_writes'),
+  'archive_mode', current_setting('archive_mode'),
+  'archiver', (SELECT row_to_json(a) FROM (SELECT archived_count, failed_count, last_archived_wal, last_failed_wal,
+                   coalesce(last_failed_time > coalesce(last_archived_time, 'epoch'), false) AS failing
+                   FROM pg_stat_archiver) a),
+  'system_identifier', (SELECT system_identifier::text FROM pg_control_system())
+)
+"""
+
+
+def run(cmd, timeout=60, user=None):
+    if user:
+        cmd = ["runuser", "-u", user, "--", *cmd]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd="/", stdin=subprocess.DEVNULL)
+    return p.returncode, p.stdout, p.stderr
+
+
+def paths(a):
+    v, c = str(a["version"]), a["cluster"]
+    return {"data": f"/var/lib/postgresql/{v}/{c}", "conf": f"/etc/postgresql/{v}/{c}",
+            "bin": f"/usr/lib/postgresql/{v}/bin", "unit": f"postgresql@{v}-{c}.service"}
+
+
+def psql(a, sql, timeout=30):
+    return run(["psql", "-XAtq", "-p", str(a["port"]), "-d", "postgres", "-c", sql], timeout, user="postgres")
+
+
+def running(a):
+    rc, _, _ = run(["pg_ctlcluster", str(a["version"]), a["cluster"], "status"], 30)
+    return rc == 0
+
+
+def parse_controldata(text):
+    """pg_controldata's lines as a dict of the fields the runbooks use."""
+    fields = {"Database cluster state": "state", "Latest checkpoint location": "checkpoint_lsn",
+              "Latest checkpoint's TimeLineID": "timeline", "Database system identifier": "system_identifier",
+              "Minimum recovery ending location": "min_recovery_lsn"}
+    out = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in fields:
+            out[fields[key.strip()]] = value.strip()
+    if "timeline" in out:
+        out["timeline"] = int(out["timeline"])
+    return out
+
+
+def controldata(a):
+    p = paths(a)
+    rc, so, se = run([f"{p['bin']}/pg_controldata", "-D", p["data"]], 30)
+    return parse_controldata(so) if rc == 0 else {"error": (se or so).strip()[-300:]}
+
+
+def archive_ready(a):
+    d = os.path.join(paths(a)["data"], "pg_wal", "archive_status")
+    try:
+        return sum(1 for f in os.listdir(d) if f.endswith(".ready"))
+    except OSError:
+        return None
+
+
+def state(a):
+    p = paths(a)
+    out = {"running": running(a), "control": controldata(a), "archive_ready": archive_ready(a),
+           "standby_signal": os.path.exists(os.path.join(p["data"], "standby.signal"))}
+    try:
+        st = os.statvfs(p["data"])
+        out["disk_free_bytes"] = st.f_bavail * st.f_frsize
+        out["disk_size_bytes"] = st.f_blocks * st.f_frsize
+    except OSError:
+        pass
+    if out["running"]:
+        rc, so, se = psql(a, STATE_SQL)
+        if rc == 0:
+            out.update(json.loads(so.strip()))
+            out["timeline"] = out["wal_timeline"] or (out["receiver"] or {}).get("received_tli") or out["checkpoint_timeline"]
+        else:
+            out["error"] = (se or so).strip()[-300:]
+    return out
+
+
+def wait_ready(a, deadline_s):
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if run(["pg_isready", "-q", "-p", str(a["port"])], 10)[0] == 0:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def stop(a):
+    p = paths(a)
+    deadline = float(a.get("deadline_s", 30))
+    t0 = time.monotonic()
+    if running(a):
+        # A checkpoint first, so the shutdown checkpoint has little left to write (fast, predictable).
+        psql(a, "CHECKPOINT", timeout=max(5, deadline / 2))
+        try:
+            rc, so, se = run(["systemctl", "stop", p["unit"]], timeout=max(1, deadline - (time.monotonic() - t0)))
+        except subprocess.TimeoutExpired:
+            return {"ok": False, "stopped": False, "error": f"not shut down within {deadline:g} s", "control": controldata(a)}
+        if rc != 0:
+            return {"ok": False, "stopped": False, "error": f"systemctl stop: {(se or so).strip()[-300:]}", "control": controldata(a)}
+    cd = controldata(a)
+    stopped = cd.get("state") == "shut down" and not running(a)
+    return {"ok": stopped, "stopped": stopped, "token": cd.get("checkpoint_lsn"), "timeline": cd.get("timeline"),
+            "control": cd, "seconds": round(time.monotonic() - t0, 3)}
+
+
+def start(a):
+    rc, so, se = run(["systemctl", "start", paths(a)["unit"]], 120)
+    ready = rc == 0 and wait_ready(a, float(a.get("deadline_s", 60)))
+    return {"ok": ready, "error": None if ready else f"not accepting connections: {(se or so).strip()[-300:]}"}
+
+
+def promote(a):
+    rc, so, se = psql(a, "SELECT pg_promote(true, 60)", timeout=90)
+    ok = rc == 0 and so.strip() == "t"
+    return {"ok": ok, "error": None if ok else (se or so).strip()[-300:]}
+
+
+def slot(a):
+    name = a["name"]
+    if not re.fullmatch(r"[a-z0-9_]{1,63}", name):
+        return {"ok": False, "error": f"slot name {name!r}"}
+    sql = (f"SELECT pg_create_physical_replication_slot('{name}') WHERE NOT EXISTS "
+           f"(SELECT 1 FROM pg_replication_slots WHERE slot_name = '{name}')")
+    rc, so, se = psql(a, sql)
+    return {"ok": rc == 0, "error": None if rc == 0 else (se or so).strip()[-300:]}
+
+
+def reach(a):
+    conninfo = (f"host={a['host']} port={int(a['port'])} user={a['user']} passfile={a.get('passfile', PASSFILE)} "
+                "dbname=replication replication=true connect_timeout=5")
+    rc, so, se = run(["psql", "-XAtq", conninfo, "-c", "IDENTIFY_SYSTEM"], 30, user="postgres")
+    ok = rc == 0 and bool(so.strip())
+    return {"ok": ok, "system_identifier": so.split("|")[0].strip() if ok else None,
+            "error": None if ok else (se or so).strip()[-300:]}
+
+
+def follow(a):
+    p = paths(a)
+    if running(a):
+        return {"ok": False, "error": "PostgreSQL is running: stop it cleanly first"}
+    cd = controldata(a)
+    if cd.get("state") not in ("shut down", "shut down in recovery"):
+        return {"ok": False, "error": f"the control file says {cd.get('state')!r}, not a clean shutdown: this needs "
+                                      "fail-back (pg_rewind), not a plain rejoin", "control": cd}
+    conf = os.path.join(p["conf"], "conf.d", "siaga-standby.conf")
+    tmp = conf + ".siaga-new"
+    with open(tmp, "w") as fh:
+        fh.write(a["conf"])
+    os.chown(tmp, *_postgres())
+    os.chmod(tmp, 0o640)
+    os.replace(tmp, conf)
+    signal = os.path.join(p["data"], "standby.signal")
+    with open(signal, "a"):
+        pass
+    os.chown(signal, *_postgres())
+    os.chmod(signal, 0o600)
+    return {**start(a), "control": cd}
+
+
+def _postgres():
+    import pwd
+
+    pw = pwd.getpwnam("postgres")
+    return pw.pw_uid, pw.pw_gid
+
+
+MODES = {"state": state, "stop": stop, "start": start, "promote": promote, "slot": slot, "reach": reach, "follow": follow}
+
+
+def main():
+    try:
+        a = json.loads(sys.argv[1])
+        out = MODES[a["mode"]](a)
+    except (IndexError, ValueError, KeyError) as exc:
+        out = {"ok": False, "error": f"bad arguments: {type(exc).__name__}: {exc}"}
+    except subprocess.TimeoutExpired as exc:
+        out = {"ok": False, "error": f"timed out: {exc}"}
+    print(json.dumps(out))
+    return 0 if out.get("ok", True) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

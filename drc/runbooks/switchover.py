@@ -1,0 +1,417 @@
+"""The planned switch-over: the service moves to the other site with nothing lost (RPO 0).
+SOP EM-2 step 6, EM-3 (make sure the DRC's data is up to date, then move the service).
+
+Read as a table: the preflight (repmgr's dry-run checks), then each step with its check. Which host
+is primary is read from PostgreSQL on both hosts, never taken from the site file. The old
+primary's clean shutdown leaves a demotion token (its last checkpoint's LSN, from pg_controldata);
+the target is promoted only after it has replayed past that token, so every write acknowledged by
+the old primary is on the new one. Until the promotion every step can be undone and a failure puts
+the old primary back in service; from the promotion on, the run only goes forward.
+
+After the promotion the old primary follows the new one (no rebuild: it shut down cleanly and the
+new primary has all its WAL), the site file's `active_site` is written back, and the site deploy
+converges everything that follows from it: the uploads sync's direction, the firewall's web
+ports, the app on the new site only, the backups taken from the new primary to a repository at
+the other site.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from drc.runbooks import hosts as H
+from drc.runbooks.engine import Check, Reading, Runbook, Step
+from drc.site import Site, load_site
+from drc.site.model import other_site
+from roles.spse_app.defaults import MAINTENANCE_PAGE as NOTICE_FILE
+
+# How long the old primary may take to shut down cleanly before the switch-over is abandoned.
+SHUTDOWN_DEADLINE_S = 60.0
+# A switch-over needs room for WAL and the new repository's first backup on both hosts.
+MIN_FREE_FRACTION = 0.10
+
+
+def lsn(value: str | None) -> int | None:
+    if not value:
+        return None
+    hi, _, lo = value.partition("/")
+    try:
+        return (int(hi, 16) << 32) + int(lo, 16)
+    except ValueError:
+        return None
+
+
+@dataclass
+class Switch:
+    """What a switch-over works on: the site, and the hosts by where they stand (not by role)."""
+
+    site_file: Path
+    to: str
+    echo: Callable[[str], None] = print
+    site: Site = field(init=False)
+    readings: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.site = load_site(self.site_file)
+        if self.to not in ("primary", "drc"):
+            raise ValueError(f"--to {self.to!r}: use primary or drc")
+
+    @property
+    def target(self) -> str:
+        return self.site.hosts_in(self.to)[0]
+
+    @property
+    def source(self) -> str:
+        return self.site.hosts_in(other_site(self.to))[0]
+
+    def address(self, host: str) -> str:
+        return str(self.site.hosts[host].address)
+
+    def state(self, host: str) -> dict:
+        st = H.pg(self.site, host, "state", timeout=30)
+        self.readings[host] = st
+        return st
+
+    def tier(self):
+        from drc.site.data_tier import data_tier_of
+
+        return data_tier_of(self.site)
+
+    def slot_of(self, host: str) -> str:
+        from roles.replication.standby import slot_name
+
+        return slot_name(self.tier(), host)
+
+
+# --- preflight: read only ---------------------------------------------------------------------
+
+def both_answer(s: Switch) -> Reading:
+    bad = {h: st.get("error") for h in (s.source, s.target) if not (st := s.state(h)).get("reachable", True) or st.get("error")}
+    return Reading(not bad, "; ".join(f"{h}: {e}" for h, e in bad.items()), {"hosts": [s.source, s.target]})
+
+
+def source_is_primary(s: Switch) -> Reading:
+    st = s.readings.get(s.source) or s.state(s.source)
+    if st.get("running") and st.get("in_recovery") is False:
+        return Reading(True, data={"timeline": st.get("timeline"), "lsn": st.get("current_lsn")})
+    if s.readings.get(s.target, {}).get("in_recovery") is False and s.site.active_site == s.to:
+        return Reading(False, f"{s.target} is already the primary and the site file says active_site: {s.to}: nothing to switch")
+    return Reading(False, f"{s.source} is not a running primary (running={st.get('running')}, in_recovery={st.get('in_recovery')})")
+
+
+def target_streams(s: Switch) -> Reading:
+    st = s.readings.get(s.target) or s.state(s.target)
+    recv = st.get("receiver") or {}
+    data = {"receiver": recv, "replay_lsn": st.get("replay_lsn"), "replay_paused": st.get("replay_paused")}
+    if not st.get("in_recovery"):
+        return Reading(False, f"{s.target} is not a standby (in_recovery={st.get('in_recovery')})", data)
+    if recv.get("status") != "streaming" or recv.get("sender_host") != s.address(s.source):
+        return Reading(False, f"{s.target} does not stream from {s.source} ({recv.get('status')} from {recv.get('sender_host')})", data)
+    if st.get("replay_paused"):
+        return Reading(False, f"{s.target}: WAL replay is paused (pg_wal_replay_resume() it first)", data)
+    return Reading(True, data=data)
+
+
+def slot_present(s: Switch) -> Reading:
+    st = s.readings.get(s.source) or s.state(s.source)
+    name = s.slot_of(s.target)
+    slot = next((x for x in st.get("slots") or [] if x["name"] == name), None)
+    return Reading(bool(slot and slot["active"]), f"slot {name} on {s.source}: {'inactive' if slot else 'missing'}", {"slot": slot})
+
+
+def no_archive_backlog(s: Switch) -> Reading:
+    st = s.readings.get(s.source) or s.state(s.source)
+    ready, arch = st.get("archive_ready"), st.get("archiver") or {}
+    ok = ready is not None and ready <= 1 and not arch.get("failing")
+    return Reading(ok, f"{s.source}: {ready} WAL files wait to be archived, archiver failing={arch.get('failing')} "
+                       f"(last failed {arch.get('last_failed_wal')})", {"archive_ready": ready, "archiver": arch})
+
+
+def rejoin_possible(s: Switch) -> Reading:
+    bad = []
+    for h in (s.source, s.target):
+        st = s.readings.get(h) or s.state(h)
+        if st.get("wal_log_hints") != "on" and st.get("data_checksums") != "on":
+            bad.append(f"{h}: neither wal_log_hints nor data checksums are on (a rejoin by pg_rewind needs one)")
+        if st.get("full_page_writes") != "on":
+            bad.append(f"{h}: full_page_writes is off")
+    return Reading(not bad, "; ".join(bad))
+
+
+def reverse_connection(s: Switch) -> Reading:
+    """The old primary will stream from the target: its replication login must work now."""
+    out = H.pg(s.site, s.source, "reach", host=s.address(s.target), user=s.site.replication.user, timeout=30)
+    return Reading(bool(out.get("ok")), f"{s.source} → {s.target} replication connection: {out.get('error')}",
+                   {"system_identifier": out.get("system_identifier")})
+
+
+def disk_space(s: Switch) -> Reading:
+    low = []
+    for h in (s.source, s.target):
+        st = s.readings.get(h) or s.state(h)
+        free, size = st.get("disk_free_bytes"), st.get("disk_size_bytes")
+        if not free or not size or free / size < MIN_FREE_FRACTION:
+            low.append(f"{h}: {free} of {size} bytes free (under {MIN_FREE_FRACTION:.0%})")
+    return Reading(not low, "; ".join(low))
+
+
+def uploads_in_sync(s: Switch) -> Reading:
+    from drc.status.command import probe_host, uploads_lag
+
+    if not s.site.uploads_sync.enabled:
+        return Reading(False, "uploads_sync is disabled (EM-3.7?): the DRC's uploads may be stale; enable it first")
+    src, dst = probe_host(s.site, s.source), probe_host(s.site, s.target)
+    if "files" not in (src.get("uploads") or {}) or "files" not in (dst.get("uploads") or {}):
+        return Reading(False, f"uploads not listed: {src.get('error') or (src.get('uploads') or {}).get('error')} / "
+                              f"{dst.get('error') or (dst.get('uploads') or {}).get('error')}")
+    lag = uploads_lag(src["uploads"], dst["uploads"], src["now"], s.site.uploads_sync.exclude)
+    ok = lag["lag_seconds"] <= s.site.status.max_lag_seconds
+    return Reading(ok, f"uploads on {s.target} are {lag['lag_seconds']:.0f} s behind ({lag['missing']} missing)", lag)
+
+
+def recent_backup(s: Switch) -> Reading:
+    """A successful database backup within its period (BK-1): the switch-over starts from a known good copy."""
+    from drc.backup import runs
+
+    db = (runs.collect(s.site).get("sets") or {}).get("db") or {}
+    ok = bool(db.get("last_success")) and not db.get("late")
+    return Reading(ok, f"the database backup's last success {db.get('last_success') or 'never'} is not within its period",
+                   {"db": {k: db.get(k) for k in ("last_success", "due", "late")}})
+
+
+PREFLIGHT = (
+    Check("both hosts answer", "EM-3", both_answer),
+    Check("the old primary is the primary", "EM-3", source_is_primary),
+    Check("the target streams from it, replay not paused", "EM-3", target_streams),
+    Check("the target's replication slot is on the primary", "EM-3", slot_present),
+    Check("no WAL waits to be archived", "BK-1", no_archive_backlog),
+    Check("a rejoin is possible (wal_log_hints or checksums, full_page_writes)", "EM-3", rejoin_possible),
+    Check("the reverse replication connection works", "EM-3", reverse_connection),
+    Check("a good database backup within its period", "BK-1", recent_backup),
+    Check("disk space on both hosts", "IN-4", disk_space),
+    Check("uploads in sync", "EM-3", uploads_in_sync),
+)
+
+
+# --- steps ------------------------------------------------------------------------------------
+
+def notice_on(s: Switch) -> dict:
+    import shlex
+
+    from drc.hosts import remote
+
+    text = (f"<!doctype html><meta charset=utf-8><title>Pemeliharaan</title><h1>Layanan SPSE sedang dipindahkan</h1>"
+            f"<p>Layanan dipindahkan ke {s.to.upper()} (pemeliharaan terencana). Silakan coba lagi dalam beberapa saat.</p>")
+    r = remote.run(s.site, s.source, f"printf %s {shlex.quote(text)} | sudo -n install -D -m 0644 /dev/stdin {NOTICE_FILE}", timeout=30)
+    if not r.ok:
+        raise RuntimeError(f"{s.source}: {r.error or r.stderr.strip()}")
+    return {"file": NOTICE_FILE}
+
+
+def notice_shown(s: Switch) -> Reading:
+    from drc.hosts import remote
+
+    return Reading(remote.run(s.site, s.source, f"test -s {NOTICE_FILE}", timeout=30).ok, f"{NOTICE_FILE} missing on {s.source}")
+
+
+def notice_off(s: Switch) -> dict:
+    from drc.hosts import remote
+
+    remote.run(s.site, s.source, f"sudo -n rm -f {NOTICE_FILE}", timeout=30)
+    return {}
+
+
+def app_stop_source(s: Switch) -> dict:
+    return H.systemctl(s.site, s.source, "stop", s.site.spse_app.unit)
+
+
+def app_stopped_on_source(s: Switch) -> Reading:
+    return Reading(not H.is_active(s.site, s.source, s.site.spse_app.unit), f"{s.site.spse_app.unit} still active on {s.source}")
+
+
+def app_start_source(s: Switch) -> dict:
+    return H.systemctl(s.site, s.source, "start", s.site.spse_app.unit)
+
+
+def shut_down_source(s: Switch) -> dict:
+    out = H.pg(s.site, s.source, "stop", deadline_s=SHUTDOWN_DEADLINE_S, timeout=SHUTDOWN_DEADLINE_S + 30)
+    if not out.get("stopped"):
+        raise RuntimeError(f"{s.source} did not shut down cleanly: {out.get('error') or out.get('control')}")
+    return {"token": out.get("token"), "timeline": out.get("timeline"), "seconds": out.get("seconds")}
+
+
+def token(s: Switch) -> Reading:
+    """The demotion token: the old primary is down and its control file says 'shut down'."""
+    st = s.state(s.source)
+    cd = st.get("control") or {}
+    ok = not st.get("running") and cd.get("state") == "shut down" and bool(cd.get("checkpoint_lsn"))
+    return Reading(ok, f"{s.source}: running={st.get('running')}, control file state {cd.get('state')!r}",
+                   {"token": cd.get("checkpoint_lsn"), "timeline": cd.get("timeline")})
+
+
+def start_source(s: Switch) -> dict:
+    return H.pg(s.site, s.source, "start", timeout=120)
+
+
+def wait_for_replay(s: Switch) -> dict:
+    return {}  # the check waits: the standby replays by itself
+
+
+def replayed_past_token(s: Switch) -> Reading:
+    t = token(s)
+    if not t.ok:
+        return t
+    st = s.state(s.target)
+    replay = st.get("replay_lsn")
+    ok = st.get("in_recovery") is not None and lsn(replay) is not None and lsn(replay) > lsn(t.data["token"])
+    return Reading(ok, f"{s.target} replayed {replay}, not past the token {t.data['token']}",
+                   {"token": t.data["token"], "replay_lsn": replay, "in_recovery": st.get("in_recovery")})
+
+
+def final_uploads_sync(s: Switch) -> dict:
+    from roles.uploads_sync.deploy import RESYNC_UNIT
+
+    out = H.systemctl(s.site, s.source, "start", RESYNC_UNIT, timeout=1800)
+    if not out.get("ok"):
+        raise RuntimeError(f"{s.source}: {RESYNC_UNIT}: {out.get('error')}")
+    return {}
+
+
+def uploads_identical(s: Switch) -> Reading:
+    """Every file of the old site is on the target with the same size and sha256."""
+    src, dst = H.uploads_digest(s.site, s.source), H.uploads_digest(s.site, s.target)
+    if not src.get("ok") or not dst.get("ok"):
+        return Reading(False, f"digest: {src.get('error') or dst.get('error')}")
+    a, b = src["files"], dst["files"]
+    missing = sorted(p for p in a if p not in b)
+    differ = sorted(p for p in a if p in b and a[p] != b[p])
+    return Reading(not missing and not differ, f"{len(missing)} files missing on {s.target} ({', '.join(missing[:5])}), "
+                   f"{len(differ)} differ ({', '.join(differ[:5])})", {"files": len(a), "missing": missing[:20], "differ": differ[:20]})
+
+
+def promote(s: Switch) -> dict:
+    out = H.pg(s.site, s.target, "promote", timeout=120)
+    if not out.get("ok"):
+        raise RuntimeError(f"{s.target}: promote: {out.get('error')}")
+    return {}
+
+
+def promote_guard(s: Switch) -> Reading:
+    return replayed_past_token(s)
+
+
+def target_is_primary(s: Switch) -> Reading:
+    st = s.state(s.target)
+    return Reading(st.get("in_recovery") is False, f"{s.target} in_recovery={st.get('in_recovery')}",
+                   {"timeline": st.get("timeline"), "lsn": st.get("current_lsn")})
+
+
+def slot_for_source(s: Switch) -> dict:
+    out = H.pg(s.site, s.target, "slot", name=s.slot_of(s.source))
+    if not out.get("ok"):
+        raise RuntimeError(out.get("error"))
+    return {"slot": s.slot_of(s.source)}
+
+
+def source_slot_present(s: Switch) -> Reading:
+    st = s.state(s.target)
+    name = s.slot_of(s.source)
+    return Reading(any(x["name"] == name for x in st.get("slots") or []), f"slot {name} missing on {s.target}")
+
+
+def source_follows(s: Switch) -> dict:
+    from roles.replication.standby import standby_conf
+
+    conf = standby_conf(s.tier(), s.source, s.target)
+    out = H.pg(s.site, s.source, "follow", conf=conf, timeout=180)
+    if not out.get("ok"):
+        raise RuntimeError(f"{s.source}: {out.get('error')}")
+    return {"control": out.get("control")}
+
+
+def source_streams_from_target(s: Switch) -> Reading:
+    st = s.state(s.source)
+    recv = st.get("receiver") or {}
+    ok = st.get("in_recovery") is True and recv.get("status") == "streaming" and recv.get("sender_host") == s.address(s.target)
+    return Reading(ok, f"{s.source}: in_recovery={st.get('in_recovery')}, receiver {recv.get('status')} from {recv.get('sender_host')}",
+                   {"receiver": recv})
+
+
+def write_site_file(s: Switch) -> dict:
+    from drc.site.write import set_active_site
+
+    s.site = set_active_site(s.site_file, s.to)
+    return {"active_site": s.to}
+
+
+def site_file_says(s: Switch) -> Reading:
+    s.site = load_site(s.site_file)
+    return Reading(s.site.active_site == s.to, f"active_site is {s.site.active_site}")
+
+
+def converge(s: Switch) -> dict:
+    from drc.hosts.deploy import run_deploy
+
+    res = run_deploy(s.site_file, echo=None)
+    s.readings["deploy"] = {"ok": res.ok, "changed": len(res.changed), "seconds": round(res.seconds, 1)}
+    if not res.ok:
+        raise RuntimeError(f"the site deploy failed: {res.error or ''} {[e.name for e in res.errors][:5]}")
+    return s.readings["deploy"]
+
+
+def converged(s: Switch) -> Reading:
+    app = s.site.spse_app.unit
+    on_target, on_source = H.is_active(s.site, s.target, app), H.is_active(s.site, s.source, app)
+    ok = bool((s.readings.get("deploy") or {}).get("ok", True)) and on_target and not on_source
+    return Reading(ok, f"{app}: active on {s.target}={on_target}, on {s.source}={on_source}", s.readings.get("deploy") or {})
+
+
+def nothing(s: Switch) -> dict:
+    return {}
+
+
+def app_healthy(s: Switch) -> Reading:
+    from drc.status.command import probe_host
+
+    p = probe_host(s.site, s.target)
+    h = p.get("health") or {}
+    return Reading(h.get("status") == "ok", f"{s.target}: app health {h.get('status')} ({h.get('detail')})", {"health": h})
+
+
+def backup_after_switch(s: Switch) -> dict:
+    from drc.backup import runs
+
+    out = runs.run_sets(s.site, {s.target: ["db"]}, runs.operator(s.site))[s.target]
+    s.readings["backup"] = out
+    return {"records": [{k: r.get(k) for k in ("set", "result", "error")} for r in out.get("records") or []], "error": out.get("error")}
+
+
+def backup_ok(s: Switch) -> Reading:
+    recs = (s.readings.get("backup") or {}).get("records") or []
+    ok = bool(recs) and all(r.get("result") == "success" for r in recs)
+    return Reading(ok, f"backup after the switch: {[r.get('error') for r in recs if r.get('result') != 'success'] or 'no record'}")
+
+
+def switchover(site_file: Path, to: str, echo: Callable[[str], None] = print) -> tuple[Runbook, Switch]:
+    s = Switch(Path(site_file), to, echo)
+    src, dst = s.source, s.target
+    steps = (
+        Step("notice", "IN-3", f"show the maintenance notice on {src}", notice_on, notice_shown, undo=notice_off),
+        Step("stop-app", "EM-2", f"stop the app on {src}", app_stop_source, app_stopped_on_source, undo=app_start_source),
+        Step("shutdown", "EM-2", f"CHECKPOINT and clean shutdown of {src}'s PostgreSQL; read its demotion token",
+             shut_down_source, token, undo=start_source, deadline_s=10),
+        Step("replayed", "EM-3", f"{dst} has replayed past the token", wait_for_replay, replayed_past_token, deadline_s=30),
+        Step("uploads", "EM-3", f"final uploads sync {src} → {dst}, verified file for file (size, sha256)",
+             final_uploads_sync, uploads_identical, deadline_s=10),
+        Step("promote", "EM-2", f"promote {dst}", promote, target_is_primary, guard=promote_guard, no_return=True),
+        Step("slot", "EM-3", f"replication slot for {src} on {dst}", slot_for_source, source_slot_present),
+        Step("rejoin", "EM-3", f"{src} follows {dst} as a streaming standby (no rebuild)", source_follows,
+             source_streams_from_target, deadline_s=60),
+        Step("site-file", "EM-2", f"the site file says active_site: {to}", write_site_file, site_file_says),
+        Step("converge", "EM-2", "the site deploy: uploads sync reversed, web ports, app, backups follow", converge, converged),
+        Step("app", "EM-2", f"the app on {dst} serves reads and writes", nothing, app_healthy, deadline_s=60),
+        Step("backup", "BK-1", f"a database backup from {dst} after the switch", backup_after_switch, backup_ok),
+    )
+    return Runbook("switchover", to, f"Switch-over to {to.upper()}: {src} → {dst}", PREFLIGHT, steps), s

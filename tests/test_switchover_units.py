@@ -1,0 +1,56 @@
+"""The switch-over's pure parts: pg_controldata parsing (the demotion token), LSN order, the
+uploads digest, and the Indonesian record built from a real engine journal. SOP EM-2, EM-3."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from drc.hostside import pg_role, uploads_digest
+from drc.runbooks import journal as journals
+from drc.runbooks.command import record_of
+from drc.records.render import render_report
+from drc.runbooks.engine import Engine, Reading, Runbook, Step
+from drc.runbooks.lock import FileLock
+from drc.runbooks.switchover import lsn
+
+CONTROLDATA = """pg_control version number:            1700
+Database system identifier:           7441234567890123456
+Database cluster state:               shut down
+pg_control last modified:             Thu 26 Nov 2026 03:50:01 AM UTC
+Latest checkpoint location:           0/3000028
+Latest checkpoint's REDO location:    0/3000028
+Latest checkpoint's TimeLineID:       2
+Minimum recovery ending location:     0/0
+"""
+
+
+def test_the_demotion_token_is_read_from_pg_controldata():
+    cd = pg_role.parse_controldata(CONTROLDATA)
+    assert cd == {"system_identifier": "7441234567890123456", "state": "shut down", "checkpoint_lsn": "0/3000028",
+                  "timeline": 2, "min_recovery_lsn": "0/0"}
+
+
+def test_lsns_compare_as_wal_positions_not_as_text():
+    assert lsn("0/3000028") < lsn("0/30000A0") < lsn("1/0") and lsn("A/0") > lsn("9/FFFFFFFF")
+    assert lsn(None) is None and lsn("garbage") is None
+
+
+def test_the_uploads_digest_has_size_and_sha256_and_honours_excludes(tmp_path):
+    (tmp_path / "2026" / "t1").mkdir(parents=True)
+    (tmp_path / "2026" / "t1" / "a.pdf").write_bytes(b"abc")
+    (tmp_path / "2026" / "t1" / ".tmp-x").write_bytes(b"partial")
+    (tmp_path / "link").symlink_to(tmp_path / "2026" / "t1" / "a.pdf")
+    out = uploads_digest.digest(str(tmp_path), [".tmp-*"])
+    assert out == {"2026/t1/a.pdf": [3, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"]}
+
+
+def test_the_record_lists_each_step_with_its_times_and_the_outage(tmp_path):
+    steps = tuple(Step(n, "EM-2", f"does {n}", lambda _: None, lambda _: Reading(True)) for n in ("notice", "stop-app", "promote", "app"))
+    out = Engine(Runbook("switchover", "drc", "Switch-over to DRC", (), steps), None, tmp_path, FileLock(tmp_path / "l")).run()
+    rec = record_of(journals.Journal.load(out.journal), "lab", "primary", "drc")
+    assert [s["step"] for s in rec["langkah"]] == ["notice", "stop-app", "promote", "app"]
+    assert all(s["hasil"] == "done" and s["mulai"] and s["selesai"] for s in rec["langkah"])
+    assert rec["hasil"] == "finished" and rec["jeda"].endswith("detik")
+    html = render_report("catatan_runbook.html.j2", r=rec)
+    assert "CATATAN PELAKSANAAN SWITCH-OVER KE DRC" in html and "SELESAI" in html and html.count("<td>does ") == 4
+    assert Path(out.journal).name.startswith("switchover-drc-")
