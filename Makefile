@@ -2,8 +2,9 @@
 VENV   := .venv
 BIN    := $(VENV)/bin
 # Debian packages the admin workstation (and the lab) needs. postgresql: the unit tests of
-# restore-test's checks run on a throwaway cluster (tests/test_restore_profile_pg.py).
-APT_PACKAGES := debootstrap systemd-container nftables iproute2 openssh-client python3-venv lua5.3 postgresql
+# restore-test's checks run on a throwaway cluster (tests/test_restore_profile_pg.py). gnupg: the
+# encrypted escrow (siaga secrets escrow).
+APT_PACKAGES := debootstrap systemd-container nftables iproute2 openssh-client python3-venv lua5.3 postgresql gnupg
 export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: setup apt lab lab-down deploy demo test unit bench clean

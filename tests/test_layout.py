@@ -12,7 +12,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 THIRD_PARTY_REMOTE = ("pyinfra", "pyinfra_cli", "fabric", "paramiko", "invoke", "gevent")
-COMMANDS = ("drc.cli", "drc.status", "drc.backup", "drc.runbooks", "drc.lab")
+COMMANDS = ("drc.cli", "drc.status", "drc.backup", "drc.runbooks", "drc.lab", "drc.secrets")
 ROLE_DEPLOY_CODE = tuple(f"roles.{r.name}.{part}" for r in (REPO / "roles").iterdir() if (r / "defaults.py").exists()
                          for part in ("deploy", "operations", "facts"))
 
@@ -23,7 +23,8 @@ RULES: list[tuple[tuple[str, ...], tuple[str, ...], str]] = [
     (("drc.records",), THIRD_PARTY_REMOTE + COMMANDS + ("drc.hosts",), "records and reports are data, not commands"),
     (("drc.hosts",), COMMANDS, "reaching hosts serves the commands, never the reverse"),
     (("drc.status",), ("drc.cli", "drc.backup", "drc.runbooks", "drc.lab"), "status reads; it drives nothing"),
-    (("drc.backup",), ("drc.cli", "drc.status", "drc.runbooks", "drc.lab"), "backup commands stand beside status"),
+    (("drc.backup",), ("drc.cli", "drc.status", "drc.runbooks", "drc.lab", "drc.secrets"), "backup commands stand beside status"),
+    (("drc.secrets",), ("drc.cli", "drc.status", "drc.runbooks", "drc.lab"), "secrets commands stand beside backup (they may read its media rules)"),
     (("drc.runbooks",), ("drc.cli", "drc.lab"), "runbooks run on production; the lab is for tests"),
     (("roles", "deploys"), COMMANDS + ("drc.records",), "roles and deploys converge hosts; they never call a command"),
 ]

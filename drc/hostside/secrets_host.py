@@ -280,6 +280,11 @@ def restore_files(a, copy_dir, secrets, res):
         res.setdefault("cleanup", []).append({"path": work, "removed": not os.path.exists(work)})
 
 
+def mode_list_copies(a, _secrets):
+    root, label = medium(a["mount_point"])
+    return {"ok": True, "medium": label, "copies": manifests(root)}
+
+
 def mode_offline_restore(a, secrets):
     if int(a["port"]) == int(a["production_port"]):
         raise Refused(f"port {a['port']} is production's: refused")
@@ -504,7 +509,7 @@ def mode_replication_restart(a, _secrets):
             "error": f"{a['standbys']} standby(s) not streaming again within {a.get('timeout_s', 90)} s"}
 
 
-MODES = {"offline-restore": mode_offline_restore, "table-counts": mode_table_counts, "hash-files": mode_hash_files, "list-tree": list_tree,
+MODES = {"list-copies": mode_list_copies, "offline-restore": mode_offline_restore, "table-counts": mode_table_counts, "hash-files": mode_hash_files, "list-tree": list_tree,
          "store-escrow": mode_store_escrow, "restic-rotate": mode_restic_rotate, "write-secret": mode_write_secret, "role-password": mode_role_password,
          "replication-restart": mode_replication_restart}
 NEEDS_SECRETS = ("offline-restore", "store-escrow", "restic-rotate", "write-secret", "role-password")

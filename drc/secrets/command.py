@@ -47,6 +47,18 @@ def cmd_escrow(args: argparse.Namespace, console: Console) -> int:
     return 0 if out["ok"] else 1
 
 
+def _time(text: str | None):
+    import datetime as dt
+
+    if not text:
+        return None
+    try:
+        t = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise esc.EscrowError(f"--before {text!r}: not a time (e.g. 2026-11-20T08:00+07:00)") from None
+    return t if t.tzinfo else t.astimezone()
+
+
 def cmd_restore_offline(args: argparse.Namespace, console: Console) -> int:
     from drc.secrets import restore
 
@@ -57,7 +69,8 @@ def cmd_restore_offline(args: argparse.Namespace, console: Console) -> int:
         if host not in site.hosts:
             raise esc.EscrowError(f"--host {host}: not a host of the site file (hosts: {', '.join(site.hosts)})")
         res = restore.restore_offline(site, doc, host, args.copy, args.target,
-                                      None if args.sets is None else [s for s in args.sets.split(",") if s], args.seed)
+                                      None if args.sets is None else [s for s in args.sets.split(",") if s], args.seed,
+                                      _time(args.before))
     except esc.EscrowError as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False)
         return 2
@@ -96,7 +109,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        description="Exit 1 when the restore or its proof failed, 2 when refused before touching a host.")
     r.add_argument("--escrow", required=True, help="the encrypted escrow file (siaga-escrow-<site>-*.txt.gpg)")
     r.add_argument("--host", help="host where the medium is attached (default: the repository host)")
-    r.add_argument("--copy", help="copy name on the medium (default: the newest verified one)")
+    r.add_argument("--copy", help="copy name on the medium (default: the last clean copy: the newest verified one)")
+    r.add_argument("--before", help="EM-3.7: the last clean copy made before this time (the infection), ISO 8601")
     r.add_argument("--target", help="new or empty directory on that host (default: /var/tmp/siaga-offline-restore/<time>)")
     r.add_argument("--sets", help="restic sets to restore, comma-separated (default: every set in the escrow; '' for none)")
     r.add_argument("--seed", type=int, help="seed of the file sample compared with production")

@@ -88,8 +88,23 @@ def compare_files(site: Site, restore_host: str, data_host: str, set_result: dic
             "not_on_production_or_newer": len(picked) - len(both)}
 
 
+def choose_copy(site: Site, doc: dict, host: str, before: dt.datetime | None) -> str:
+    """EM-3.7's last clean copy on the attached medium (drc.backup.media.last_clean_copy): the newest
+    verified one, made before `before` (the time of infection) when given."""
+    from drc.backup.media import last_clean_copy
+
+    listed = call(site, host, {"mode": "list-copies", "mount_point": doc["offline"]["mount_point"]}, timeout=120)
+    if not listed.get("ok"):
+        raise esc.EscrowError(f"{host}: {listed.get('error')}")
+    chosen = last_clean_copy(listed["copies"], before)
+    if chosen is None:
+        raise esc.EscrowError(f"no verified copy on the medium attached to {host}"
+                              + (f" made before {before.isoformat()}" if before else "") + ": nothing restored")
+    return chosen["name"]
+
+
 def restore_offline(site: Site, doc: dict, host: str, copy: str | None, target: str | None, sets: list[str] | None,
-                    seed: int | None = None) -> dict:
+                    seed: int | None = None, before: dt.datetime | None = None) -> dict:
     if doc["site"] != site.site:
         raise esc.EscrowError(f"the escrow is for site '{doc['site']}', the site file for '{site.site}'")
     known = [s["name"] for s in doc["restic"]["sets"]]
@@ -97,6 +112,7 @@ def restore_offline(site: Site, doc: dict, host: str, copy: str | None, target: 
     unknown = [s for s in sets if s not in known]
     if unknown:
         raise esc.EscrowError(f"--sets: {', '.join(unknown)} not in the escrow (sets: {', '.join(known)})")
+    copy = copy or choose_copy(site, doc, host, before)
     target = target or f"{TARGET_ROOT}/{dt.datetime.now().strftime('%Y%m%dT%H%M%S')}"
     res = call(site, host, host_args(site, doc, copy, target, sets), host_secrets(doc), timeout=site.backup.timeout_s + 120)
     res["host"] = host

@@ -179,13 +179,13 @@ def test_rotating_restic_and_replication_keeps_backups_and_streaming(lab, hosts,
     paths = sorted({loc.path for s in secret_specs(data_tier_of(site)) for loc in s.locations})
     sdir = Path(site.replication.secrets_dir)
     before = {n: (sdir / n).read_text() for n in ("restic-repo1.password", "replication.password")}
-    p = cli("secrets", "rotate", "restic", "--dry-run", str(lab.site_file))
+    p = cli("secrets", "rotate", "restic", str(lab.site_file), "--dry-run")
     assert p.returncode == 0 and "restic key add" in p.stdout
     assert (sdir / "restic-repo1.password").read_text() == before["restic-repo1.password"]
     p = cli("secrets", "rotate", "restic", str(lab.site_file), "--json")  # no terminal, no --yes: refused
     assert p.returncode == 1 and "not confirmed" in p.stdout
     for name in ("restic", "replication"):
-        p = cli("secrets", "rotate", name, "--yes", str(lab.site_file), "--json")
+        p = cli("secrets", "rotate", name, str(lab.site_file), "--yes", "--json")
         res = json.loads(p.stdout)
         assert p.returncode == 0 and res["ok"], p.stdout[-3000:]
         assert "new escrow" in res["reminder"]
