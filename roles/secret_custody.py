@@ -24,7 +24,7 @@ The values travel only as the output of one command per host (`sudo` + `base64` 
 never a secret on a command line), read through pyinfra's connector with output printing off, so
 neither pyinfra's log nor `-vvv` nor a failed read shows them; they are never cached, batched or
 put in a fact plan (roles/factcache.py). Messages show a sha256 prefix of a value, never the value.
-Explicit rotation (`siaga secrets rotate`) and escrow are to come (issue 9).
+Explicit rotation and escrow are `siaga secrets rotate|escrow` (drc/secrets), never a deploy.
 """
 
 from __future__ import annotations
@@ -202,7 +202,7 @@ def observe(host: str, location: Location, state: str, text: str | None = None, 
 # --- the decision --------------------------------------------------------------------------------
 
 def _fix_tail() -> str:
-    return "Changing a secret on purpose is an explicit rotation (`siaga secrets rotate`, to come), never a deploy."
+    return "Changing a secret on purpose is an explicit rotation (`siaga secrets rotate NAME`), never a deploy."
 
 
 def decide(spec: SecretSpec, workstation: str | None, seen: list[Seen]) -> Decision:
