@@ -275,6 +275,7 @@ def test_list_shows_each_medium_where_it_is_kept_the_due_one_and_the_last_clean_
                                    host_answer={"ok": False, "attached": False, "error": "not attached",
                                                 "history": [{k: a2[k] for k in ("medium", "name", "copied_at", "verified", "host")}]})
     assert code == 0 and calls == [("list", {})] and out["source"].startswith("workstation records")
+    assert out["error"] is None and out["note"] == "not attached"  # no medium attached is the usual case, not an error
     rows = {m["label"]: m for m in out["media"]}
     assert rows["OFFLINE-A"]["last_verified"] == a1["name"] and rows["OFFLINE-A"]["copies"] == 2
     # A was plugged in after it was recorded stored (the failed copy on the 15th): not in the safe any more.
@@ -295,5 +296,7 @@ def test_an_unknown_label_is_refused_before_any_host_is_touched(site, capsys, mo
     for argv in (["--init-medium", "OFFLINE-Z"], ["--stored", "OFFLINE-Z", "--location", "x"]):
         with pytest.raises(SystemExit, match="not in the rotation.*Fix:"):
             offline_cli(site, capsys, monkeypatch, *argv)
+    with pytest.raises(SystemExit, match="--before 'last week' is not a time. Fix:"):
+        offline_cli(site, capsys, monkeypatch, "--list", "--before", "last week")
     with pytest.raises(SystemExit, match="needs --location"):
         offline_cli(site, capsys, monkeypatch, "--stored", "OFFLINE-A")

@@ -98,22 +98,24 @@ def medium_label(site: Site, label: str) -> str:
     return label
 
 
+def time_option(name: str, value: str | None) -> dt.datetime | None:
+    try:
+        return media.parse_time(value) if value else None
+    except ValueError:
+        raise SystemExit(f"error: --{name} {value!r} is not a time. Fix: e.g. --{name} 2026-11-26T03:00+07:00") from None
+
+
 def cmd_offline(args: argparse.Namespace, console: Console) -> int:
     site = load_site(args.site)
     host = site.hosts_in(site.backup.repository_site)[0]
-    before = None
-    if args.before:
-        try:
-            before = media.parse_time(args.before)
-        except ValueError:
-            raise SystemExit(f"error: --before {args.before!r} is not a time. Fix: e.g. --before 2026-11-26T03:00+07:00") from None
     now = dt.datetime.now().astimezone()
+    before, since = (time_option(name, getattr(args, name)) for name in ("before", "since"))
     rec, res = None, {}
     if args.stored:
         label = medium_label(site, args.stored)
         if not (args.location or "").strip():
             raise SystemExit("error: --stored needs --location (where the medium is kept, e.g. \"lemari besi kantor\")")
-        since = media.parse_time(args.since) if args.since else now
+        since = since or now
         records.append_new(records.records_dir(site) / media.STORED, [
             {"id": f"stored-{label}-{since.isoformat(timespec='seconds')}", "medium": label, "location": args.location.strip(),
              "since": since.isoformat(timespec="seconds"), "by": site.connection.user, "recorded_at": now.isoformat(timespec="seconds")}])
@@ -136,7 +138,9 @@ def cmd_offline(args: argparse.Namespace, console: Console) -> int:
     else:
         ok = bool(res.get("ok"))
     source = "media" if res.get("attached") else "workstation records (media not attached)"
-    out = {"ok": ok, "host": host, "error": res.get("error"), "record": rec, "medium": res.get("medium"), "warning": res.get("warning"),
+    # Listing with no medium (or no server) is the usual case: said as a note, not an error.
+    note = res.get("error") if (args.list or args.stored) and not res.get("attached") else None
+    out = {"ok": ok, "host": host, "error": None if note else res.get("error"), "note": note, "record": rec, "medium": res.get("medium"), "warning": res.get("warning"),
            "copy": res.get("copy"), "removed": res.get("removed"), "initialised": res.get("initialised"), "source": source,
            **status, "copies": copies, "media_free_bytes": res.get("media_free_bytes"), "before": before and before.isoformat(),
            "last_clean": clean, "last_verified": clean and clean["name"]}
@@ -177,6 +181,8 @@ def show(console: Console, site: Site, out: dict) -> None:
                       "salinan tetap dibuat", highlight=False)
     if out.get("error"):
         console.print(f"[red]error:[/red] {out['error']}", highlight=False)
+    if out.get("note"):
+        console.print(f"catatan: dari catatan workstation ({out['note']})", highlight=False)
     c = out["last_clean"]
     before = f" sebelum {out['before']}" if out["before"] else ""
     console.print(f"Backup bersih terakhir{before} (EM-3.7): " + (f"{c['medium'] or '(tanpa label)'} {c['name']} ({c.get('copied_at')}), "
