@@ -15,8 +15,10 @@ drc/runbooks. Standard library only. Every mode prints one JSON object; args alw
 - `start`: start the cluster and wait until it accepts connections.
 - `promote`: pg_promote(wait => true) on a standby.
 - `slot`: make the physical replication slot `name` if missing.
-- `reach`: as postgres, open a replication connection to `host` as `user` with the cluster's
+- `reach`: as postgres, open a replication connection to `peer` as `user` with the cluster's
   passfile (IDENTIFY_SYSTEM): the connection a rejoined standby will need, tried before anything changes.
+- `unfollow`: on a promoted server, remove conf.d/siaga-standby.conf (its settings are ignored by a
+  primary; the replication role removes it on the primary too) and reload.
 - `follow`: make a cleanly shut down former primary a standby: write `conf` (its
   conf.d/siaga-standby.conf, rendered by the replication role's template) and standby.signal, and
   start it. Refused unless the control file says "shut down" (a crashed primary may hold WAL the
@@ -113,7 +115,8 @@ def archive_ready(a):
 def state(a):
     p = paths(a)
     out = {"running": running(a), "control": controldata(a), "archive_ready": archive_ready(a),
-           "standby_signal": os.path.exists(os.path.join(p["data"], "standby.signal"))}
+           "standby_signal": os.path.exists(os.path.join(p["data"], "standby.signal")),
+           "standby_conf": os.path.exists(standby_conf_path(a))}
     try:
         st = os.statvfs(p["data"])
         out["disk_free_bytes"] = st.f_bavail * st.f_frsize
@@ -181,12 +184,27 @@ def slot(a):
 
 
 def reach(a):
-    conninfo = (f"host={a['host']} port={int(a['port'])} user={a['user']} passfile={a.get('passfile', PASSFILE)} "
+    conninfo = (f"host={a['peer']} port={int(a['port'])} user={a['user']} passfile={a.get('passfile', PASSFILE)} "
                 "dbname=replication replication=true connect_timeout=5")
     rc, so, se = run(["psql", "-XAtq", conninfo, "-c", "IDENTIFY_SYSTEM"], 30, user="postgres")
     ok = rc == 0 and bool(so.strip())
     return {"ok": ok, "system_identifier": so.split("|")[0].strip() if ok else None,
             "error": None if ok else (se or so).strip()[-300:]}
+
+
+def standby_conf_path(a):
+    return os.path.join(paths(a)["conf"], "conf.d", "siaga-standby.conf")
+
+
+def unfollow(a):
+    conf = standby_conf_path(a)
+    if os.path.exists(conf):
+        os.unlink(conf)
+        if running(a):
+            rc, so, se = psql(a, "SELECT pg_reload_conf()")
+            if rc != 0:
+                return {"ok": False, "error": (se or so).strip()[-300:]}
+    return {"ok": True, "present": os.path.exists(conf)}
 
 
 def follow(a):
@@ -197,7 +215,7 @@ def follow(a):
     if cd.get("state") not in ("shut down", "shut down in recovery"):
         return {"ok": False, "error": f"the control file says {cd.get('state')!r}, not a clean shutdown: this needs "
                                       "fail-back (pg_rewind), not a plain rejoin", "control": cd}
-    conf = os.path.join(p["conf"], "conf.d", "siaga-standby.conf")
+    conf = standby_conf_path(a)
     tmp = conf + ".siaga-new"
     with open(tmp, "w") as fh:
         fh.write(a["conf"])
@@ -219,7 +237,7 @@ def _postgres():
     return pw.pw_uid, pw.pw_gid
 
 
-MODES = {"state": state, "stop": stop, "start": start, "promote": promote, "slot": slot, "reach": reach, "follow": follow}
+MODES = {"state": state, "stop": stop, "start": start, "promote": promote, "slot": slot, "reach": reach, "unfollow": unfollow, "follow": follow}
 
 
 def main():

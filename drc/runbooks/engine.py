@@ -128,8 +128,10 @@ class Engine:
         if journal is None:
             if rollback:
                 return Outcome(None, REFUSED, f"no open {self.book.name} run to roll back")
-            results = [(c, safely(c.read, self.ctx)) for c in self.book.preflight]
-            for c, r in results:
+            results = []
+            for c in self.book.preflight:  # shown as each answers: the operator sees where it stands
+                r = safely(c.read, self.ctx)
+                results.append((c, r))
                 self.progress("preflight", {"check": c.name, "sop": c.sop, "ok": r.ok, "why": r.why})
             failed = [(c, r) for c, r in results if not r.ok]
             if dry_run:

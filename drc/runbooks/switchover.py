@@ -142,7 +142,7 @@ def rejoin_possible(s: Switch) -> Reading:
 
 def reverse_connection(s: Switch) -> Reading:
     """The old primary will stream from the target: its replication login must work now."""
-    out = H.pg(s.site, s.source, "reach", host=s.address(s.target), user=s.site.replication.user, timeout=30)
+    out = H.pg(s.site, s.source, "reach", peer=s.address(s.target), user=s.site.replication.user, timeout=30)
     return Reading(bool(out.get("ok")), f"{s.source} → {s.target} replication connection: {out.get('error')}",
                    {"system_identifier": out.get("system_identifier")})
 
@@ -216,10 +216,12 @@ def notice_shown(s: Switch) -> Reading:
     return Reading(remote.run(s.site, s.source, f"test -s {NOTICE_FILE}", timeout=30).ok, f"{NOTICE_FILE} missing on {s.source}")
 
 
-def notice_off(s: Switch) -> dict:
+def notice_off(s: Switch, host: str | None = None) -> dict:
     from drc.hosts import remote
 
-    remote.run(s.site, s.source, f"sudo -n rm -f {NOTICE_FILE}", timeout=30)
+    r = remote.run(s.site, host or s.source, f"sudo -n rm -f {NOTICE_FILE}", timeout=30)
+    if not r.ok:
+        raise RuntimeError(f"{host or s.source}: {r.error or r.stderr.strip()}")
     return {}
 
 
@@ -308,6 +310,18 @@ def target_is_primary(s: Switch) -> Reading:
                    {"timeline": st.get("timeline"), "lsn": st.get("current_lsn")})
 
 
+def drop_standby_conf(s: Switch) -> dict:
+    out = H.pg(s.site, s.target, "unfollow")
+    if not out.get("ok"):
+        raise RuntimeError(f"{s.target}: {out.get('error')}")
+    return {}
+
+
+def no_standby_conf(s: Switch) -> Reading:
+    st = s.state(s.target)
+    return Reading(st.get("standby_conf") is False, f"{s.target} still has conf.d/siaga-standby.conf")
+
+
 def slot_for_source(s: Switch) -> dict:
     out = H.pg(s.site, s.target, "slot", name=s.slot_of(s.source))
     if not out.get("ok"):
@@ -357,7 +371,7 @@ def converge(s: Switch) -> dict:
     res = run_deploy(s.site_file, echo=None)
     s.readings["deploy"] = {"ok": res.ok, "changed": len(res.changed), "seconds": round(res.seconds, 1)}
     if not res.ok:
-        raise RuntimeError(f"the site deploy failed: {res.error or ''} {[e.name for e in res.errors][:5]}")
+        raise RuntimeError(f"the site deploy failed: {res.error or ''} {[f'{e.host}: {e.op}: {e.stderr[-200:]}' for e in res.errors][:3]}")
     return s.readings["deploy"]
 
 
@@ -368,8 +382,9 @@ def converged(s: Switch) -> Reading:
     return Reading(ok, f"{app}: active on {s.target}={on_target}, on {s.source}={on_source}", s.readings.get("deploy") or {})
 
 
-def nothing(s: Switch) -> dict:
-    return {}
+def notice_off_target(s: Switch) -> dict:
+    """A notice left on the new site by an earlier switch-over away from it goes now."""
+    return notice_off(s, s.target)
 
 
 def app_healthy(s: Switch) -> Reading:
@@ -383,7 +398,11 @@ def app_healthy(s: Switch) -> Reading:
 def backup_after_switch(s: Switch) -> dict:
     from drc.backup import runs
 
-    out = runs.run_sets(s.site, {s.target: ["db"]}, runs.operator(s.site))[s.target]
+    plan, problems = runs.plan_run(s.site, runs.read_hosts(s.site), "db")
+    if problems or not plan:
+        raise RuntimeError(f"no host runs the database backup: {'; '.join(problems)}")
+    host = next(iter(plan))  # the repository host, at the site that does not serve now
+    out = runs.run_sets(s.site, plan, runs.operator(s.site))[host]
     s.readings["backup"] = out
     return {"records": [{k: r.get(k) for k in ("set", "result", "error")} for r in out.get("records") or []], "error": out.get("error")}
 
@@ -406,12 +425,15 @@ def switchover(site_file: Path, to: str, echo: Callable[[str], None] = print) ->
         Step("uploads", "EM-3", f"final uploads sync {src} → {dst}, verified file for file (size, sha256)",
              final_uploads_sync, uploads_identical, deadline_s=10),
         Step("promote", "EM-2", f"promote {dst}", promote, target_is_primary, guard=promote_guard, no_return=True),
+        Step("primary-conf", "EM-3", f"{dst}'s standby settings removed, as the replication role has them on a primary",
+             drop_standby_conf, no_standby_conf),
         Step("slot", "EM-3", f"replication slot for {src} on {dst}", slot_for_source, source_slot_present),
         Step("rejoin", "EM-3", f"{src} follows {dst} as a streaming standby (no rebuild)", source_follows,
              source_streams_from_target, deadline_s=60),
         Step("site-file", "EM-2", f"the site file says active_site: {to}", write_site_file, site_file_says),
         Step("converge", "EM-2", "the site deploy: uploads sync reversed, web ports, app, backups follow", converge, converged),
-        Step("app", "EM-2", f"the app on {dst} serves reads and writes", nothing, app_healthy, deadline_s=60),
-        Step("backup", "BK-1", f"a database backup from {dst} after the switch", backup_after_switch, backup_ok),
+        Step("app", "EM-2", f"the app on {dst} serves reads and writes (no maintenance notice there)", notice_off_target,
+             app_healthy, deadline_s=60),
+        Step("backup", "BK-1", f"a database backup of {dst} into the repository at {src}'s site", backup_after_switch, backup_ok),
     )
     return Runbook("switchover", to, f"Switch-over to {to.upper()}: {src} → {dst}", PREFLIGHT, steps), s
