@@ -94,3 +94,18 @@ def test_secret_files_are_created_0600(tmp_path):
     assert stat.S_IMODE(os.stat(p).st_mode) == 0o600
     with pytest.raises(FileExistsError):
         sh.secret_file(str(tmp_path), "s", "y")
+
+
+def test_fingerprints_name_the_secret_never_show_it(tmp_path):
+    import hashlib
+
+    conf = tmp_path / "pgbackrest.conf"
+    conf.write_text("[global]\nrepo1-cipher-pass=SECRETVALUE\n")
+    out = sh.answer({"mode": "fingerprints", "items": [{"path": str(conf), "form": "ini:repo1-cipher-pass"},
+                                                        {"path": str(tmp_path / "none"), "form": "text"}]}, io.StringIO(""))
+    fp = out["fingerprints"]
+    assert fp[str(conf)] == "sha256:" + hashlib.sha256(b"SECRETVALUE").hexdigest()[:12]
+    assert fp[str(tmp_path / "none")] == "absent" and "SECRETVALUE" not in json.dumps(out)
+    from roles.secret_custody import fingerprint
+
+    assert fp[str(conf)] == fingerprint("SECRETVALUE")

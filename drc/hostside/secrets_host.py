@@ -368,6 +368,37 @@ def mode_store_escrow(a, secrets):
     return {"ok": True, "path": path, "medium": label}
 
 
+def value_in(text, form):
+    """The secret a file holds (as roles/secret_custody.extract reads it), or None."""
+    if form == "text":
+        return text.strip() or None
+    if form.startswith("ini:"):
+        found = {ln.split("=", 1)[1].strip() for ln in text.splitlines() if "=" in ln and ln.split("=", 1)[0].strip() == form[4:]}
+    elif form == "pgpass":
+        found = {":".join(p[4:]) for ln in text.splitlines() if not ln.startswith("#") and len(p := ln.split(":")) >= 5
+                 and p[2] == "replication"}
+    else:
+        raise Refused(f"unknown form {form!r}")
+    return found.pop() if len(found) == 1 else None
+
+
+def mode_fingerprints(a, _secrets):
+    """A sha256 prefix of the secret in each file (never the value): the workstation compares its copies."""
+    import hashlib
+
+    out = {}
+    for item in a["items"]:
+        try:
+            with open(item["path"]) as fh:
+                v = value_in(fh.read(), item["form"])
+            out[item["path"]] = "sha256:" + hashlib.sha256(v.encode()).hexdigest()[:12] if v else "no value"
+        except FileNotFoundError:
+            out[item["path"]] = "absent"
+        except OSError as exc:
+            out[item["path"]] = f"unreadable: {exc}"
+    return {"ok": True, "fingerprints": out}
+
+
 # --- rotations -----------------------------------------------------------------------------------
 
 def replace_in(text, form, old, new):
@@ -509,7 +540,7 @@ def mode_replication_restart(a, _secrets):
             "error": f"{a['standbys']} standby(s) not streaming again within {a.get('timeout_s', 90)} s"}
 
 
-MODES = {"list-copies": mode_list_copies, "offline-restore": mode_offline_restore, "table-counts": mode_table_counts, "hash-files": mode_hash_files, "list-tree": list_tree,
+MODES = {"fingerprints": mode_fingerprints, "list-copies": mode_list_copies, "offline-restore": mode_offline_restore, "table-counts": mode_table_counts, "hash-files": mode_hash_files, "list-tree": list_tree,
          "store-escrow": mode_store_escrow, "restic-rotate": mode_restic_rotate, "write-secret": mode_write_secret, "role-password": mode_role_password,
          "replication-restart": mode_replication_restart}
 NEEDS_SECRETS = ("offline-restore", "store-escrow", "restic-rotate", "write-secret", "role-password")

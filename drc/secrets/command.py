@@ -22,12 +22,13 @@ def cmd_escrow(args: argparse.Namespace, console: Console) -> int:
     site = load_site(args.site)
     try:
         doc = esc.escrow_document(site)
+        warnings = esc.check_hosts(site)
         passphrase = esc.read_passphrase(args.passphrase_file, confirm=True)
         paths = esc.write_outputs(doc, passphrase, Path(args.out).expanduser())
     except (esc.EscrowError, SecretError) as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False)
         return 2
-    out = {"ok": True, "encrypted": str(paths["encrypted"]), "sheet": str(paths["sheet"]),
+    out = {"ok": True, "encrypted": str(paths["encrypted"]), "sheet": str(paths["sheet"]), "warnings": warnings,
            "retired": len(doc["pgbackrest"]["retired"]) + len(doc["restic"]["retired"])}
     if args.copy_to_medium:
         from drc.secrets.medium import copy_to_medium
@@ -39,6 +40,8 @@ def cmd_escrow(args: argparse.Namespace, console: Console) -> int:
     else:
         console.print(f"encrypted escrow (for the offline media; open with `gpg --decrypt`): {paths['encrypted']}", highlight=False)
         console.print(f"recovery sheet (print it for the safe; SECRET, 0600): {paths['sheet']}", highlight=False)
+        for w in warnings:
+            console.print(f"[yellow]warning:[/yellow] {w}", highlight=False)
         if "medium" in out:
             m = out["medium"]
             console.print(f"on the medium: {m.get('path')}" if m.get("ok") else f"[red]not copied to the medium:[/red] {m.get('error')}",

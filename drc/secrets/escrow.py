@@ -151,6 +151,34 @@ def escrow_document(site: Site, now: dt.datetime | None = None) -> dict:
     }
 
 
+def check_hosts(site: Site) -> list[str]:
+    """The workstation's copies of the escrowed secrets compared with the hosts' (by sha256 prefix):
+    an escrow of a stale copy would open nothing. A host holding another value raises EscrowError;
+    an unreachable host is returned as a warning (the escrow is still written)."""
+    from drc.hosts import remote
+    from drc.secrets.host import call
+
+    tier = data_tier_of(site)
+    specs = [s for s in secret_specs(tier) if s.key in ("repo1", "restic")]
+    items = [{"path": loc.path, "form": loc.form} for s in specs for loc in s.locations]
+    answers = remote.parallel(list(site.hosts), lambda h: call(site, h, {"mode": "fingerprints", "items": items}, None, 60),
+                              90, lambda h: {"ok": False, "error": f"{h}: no answer within 90 s"})
+    warnings = []
+    for host, res in answers.items():
+        if not res.get("ok"):
+            warnings.append(f"not compared with {host}: {res.get('error')}")
+            continue
+        for s in specs:
+            want = fingerprint(workstation_value(s) or "")
+            for loc in s.locations:
+                got = res["fingerprints"].get(loc.path)
+                if got and got.startswith("sha256:") and got != want:
+                    raise EscrowError(f"{host}:{loc.path} holds another {s.what} ({got}) than this workstation's {s.path} "
+                                      f"({want}): an escrow of it would open nothing. Nothing written. Fix: run the site "
+                                      "deploy (custody stops and names the copy in use), then write the escrow")
+    return warnings
+
+
 def restore_steps(doc: dict) -> list[dict]:
     """The manual restore, step by step: what to do (Indonesian) and the command (English)."""
     p, r, o = doc["pgbackrest"], doc["restic"], doc["offline"]

@@ -107,6 +107,18 @@ def restore_offline(ws: Path, site: Path, escrow_file: Path, passphrase: Path, *
                cwd=ws, env={"SIAGA_ESCROW_PASSPHRASE_FILE": str(passphrase)}, timeout=1800)
 
 
+def test_an_escrow_of_a_stale_workstation_copy_is_refused(lab, hosts, passphrase, tmp_path):
+    f = lab.site_file.parent / "secrets" / "restic-repo1.password"
+    real = f.read_text()
+    f.write_text("Stale" * 12 + "\n")
+    try:
+        p = cli("secrets", "escrow", "--out", str(tmp_path / "e"), "--passphrase-file", str(passphrase), str(lab.site_file))
+    finally:
+        f.write_text(real)
+    assert p.returncode == 2 and "holds another restic repository password" in p.stdout, p.stdout
+    assert not (tmp_path / "e").exists() or not list((tmp_path / "e").iterdir())
+
+
 def test_restore_from_the_offline_medium_with_only_the_escrow(lab, hosts, offline_copy, passphrase, tmp_path):
     d = hosts["drc"]
     escrow_file = escrow(lab, tmp_path / "escrow", passphrase, "--copy-to-medium")
@@ -211,6 +223,8 @@ def test_rotating_restic_and_replication_keeps_backups_and_streaming(lab, hosts,
                             "--sets", "uploads")
         res = json.loads(p.stdout)
         assert p.returncode == 0 and res["ok"], p.stdout[-3000:]
-        assert res["files"]["password"] == "retired #1"
+        retired = json.loads((sdir / "retired.json").read_text())
+        assert retired[-1]["value"] == before["restic-repo1.password"].strip()
+        assert res["files"]["password"] == f"retired #{len(retired)}"  # the one this rotation retired
     finally:
         hosts["drc"].run(f"rm -rf {target}")
