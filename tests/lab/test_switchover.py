@@ -1,0 +1,152 @@
+"""Planned switch-over on the real lab: preflight refusals change nothing; a round trip primary →
+DRC → primary loses no acknowledged write or upload, leaves the old primary streaming from the new
+one without a rebuild, writes the site file back, and the site deploy then changes nothing; siaga
+killed mid-run (before and after the promotion) and run again ends on one consistent site.
+SOP EM-2 step 6, EM-3. The module ends with the service back on `primary`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from drc.records.store import records_dir
+from drc.runbooks import journal as journals
+from drc.site import load_site
+from tests.helpers import REPO, assert_no_change_rerun
+from tests.lab.test_data_tier import poll, psql
+
+TIMEOUT_S = 900
+
+
+def siaga(lab, *args: str, timeout: float = TIMEOUT_S) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "drc.cli", *args, str(lab.site_file)], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO, env={**os.environ, "COLUMNS": "200"})
+
+
+def outcome(proc: subprocess.CompletedProcess) -> dict:
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    assert lines, proc.stdout[-3000:] + proc.stderr[-2000:]
+    return json.loads(lines[-1])
+
+
+def post(lab, host: str, content: bytes, name: str) -> dict:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE  # the lab's self-signed certificate
+    req = urllib.request.Request(f"https://{lab.address(host)}/eproc4/dokumen?name={name}", data=content, method="POST")
+    with urllib.request.urlopen(req, context=ctx, timeout=15) as resp:
+        assert resp.status == 201
+        return json.loads(resp.read())
+
+
+def active(host, unit: str) -> bool:
+    return host.run("systemctl is-active %s", unit).stdout.strip() == "active"
+
+
+def assert_serves_from(lab, serving, following, serving_name: str, following_name: str) -> None:
+    site = load_site(lab.site_file)
+    assert site.active_site == ("drc" if serving_name == "drc" else "primary")
+    assert psql(serving, "SELECT pg_is_in_recovery()") == "f"
+    assert psql(following, "SELECT pg_is_in_recovery()") == "t"
+    status, sender = psql(following, "SELECT status, sender_host FROM pg_stat_wal_receiver").split("|")
+    assert (status, sender) == ("streaming", lab.address(serving_name))
+    unit = site.spse_app.unit
+    assert active(serving, unit) and not active(following, unit)
+    assert active(serving, "siaga-uploads-sync.service") and not active(following, "siaga-uploads-sync.service")
+
+
+def has_document(host, doc: dict, content: bytes) -> bool:
+    """The app's row (by its sha256) and its file (absolute path, same content) are on `host`."""
+    rows = psql(host, f"SELECT count(*) FROM tender_document WHERE sha256 = '{doc['sha256']}'", db="epns_prod")
+    f = host.file(doc["path"])
+    return rows == "1" and f.exists and hashlib.sha256(f.content).hexdigest() == hashlib.sha256(content).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def home(lab, deployed, primary):
+    """Whatever a test leaves, the module ends with `primary` serving (the other lab tests expect it)."""
+    yield
+    if load_site(lab.site_file).active_site != "primary" or psql(primary, "SELECT pg_is_in_recovery()") != "f":
+        siaga(lab, "switchover", "--to", "primary")
+
+
+def test_a_paused_standby_is_refused_and_nothing_changes(lab, primary, drc, home):
+    psql(drc, "SELECT pg_wal_replay_pause()")
+    try:
+        proc = siaga(lab, "switchover", "--to", "drc", "--json")
+        out = outcome(proc)
+        assert proc.returncode == 1 and out["outcome"] == "refused", out
+        assert "replay is paused" in out["message"]
+    finally:
+        psql(drc, "SELECT pg_wal_replay_resume()")
+    assert_serves_from(lab, primary, drc, "primary", "drc")
+    assert not primary.file("/var/lib/siaga/maintenance.html").exists
+
+
+def test_a_round_trip_loses_nothing_and_the_site_deploy_then_changes_nothing(lab, primary, drc, home):
+    before = os.urandom(2048)
+    doc = post(lab, "primary", before, "sebelum-switchover.pdf")
+
+    proc = siaga(lab, "switchover", "--to", "drc", "--json")
+    assert outcome(proc)["outcome"] == "finished", proc.stdout[-4000:]
+    assert_serves_from(lab, drc, primary, "drc", "primary")
+    assert has_document(drc, doc, before)
+    assert_no_change_rerun(lab)
+
+    during = os.urandom(1024)
+    doc2 = post(lab, "drc", during, "di-drc.pdf")  # the DRC serves writes through its app
+    poll("the DRC's upload synced back to primary (lsyncd runs on the DRC now)",
+         lambda: primary.file(doc2["path"]).exists, 60)
+
+    proc = siaga(lab, "switchover", "--to", "primary", "--json")
+    out = outcome(proc)
+    assert out["outcome"] == "finished", proc.stdout[-4000:]
+    assert_serves_from(lab, primary, drc, "primary", "drc")
+    assert has_document(primary, doc, before) and has_document(primary, doc2, during)
+    assert_no_change_rerun(lab)
+    record = Path(out["journal"]).with_suffix(".html").read_text()
+    assert "CATATAN PELAKSANAAN SWITCH-OVER KE PRIMARY" in record and "SELESAI" in record
+
+
+def kill_at(lab, step: str, to: str) -> str:
+    """Start a switch-over and SIGKILL it as soon as its journal shows `step` started."""
+    rdir = records_dir(load_site(lab.site_file))
+    known = {j.run_id for j in journals.runs(rdir)}
+    proc = subprocess.Popen([sys.executable, "-m", "drc.cli", "switchover", "--to", to, str(lab.site_file)], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + TIMEOUT_S
+    try:
+        while True:
+            assert proc.poll() is None, f"the switch-over ended before step {step} (exit {proc.returncode})"
+            assert time.monotonic() < deadline, f"step {step} not reached"
+            new = [j for j in journals.runs(rdir) if j.run_id not in known]
+            if new and any(e["event"] == "step-start" and e.get("step") == step for e in new[-1].events):
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(30)
+                return new[-1].run_id
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("step,to", [("rejoin", "drc"), ("shutdown", "primary")])
+def test_siaga_killed_mid_switchover_then_run_again_ends_on_one_consistent_site(lab, primary, drc, home, step, to):
+    run_id = kill_at(lab, step, to)
+    proc = siaga(lab, "switchover", "--to", to, "--json")
+    out = outcome(proc)
+    assert out["outcome"] == "finished" and out["run_id"] == run_id, proc.stdout[-4000:]
+    j = journals.Journal.load(Path(out["journal"]))
+    promotions = [e for e in j.events if e.get("step") == "promote" and e["event"] == "step-end" and e["result"] == "done"]
+    assert len(promotions) == 1  # never promoted twice
+    serving, following = (drc, primary) if to == "drc" else (primary, drc)
+    assert_serves_from(lab, serving, following, to, "primary" if to == "drc" else "drc")
