@@ -8,7 +8,6 @@ inside an `@operation` with `yield from`.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterator
 from io import StringIO
 from pathlib import Path
@@ -18,11 +17,7 @@ from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, operation
 from pyinfra.facts.files import File, FileContents, Sha1File
 from pyinfra.operations.util.files import generate_color_diff
 
-MANAGED_HEADER = "Managed by siaga ({role}); local changes are overwritten by the next deploy."
-
-
-def sha1_of(content: str) -> str:
-    return hashlib.sha1(content.encode()).hexdigest()
+from roles.templating import MANAGED_HEADER, sha1_of  # noqa: F401 (re-exported: roles import them from here)
 
 
 def is_current(path: str, content: str) -> bool:

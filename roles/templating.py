@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 from functools import cache
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+
+# The first line of every file a role writes.
+MANAGED_HEADER = "Managed by siaga ({role}); local changes are overwritten by the next deploy."
+
+
+def sha1_of(content: str) -> str:
+    return hashlib.sha1(content.encode()).hexdigest()
 
 
 @cache

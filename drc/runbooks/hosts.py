@@ -8,6 +8,7 @@ returns a dict; a host that cannot be reached gives {"ok": False, "reachable": F
 from __future__ import annotations
 
 import json
+import re
 import shlex
 
 from drc.hosts import remote
@@ -47,3 +48,34 @@ def systemctl(site: Site, host: str, verb: str, unit: str, timeout: float = 120)
 
 def is_active(site: Site, host: str, unit: str) -> bool:
     return systemctl(site, host, "is-active", unit).get("state") == "active"
+
+
+def load_ruleset(site: Site, host: str, content: str, path: str = "/etc/nftables.conf") -> dict:
+    """Load the firewall ruleset the firewall role renders for `host` (roles/firewall/ruleset.py),
+    checked with `nft -c` first and installed at `path` as the role does, so the site deploy that
+    follows finds it current. The SSH allowances are the role's: a runbook never changes them."""
+    import io
+
+    from drc.hosts.remote import connection, why
+
+    staged = f"/tmp/siaga-ruleset-{host}.nft"
+    try:
+        with connection(site, host) as conn:
+            conn.put(io.StringIO(content), staged)
+    except Exception as exc:  # noqa: BLE001
+        return {"ok": False, "reachable": False, "error": why(exc)}
+    cmd = (f"sudo -n sh -c 'nft -c -f {staged} && nft -f {staged} && install -m 755 {staged} {path}.siaga-new "
+           f"&& mv -f {path}.siaga-new {path}; rc=$?; rm -f {staged}; exit $rc'")
+    r = remote.run(site, host, cmd, timeout=60)
+    return {"ok": r.ok, "reachable": r.reachable, "error": r.error or (r.stderr.strip()[-300:] or None)}
+
+
+def loaded_ruleset_version(site: Site, host: str, table: str) -> str | None:
+    """The comment of the loaded table inet <table> (the firewall role's version tag)."""
+    r = remote.run(site, host, f"sudo -n nft list table inet {shlex.quote(table)}", timeout=30)
+    if not r.ok:
+        return None
+    # As the firewall role's fact reads it: the line after `table inet <name> {` is its comment.
+    lines = r.stdout.splitlines()
+    m = re.match(r'^\s*comment "(.*)"\s*$', lines[1]) if len(lines) > 1 else None
+    return m.group(1) if m else None

@@ -52,6 +52,7 @@ class Switch:
     echo: Callable[[str], None] = print
     site: Site = field(init=False)
     readings: dict = field(default_factory=dict)
+    run_id: str = ""
 
     def __post_init__(self) -> None:
         self.site = load_site(self.site_file)
@@ -322,6 +323,36 @@ def no_standby_conf(s: Switch) -> Reading:
     return Reading(st.get("standby_conf") is False, f"{s.target} still has conf.d/siaga-standby.conf")
 
 
+def app_start_target(s: Switch) -> dict:
+    notice_off(s, s.target)  # a notice left there by an earlier switch-over away from it
+    return H.systemctl(s.site, s.target, "start", s.site.spse_app.unit)
+
+
+def new_site(s: Switch) -> Site:
+    """The site as it is once the target serves (the site file is written back later)."""
+    from drc.site.write import with_active_site
+
+    return with_active_site(s.site_file, s.to)
+
+
+def open_web_target(s: Switch) -> dict:
+    from roles.firewall.ruleset import render_ruleset
+
+    content, version = render_ruleset(new_site(s), s.target)
+    out = H.load_ruleset(s.site, s.target, content)
+    if not out.get("ok"):
+        raise RuntimeError(f"{s.target}: firewall: {out.get('error')}")
+    return {"version": version}
+
+
+def web_open_on_target(s: Switch) -> Reading:
+    from roles.firewall.ruleset import TABLE, render_ruleset
+
+    want = render_ruleset(new_site(s), s.target)[1]
+    have = H.loaded_ruleset_version(s.site, s.target, TABLE)
+    return Reading(have == want, f"{s.target}: loaded firewall {have}, want {want}", {"version": have})
+
+
 def slot_for_source(s: Switch) -> dict:
     out = H.pg(s.site, s.target, "slot", name=s.slot_of(s.source))
     if not out.get("ok"):
@@ -365,26 +396,40 @@ def site_file_says(s: Switch) -> Reading:
     return Reading(s.site.active_site == s.to, f"active_site is {s.site.active_site}")
 
 
+def skip_prechange_reason(s: Switch) -> dict:
+    """BK-2's pre-change backup is this runbook's own: a good backup was required by the preflight
+    and one is taken right after (step backup); mid-move, the repository is being set up at the
+    other site, so a backup inside the deploy could not work."""
+    from roles.backup.prechange import SKIP_ENV
+
+    return {SKIP_ENV: f"switch-over {s.run_id} to {s.to}: database backup checked by the preflight, taken again "
+                      "after this deploy, repository moving to the other site"}
+
+
 def converge(s: Switch) -> dict:
     from drc.hosts.deploy import run_deploy
 
-    res = run_deploy(s.site_file, echo=None)
-    s.readings["deploy"] = {"ok": res.ok, "changed": len(res.changed), "seconds": round(res.seconds, 1)}
+    res = run_deploy(s.site_file, env=skip_prechange_reason(s), echo=None)
     if not res.ok:
         raise RuntimeError(f"the site deploy failed: {res.error or ''} {[f'{e.host}: {e.op}: {e.stderr[-200:]}' for e in res.errors][:3]}")
-    return s.readings["deploy"]
+    return {"changed": len(res.changed), "seconds": round(res.seconds, 1)}
 
 
 def converged(s: Switch) -> Reading:
+    """Proven, not assumed: a preview of the site deploy finds nothing left to change, and the app
+    runs on the target only."""
+    from drc.hosts.deploy import no_change_problem, run_deploy
+
+    problem = no_change_problem(run_deploy(s.site_file, "deploys/site.py", "--dry", env=skip_prechange_reason(s), echo=None))
     app = s.site.spse_app.unit
     on_target, on_source = H.is_active(s.site, s.target, app), H.is_active(s.site, s.source, app)
-    ok = bool((s.readings.get("deploy") or {}).get("ok", True)) and on_target and not on_source
-    return Reading(ok, f"{app}: active on {s.target}={on_target}, on {s.source}={on_source}", s.readings.get("deploy") or {})
+    ok = problem is None and on_target and not on_source
+    return Reading(ok, f"site deploy preview: {problem or 'no change'}; {app} active on {s.target}={on_target}, "
+                       f"on {s.source}={on_source}")
 
 
-def notice_off_target(s: Switch) -> dict:
-    """A notice left on the new site by an earlier switch-over away from it goes now."""
-    return notice_off(s, s.target)
+def nothing(s: Switch) -> dict:
+    return {}
 
 
 def app_healthy(s: Switch) -> Reading:
@@ -427,13 +472,18 @@ def switchover(site_file: Path, to: str, echo: Callable[[str], None] = print) ->
         Step("promote", "EM-2", f"promote {dst}", promote, target_is_primary, guard=promote_guard, no_return=True),
         Step("primary-conf", "EM-3", f"{dst}'s standby settings removed, as the replication role has them on a primary",
              drop_standby_conf, no_standby_conf),
+        Step("app-up", "EM-2", f"start the app on {dst}: it serves reads and writes", app_start_target, app_healthy,
+             deadline_s=60),
+        Step("web", "IN-2", f"open the web ports on {dst} (the firewall role's ruleset for {to} active)", open_web_target,
+             web_open_on_target),
         Step("slot", "EM-3", f"replication slot for {src} on {dst}", slot_for_source, source_slot_present),
         Step("rejoin", "EM-3", f"{src} follows {dst} as a streaming standby (no rebuild)", source_follows,
              source_streams_from_target, deadline_s=60),
         Step("site-file", "EM-2", f"the site file says active_site: {to}", write_site_file, site_file_says),
-        Step("converge", "EM-2", "the site deploy: uploads sync reversed, web ports, app, backups follow", converge, converged),
-        Step("app", "EM-2", f"the app on {dst} serves reads and writes (no maintenance notice there)", notice_off_target,
-             app_healthy, deadline_s=60),
+        Step("converge", "EM-2", "the site deploy: uploads sync reversed, web ports, app, backups follow", converge, converged,
+             deadline_s=1),
+        Step("app", "EM-2", f"the app on {dst} still serves reads and writes after the deploy", nothing, app_healthy,
+             deadline_s=60),
         Step("backup", "BK-1", f"a database backup of {dst} into the repository at {src}'s site", backup_after_switch, backup_ok),
     )
     return Runbook("switchover", to, f"Switch-over to {to.upper()}: {src} → {dst}", PREFLIGHT, steps), s

@@ -17,9 +17,9 @@ from pathlib import Path
 from drc.site.model import SITE_ROLES, Site, derived_from_active_site, parse_site
 
 
-def set_active_site(path: str | Path, active: str) -> Site:
-    """Make `active` the active site in the site file at `path`; returns the validated site.
-    A file that already says so is left untouched."""
+def rewritten(path: str | Path, active: str) -> tuple[str, str, Site]:
+    """The site file's text now, its text with `active` as the active site (comments kept), and
+    the validated site that text describes. Nothing is written."""
     from ruamel.yaml import YAML
 
     if active not in SITE_ROLES:
@@ -33,7 +33,7 @@ def set_active_site(path: str | Path, active: str) -> Site:
     data = yaml.load(text)
     if data.get("active_site") == active and all(
             (data.get(section) or {}).get(key, value) == value for (section, key), value in derived_from_active_site(active).items()):
-        return parse_site(_plain(text), path, text)
+        return text, text, parse_site(_plain(text), path, text)
     data["active_site"] = active
     for (section, key), value in derived_from_active_site(active).items():
         if isinstance(data.get(section), dict) and key in data[section]:
@@ -41,7 +41,21 @@ def set_active_site(path: str | Path, active: str) -> Site:
     out = io.StringIO()
     yaml.dump(data, out)
     new = out.getvalue()
-    site = parse_site(_plain(new), path, new)  # refused here, before the file changes
+    return text, new, parse_site(_plain(new), path, new)  # refused here, before anything changes
+
+
+def with_active_site(path: str | Path, active: str) -> Site:
+    """The site as it will be once `active` serves (e.g. the new active site's firewall ruleset)."""
+    return rewritten(path, active)[2]
+
+
+def set_active_site(path: str | Path, active: str) -> Site:
+    """Make `active` the active site in the site file at `path`; returns the validated site.
+    A file that already says so is left untouched."""
+    path = Path(path)
+    old, new, site = rewritten(path, active)
+    if new == old:
+        return site
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as fh:

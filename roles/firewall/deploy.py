@@ -6,51 +6,17 @@ sites, dropped packets logged (SOP IN-4). Applied with automatic rollback (SOP I
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pyinfra.api import deploy
 
-from roles.managed_files import MANAGED_HEADER, sha1_of
 from roles.packages import ensure_installed
-from roles.templating import render
 
 from .operations import nftables_ruleset
-from .rules import inbound_rules
+from .ruleset import TABLE, nft_comment, render_ruleset, ruleset_context  # noqa: F401 (tests, bench import them here)
 
 if TYPE_CHECKING:  # drc.site imports the roles' defaults
     from drc.site import Site
-
-ROLE_DIR = Path(__file__).parent
-TABLE = "siaga"
-
-
-def nft_comment(text: str) -> str:
-    """nft comments are quoted strings of at most 128 bytes, without double quotes."""
-    return re.sub(r'["\\\n]', "'", text).encode()[:120].decode(errors="ignore")
-
-
-def ruleset_context(site: Site, host_name: str) -> dict:
-    return {
-        "header": MANAGED_HEADER.format(role="roles/firewall"),
-        "table": TABLE,
-        "host_name": host_name,
-        "site_role": site.site_of[host_name],
-        "active_site": site.active_site,
-        "rules": inbound_rules(site, host_name),
-        "log_drops": site.firewall.log_drops,
-        "log_rate_per_minute": site.firewall.log_rate_per_minute,
-        "nft_comment": nft_comment,
-    }
-
-
-def render_ruleset(site: Site, host_name: str) -> tuple[str, str]:
-    """The ruleset file for one host and its version tag (the table comment that identifies it)."""
-    context = ruleset_context(site, host_name)
-    unversioned = render(ROLE_DIR, "nftables.conf.j2", version="", **context)
-    version = f"siaga-firewall sha1={sha1_of(unversioned)}"
-    return render(ROLE_DIR, "nftables.conf.j2", version=version, **context), version
 
 
 @deploy("siaga firewall")

@@ -1,0 +1,46 @@
+"""The firewall's ruleset file for one host, rendered without pyinfra: the deploy writes it, and a
+switch-over runbook loads the very same file on the new active site to open its web ports at once
+(the site deploy afterwards finds nothing to change). SOP RA-2, IN-2."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from roles.templating import MANAGED_HEADER, render, sha1_of
+
+from .rules import inbound_rules
+
+if TYPE_CHECKING:  # drc.site imports the roles' defaults
+    from drc.site import Site
+
+ROLE_DIR = Path(__file__).parent
+TABLE = "siaga"
+
+
+def nft_comment(text: str) -> str:
+    """nft comments are quoted strings of at most 128 bytes, without double quotes."""
+    return re.sub(r'["\\\n]', "'", text).encode()[:120].decode(errors="ignore")
+
+
+def ruleset_context(site: Site, host_name: str) -> dict:
+    return {
+        "header": MANAGED_HEADER.format(role="roles/firewall"),
+        "table": TABLE,
+        "host_name": host_name,
+        "site_role": site.site_of[host_name],
+        "active_site": site.active_site,
+        "rules": inbound_rules(site, host_name),
+        "log_drops": site.firewall.log_drops,
+        "log_rate_per_minute": site.firewall.log_rate_per_minute,
+        "nft_comment": nft_comment,
+    }
+
+
+def render_ruleset(site: Site, host_name: str) -> tuple[str, str]:
+    """The ruleset file for one host and its version tag (the table comment that identifies it)."""
+    context = ruleset_context(site, host_name)
+    unversioned = render(ROLE_DIR, "nftables.conf.j2", version="", **context)
+    version = f"siaga-firewall sha1={sha1_of(unversioned)}"
+    return render(ROLE_DIR, "nftables.conf.j2", version=version, **context), version
