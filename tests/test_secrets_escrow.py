@@ -174,3 +174,10 @@ def test_restic_times_parse_with_nanoseconds_and_offsets():
 def test_the_table_comparison_names_missing_and_changed_tables():
     got = restore.compare_tables({"db": {"a": 1, "b": 5}}, {"db": {"a": 1, "b": 6, "c": 2}})
     assert got["db"] == {"missing": ["c"], "equal": ["a"], "differ": {"b": {"restored": 5, "production": 6}}}
+
+
+def test_retired_secrets_merge_each_value_once_oldest_first():
+    a = {"key": "restic", "value": "A", "retired_at": "2026-11-01T00:00:00+07:00"}
+    b = {"key": "restic", "value": "B", "retired_at": "2026-11-20T00:00:00+07:00"}
+    assert esc.merge_retired([b], [a, b], []) == [a, b]
+    assert esc.merge_retired([]) == []

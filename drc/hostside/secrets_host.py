@@ -399,6 +399,39 @@ def mode_fingerprints(a, _secrets):
     return {"ok": True, "fingerprints": out}
 
 
+RETIRED_FILE = "/etc/siaga/backup/retired-secrets.json"
+
+
+def mode_retired_get(a, _secrets):
+    """The secrets a rotation retired that older copies still need, as this host keeps them."""
+    try:
+        with open(a.get("path", RETIRED_FILE)) as fh:
+            return {"ok": True, "entries": json.load(fh)}
+    except FileNotFoundError:
+        return {"ok": True, "entries": []}
+
+
+def mode_retired_put(a, secrets):
+    path = a.get("path", RETIRED_FILE)
+    if not os.path.isdir(os.path.dirname(path)):
+        return {"ok": True, "changed": False, "absent": True}
+    text = json.dumps(secrets["entries"], indent=2) + "\n"
+    try:
+        with open(path) as fh:
+            if fh.read() == text:
+                return {"ok": True, "changed": False}
+    except FileNotFoundError:
+        pass
+    tmp = f"{path}.siaga-new"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.rename(tmp, path)
+    return {"ok": True, "changed": True}
+
+
 # --- rotations -----------------------------------------------------------------------------------
 
 def replace_in(text, form, old, new):
@@ -540,10 +573,10 @@ def mode_replication_restart(a, _secrets):
             "error": f"{a['standbys']} standby(s) not streaming again within {a.get('timeout_s', 90)} s"}
 
 
-MODES = {"fingerprints": mode_fingerprints, "list-copies": mode_list_copies, "offline-restore": mode_offline_restore, "table-counts": mode_table_counts, "hash-files": mode_hash_files, "list-tree": list_tree,
+MODES = {"retired-get": mode_retired_get, "retired-put": mode_retired_put, "fingerprints": mode_fingerprints, "list-copies": mode_list_copies, "offline-restore": mode_offline_restore, "table-counts": mode_table_counts, "hash-files": mode_hash_files, "list-tree": list_tree,
          "store-escrow": mode_store_escrow, "restic-rotate": mode_restic_rotate, "write-secret": mode_write_secret, "role-password": mode_role_password,
          "replication-restart": mode_replication_restart}
-NEEDS_SECRETS = ("offline-restore", "store-escrow", "restic-rotate", "write-secret", "role-password")
+NEEDS_SECRETS = ("offline-restore", "store-escrow", "retired-put", "restic-rotate", "write-secret", "role-password")
 
 
 def answer(a, stdin=sys.stdin):

@@ -21,8 +21,8 @@ def _passphrase_option(p: argparse.ArgumentParser) -> None:
 def cmd_escrow(args: argparse.Namespace, console: Console) -> int:
     site = load_site(args.site)
     try:
+        warnings = esc.check_hosts(site) + esc.sync_retired(site)
         doc = esc.escrow_document(site)
-        warnings = esc.check_hosts(site)
         passphrase = esc.read_passphrase(args.passphrase_file, confirm=True)
         paths = esc.write_outputs(doc, passphrase, Path(args.out).expanduser())
     except (esc.EscrowError, SecretError) as exc:

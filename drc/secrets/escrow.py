@@ -93,13 +93,52 @@ def read_retired(site: Site) -> list[dict]:
 
 
 def add_retired(site: Site, entry: dict) -> None:
-    """Append one retired secret (rewritten through a new 0600 file, renamed over the old)."""
+    """Append one retired secret on the workstation (see sync_retired for the hosts' copies)."""
+    write_retired(site, merge_retired(read_retired(site), [entry]))
+
+
+def write_retired(site: Site, entries: list[dict]) -> None:
+    """The workstation's retired.json rewritten through a new 0600 file, renamed over the old."""
     path = retired_path(site)
-    entries = [*read_retired(site), entry]
     tmp = path.with_name(RETIRED + ".new")
     tmp.unlink(missing_ok=True)
     write_private(tmp, json.dumps(entries, indent=2) + "\n")
     os.replace(tmp, path)
+
+
+def merge_retired(*lists: list[dict]) -> list[dict]:
+    """One list of retired secrets from several copies (the workstation's, each host's): each
+    value once, oldest retirement first."""
+    seen: dict[tuple, dict] = {}
+    for entries in lists:
+        for e in entries:
+            seen.setdefault((e.get("key"), e.get("value")), e)
+    return sorted(seen.values(), key=lambda e: (e.get("retired_at") or "", e.get("key") or ""))
+
+
+def sync_retired(site: Site) -> list[str]:
+    """The retired secrets kept on the workstation AND on every host (root, 0600,
+    /etc/siaga/backup/retired-secrets.json), so a lost workstation loses none: the union is written
+    back where something is missing. Returns warnings (hosts not reached)."""
+    from drc.secrets.host import call
+
+    warnings, lists, reached = [], [read_retired(site)], []
+    for h in site.hosts:
+        r = call(site, h, {"mode": "retired-get"}, None, 60)
+        if r.get("ok"):
+            lists.append(r["entries"])
+            reached.append(h)
+        else:
+            warnings.append(f"retired secrets not read from {h}: {r.get('error')}")
+    union = merge_retired(*lists)
+    if union != merge_retired(lists[0]):
+        write_retired(site, union)
+    for h, entries in zip(reached, lists[1:]):
+        if merge_retired(entries) != union:
+            r = call(site, h, {"mode": "retired-put"}, {"entries": union}, 60)
+            if not r.get("ok"):
+                warnings.append(f"retired secrets not written to {h}: {r.get('error')}")
+    return warnings
 
 
 def escrow_document(site: Site, now: dt.datetime | None = None) -> dict:

@@ -4,8 +4,8 @@ refuses any implicit change).
 
 - `restic`: `restic key add` with the new password, checked that it opens the repository, the
   hosts' password files rewritten, the old key removed. Copies on the offline media made before
-  still open only with the old password: it is kept in the secrets directory (`retired.json`) and
-  listed in every escrow written after.
+  still open only with the old password: it is kept in the secrets directory (`retired.json`) and on
+  every host (escrow.sync_retired), and listed in every escrow written after.
 - `replication`: the role's password set on the primary from its SCRAM verifier (the password never
   reaches PostgreSQL or its log), every host's .pgpass rewritten, the walsenders ended so each
   standby reconnects with the new password, and streaming checked; put back when it does not stream.
@@ -127,6 +127,9 @@ def rotate_restic(site: Site) -> dict:
                            "needed_by": "offline copies and escrows made before this time"})
     replace_workstation(spec.path, new)
     steps.append(f"workstation: {spec.path} holds the new password; the old one is in retired.json")
+    for w in esc.sync_retired(site):
+        steps.append(f"WARNING: {w}")
+    steps.append("the retired password also kept on the hosts (/etc/siaga/backup/retired-secrets.json, 0600)")
     for h in site.hosts:
         if h != data:
             r = call(site, h, {"mode": "write-secret", "path": f"{ETC}/restic-repo1.password", "form": "text"},
