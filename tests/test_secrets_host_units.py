@@ -109,3 +109,12 @@ def test_fingerprints_name_the_secret_never_show_it(tmp_path):
     from roles.secret_custody import fingerprint
 
     assert fp[str(conf)] == fingerprint("SECRETVALUE")
+
+
+def test_an_unlabelled_medium_is_refused_with_the_fix(tmp_path, monkeypatch):
+    (tmp_path / "siaga-offline").mkdir()
+    monkeypatch.setattr(sh.os.path, "ismount", lambda p: True)
+    with pytest.raises(sh.Refused, match="no readable label.*--init-medium"):
+        sh.medium(str(tmp_path))
+    (tmp_path / "siaga-offline/medium.json").write_text(json.dumps({"label": "OFFLINE-B"}))
+    assert sh.medium(str(tmp_path))[1]["label"] == "OFFLINE-B"

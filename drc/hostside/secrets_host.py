@@ -83,12 +83,12 @@ def medium(mount_point):
     root = os.path.join(mount_point, SUBDIR)
     if not os.path.isdir(root):
         raise Refused(f"{mount_point} holds no siaga offline copies ({root} missing): is it the right medium?")
-    label = None
     try:
         with open(os.path.join(root, "medium.json")) as fh:
             label = json.load(fh)
-    except (OSError, ValueError):
-        pass
+    except (OSError, ValueError) as exc:
+        raise Refused(f"the medium at {mount_point} has no readable label ({root}/medium.json: {exc}). Fix: label it with "
+                      "`siaga backup offline --init-medium LABEL` (its copies stay), then run this again") from None
     return root, label
 
 
