@@ -12,7 +12,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 THIRD_PARTY_REMOTE = ("pyinfra", "pyinfra_cli", "fabric", "paramiko", "invoke", "gevent")
-COMMANDS = ("drc.cli", "drc.status", "drc.backup", "drc.runbooks", "drc.lab", "drc.secrets")
+COMMANDS = ("drc.cli", "drc.status", "drc.backup", "drc.runbooks", "drc.lab", "drc.secrets", "drc.probe")
 ROLE_DEPLOY_CODE = tuple(f"roles.{r.name}.{part}" for r in (REPO / "roles").iterdir() if (r / "defaults.py").exists()
                          for part in ("deploy", "operations", "facts"))
 
@@ -26,6 +26,12 @@ RULES: list[tuple[tuple[str, ...], tuple[str, ...], str]] = [
     (("drc.backup",), ("drc.cli", "drc.status", "drc.runbooks", "drc.lab", "drc.secrets"), "backup commands stand beside status"),
     (("drc.secrets",), ("drc.cli", "drc.status", "drc.runbooks", "drc.lab"), "secrets commands stand beside backup (they may read its media rules)"),
     (("drc.runbooks",), ("drc.cli", "drc.lab"), "runbooks run on production; the lab is for tests"),
+    (("drc.traffic",), THIRD_PARTY_REMOTE + COMMANDS + ("drc.hosts", "drc.records"),
+     "the traffic switch speaks DNS (or runs the site's command) and no SSH; runbooks use it"),
+    (("drc.probe",), ("drc.cli", "drc.status", "drc.backup", "drc.runbooks", "drc.lab", "drc.secrets"),
+     "the probe is a command beside the others; bench/ and the tests drive it"),
+    (("drc.probe.writer",), THIRD_PARTY_REMOTE + ("drc.hosts",),
+     "the probe runs outside both sites (the outsider's network), with no SSH key"),
     (("roles", "deploys"), COMMANDS + ("drc.records",), "roles and deploys converge hosts; they never call a command"),
 ]
 # Who may import the lab at all.

@@ -33,6 +33,8 @@ from roles.spse_app.defaults import SpseAppSettings
 from roles.uploads_sync.defaults import UploadsSyncSettings
 from roles.ssh_hardening.defaults import SshHardeningSettings
 
+from drc.site.traffic import TrafficSettings, check_against_sites
+
 SITE_ROLES = ("primary", "drc")
 NAME_RE = r"^[a-z][a-z0-9-]{0,30}$"
 USER_RE = r"^[a-z_][a-z0-9_-]{0,31}$"
@@ -166,6 +168,8 @@ class Site(Strict):
     # SOP EM-5: what `siaga status` checks, with its criticality. Unset: default_components().
     components: list[Component] = Field(default_factory=list)
     status: StatusThresholds = Field(default_factory=StatusThresholds)
+    # How users' traffic moves to the active site (drc/site/traffic.py; README: traffic switch).
+    traffic: TrafficSettings | None = None
     # Records on the admin workstation (collected backup log, restore reports): append-only, outside
     # the repository. Unset: $XDG_STATE_HOME/siaga/<site>/records (~/.local/state/...). SOP BK-3, BK-7.
     records_dir: Path | None = None
@@ -186,6 +190,8 @@ class Site(Strict):
         if "components" not in self.model_fields_set:
             self.components = default_components(self)
         _check_components(self)
+        if self.traffic:
+            check_against_sites(self.traffic, list(self.sites))
         return self
 
     @cached_property

@@ -1,6 +1,7 @@
 """Typed settings of the spse_app role: the SPSE application (or the lab's stand-in) and Apache."""
 
 import re
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -42,11 +43,27 @@ class SpseAppSettings(BaseModel):
     tls_certificate_file: str | None = None
     tls_key_file: str | None = None
     tls_chain_file: str | None = None
+    # Files on the admin workstation that the deploy copies to the paths above (certificate and
+    # chain 0644, key 0600 root): for certificates made off the host (the lab's own CA). Unset:
+    # the files are already on the host. Never keep them in the repository.
+    tls_certificate_source: Path | None = None
+    tls_key_source: Path | None = None
+    tls_chain_source: Path | None = None
 
     # What `siaga backup restore-test` compares (SOP BK-4): the application profile. Unset: the
     # stand-in's profile with `install: standin` (today's checks), with `install: external` no
     # named table (tables sampled at random only) and files compared with production's own files.
     restore_test: "RestoreTestProfile | None" = None
+
+    @model_validator(mode="after")
+    def _tls_sources(self) -> "SpseAppSettings":
+        for what in ("certificate", "key", "chain"):
+            if getattr(self, f"tls_{what}_source") and not getattr(self, f"tls_{what}_file"):
+                raise ProfileError(f"tls_{what}_source given without tls_{what}_file",
+                                   f"set tls_{what}_file: the path on the hosts where the deploy puts it")
+        if self.tls_certificate_file and not self.tls_key_file:
+            raise ProfileError("tls_certificate_file without tls_key_file", "set tls_key_file: the certificate's private key on the host")
+        return self
 
     @model_validator(mode="after")
     def _profile(self) -> "SpseAppSettings":

@@ -110,6 +110,11 @@ def spse_app(site: Site, host_name: str, s: SpseAppSettings, pg: PostgresqlSetti
 
     # Apache in front: 80 redirects, 443 proxies the context path (SOP IN-2).
     server_name = s.server_name or host_name
+    tls_puts = [files.put(name=f"TLS {what} {dest} (from the workstation)", src=str(src), dest=dest, user="root", group="root",
+                          mode="600" if what == "key" else "644")
+                for what, src, dest in (("certificate", s.tls_certificate_source, s.tls_certificate_file),
+                                        ("key", s.tls_key_source, s.tls_key_file),
+                                        ("chain", s.tls_chain_source, s.tls_chain_file)) if src]
     if not s.tls_certificate_file:
         app_ops.self_signed_certificate(name="Self-signed certificate (lab; set spse_app.tls_certificate_file)",
                                         cert=SELF_SIGNED[0], key=SELF_SIGNED[1], common_name=server_name)
@@ -122,12 +127,12 @@ def spse_app(site: Site, host_name: str, s: SpseAppSettings, pg: PostgresqlSetti
     # A site file change alone needs a reload; when apache_enabled acted it already restarted or
     # reloaded Apache with the new site file, so a second reload would only repeat it.
     reloaded = systemd.service(name="apache2 reloaded after a site change", service="apache2", reloaded=True,
-                               _if=[vhost.did_change, lambda: not enabled.did_change()])
+                               _if=[any_changed(vhost, *tls_puts), lambda: not enabled.did_change()])
     # configtest passes configs that still fail when Apache loads them (a key that does not match
     # its certificate, 443 taken by another program): a deploy that touched Apache fails unless
     # Apache then serves on 443. It only checks; it never stops or starts anything.
     server.shell(name="apache2 serving on 443 after this deploy changed it", commands=[APACHE_SERVING],
-                 _if=any_changed(vhost, enabled, reloaded))
+                 _if=any_changed(vhost, enabled, reloaded, *tls_puts))
 
 
 APACHE_SERVING = """for _ in $(seq 30); do

@@ -9,6 +9,7 @@ Endpoints under the context path (e.g. /eproc4):
                                and the uploads directory too; 503 with "read-only" on a standby
     POST /dokumen?name=X       body = the file; stored under <uploads_dir>/YYYY/MM/DD/, row in
                                tender_document (id, uploaded_at, name, size, sha256, path); 201
+                               with the row and the server's timeline
     GET  /dokumen/<id>         the row as JSON
     GET  /dokumen/<id>/file    the stored file
 
@@ -159,11 +160,15 @@ class Handler(BaseHTTPRequestHandler):
                 cur.execute("INSERT INTO tender_document (name, size, sha256, path) VALUES (%s, %s, %s, %s) "
                             "RETURNING id, uploaded_at", (name, len(data), digest, str(final)))
                 doc_id, at = cur.fetchone()
+                # The timeline the row was written on (a WAL file name starts with it): the probe logs
+                # it, so a write acknowledged by a server that was later left behind shows.
+                cur.execute("SELECT pg_walfile_name(pg_current_wal_lsn())")
+                timeline = int(cur.fetchone()[0][:8], 16)
         except psycopg2.Error as exc:
             final.unlink(missing_ok=True)
             return self._send(503, {"error": (exc.pgerror or str(exc)).strip()})
         return self._send(201, {"id": doc_id, "uploaded_at": at, "name": name, "size": len(data),
-                                "sha256": digest, "path": str(final)})
+                                "sha256": digest, "path": str(final), "timeline": timeline})
 
 
 def main(argv: list[str]) -> int:

@@ -1,0 +1,245 @@
+"""The lab's authoritative DNS for the LPSE's public name (issue 10 point 4): Knot DNS on the lab
+host `dns`, in a segment of its own outside both sites, as a province's or city's DNS would be.
+
+Two authoritative servers on that host: ns1 (knot.service, the zone's primary, takes RFC 2136
+updates signed with the lab's TSIG key only) and ns2 (knot-ns2.service, a secondary fed by NOTIFY
+and zone transfer), so a switch has two servers to verify, one of them a little behind. The lab
+configures them itself; production LPSEs do not run this server, they only send it updates.
+The TSIG key is made on the workstation in the lab's secrets directory (0600) and written into
+the DNS host's files directly (never on a command line). Idempotent: a zone that exists is never
+rewritten, so `lab up` keeps what a switch-over set.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import shlex
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+from drc.lab import tls
+from drc.site import load_site
+from drc.traffic.dns import ask
+
+if TYPE_CHECKING:
+    from drc.lab.lab import Lab
+
+DNS_HOST = "dns"
+ZONE = "lab.example"
+PUBLIC_NAME = f"lpse.{ZONE}"
+KEY_NAME = "siaga-lab-update"
+SECONDARY_OCTET = 11
+READY_DEADLINE_S = 30.0
+CA_ON_OUTSIDER = "/usr/local/share/ca-certificates/siaga-lab-ca.crt"
+
+
+def key_file(lab_dir: Path) -> Path:
+    return lab_dir / "secrets" / "dns-update.key"
+
+
+def ensure_key(path: Path, name: str) -> bytes:
+    """The lab's TSIG key (hmac-sha256, 32 random bytes), made once, in BIND's key clause form."""
+    if not path.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        secret = base64.b64encode(secrets.token_bytes(32)).decode()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f'key "{name}" {{\n\talgorithm hmac-sha256;\n\tsecret "{secret}";\n}};\n')
+    os.chmod(path, 0o600)
+    from drc.traffic.dns import parse_key_text
+
+    return parse_key_text(path.read_text())
+
+
+def addresses(st: dict) -> tuple[str, str]:
+    """ns1 and ns2: the DNS host's address and the second one it holds."""
+    ns1 = st["hosts"][DNS_HOST]["address"]
+    return ns1, ns1.rsplit(".", 1)[0] + f".{SECONDARY_OCTET}"
+
+
+def primary_conf(ns1: str, ns2: str, secret_b64: str) -> str:
+    return f"""# Written by siaga's lab (drc/lab/dns.py): ns1, the zone's primary.
+server:
+    rundir: "/run/knot"
+    listen: [ "{ns1}@53" ]
+log:
+  - target: syslog
+    any: info
+database:
+    storage: "/var/lib/knot"
+key:
+  - id: {KEY_NAME}
+    algorithm: hmac-sha256
+    secret: {secret_b64}
+remote:
+  - id: ns2
+    address: "{ns2}@53"
+acl:
+  - id: signed-update
+    key: {KEY_NAME}
+    action: update
+  - id: to-ns2
+    address: "{ns2}"
+    action: transfer
+template:
+  - id: default
+    storage: "/var/lib/knot"
+    file: "%s.zone"
+zone:
+  - domain: {ZONE}
+    notify: ns2
+    acl: [ signed-update, to-ns2 ]
+    # Each update is written to the zone file at once: a restart serves what the last update set.
+    zonefile-sync: 0
+"""
+
+
+def secondary_conf(ns1: str, ns2: str) -> str:
+    return f"""# Written by siaga's lab (drc/lab/dns.py): ns2, a secondary of ns1.
+server:
+    rundir: "/run/knot-ns2"
+    listen: [ "{ns2}@53" ]
+log:
+  - target: syslog
+    any: info
+database:
+    storage: "/var/lib/knot-ns2"
+remote:
+  - id: ns1
+    address: "{ns1}@53"
+    via: "{ns2}"  # both addresses are on one interface: transfers must come from ns2's
+acl:
+  - id: from-ns1
+    address: "{ns1}"
+    action: notify
+template:
+  - id: default
+    storage: "/var/lib/knot-ns2"
+    file: "%s.zone"
+zone:
+  - domain: {ZONE}
+    master: ns1
+    acl: [ from-ns1 ]
+"""
+
+
+SECONDARY_UNIT = """# Written by siaga's lab (drc/lab/dns.py); shaped as Debian's knot.service.
+[Unit]
+Description=Knot DNS ns2 (siaga lab: secondary of ns1)
+Wants=network-online.target
+After=network-online.target knot.service
+
+[Service]
+Type=notify
+User=knot
+Group=knot
+CapabilityBoundingSet=CAP_NET_BIND_SERVICE CAP_SETPCAP
+AmbientCapabilities=CAP_NET_BIND_SERVICE CAP_SETPCAP
+ExecStartPre=/usr/sbin/knotc -c /etc/knot/ns2.conf conf-check
+ExecStart=/usr/sbin/knotd -c /etc/knot/ns2.conf
+ExecReload=/bin/kill -HUP $MAINPID
+Restart=on-abort
+RuntimeDirectory=knot-ns2
+StateDirectory=knot-ns2
+NoNewPrivileges=yes
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def zone_text(ns1: str, ns2: str, address: str, ttl: int) -> str:
+    return f"""$ORIGIN {ZONE}.
+$TTL 3600
+@       SOA ns1.{ZONE}. hostmaster.{ZONE}. 1 3600 600 604800 60
+@       NS  ns1.{ZONE}.
+@       NS  ns2.{ZONE}.
+ns1     A   {ns1}
+ns2     A   {ns2}
+lpse {ttl} A {address}
+"""
+
+
+def _write(path: Path, text: str, mode: int, gid: int | None = None) -> bool:
+    """Write a file into the host's root (from the workstation); True when it changed."""
+    if path.exists() and path.read_text() == text:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.siaga")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.chmod(tmp, mode)
+    if gid is not None:
+        os.chown(tmp, 0, gid)
+    tmp.replace(path)
+    return True
+
+
+def _sh(script: str) -> str:
+    """One remote command line running `script` as root (ssh joins its words with spaces)."""
+    return f"sudo sh -c {shlex.quote(script)}"
+
+
+def _ids(root: Path, name: str) -> tuple[int, int]:
+    for line in (root / "etc/passwd").read_text().splitlines():
+        parts = line.split(":")
+        if parts[0] == name:
+            return int(parts[2]), int(parts[3])
+    raise RuntimeError(f"no user {name} on the DNS host")
+
+
+def ensure(lab: Lab, st: dict, log: Callable[[str], None] = print) -> None:
+    """Knot installed and configured, both servers answering; TLS files and the outsider set up."""
+    from drc.lab.lab import LabError, run, wait_for
+
+    site = load_site(lab.site_file)
+    t = site.traffic
+    tls.ensure(lab.dir, t.public_name, lab.name)
+    secret = ensure_key(t.dns_update.key_file, t.dns_update.key_name)
+    ns1, ns2 = addresses(st)
+    run(["ip", "-n", st["hosts"][DNS_HOST]["netns"], "addr", "replace", f"{ns2}/24", "dev", "eth0"])
+    root = lab._rootfs(DNS_HOST) / "root"
+    ssh = lab.ssh_cmd(DNS_HOST)
+    if not (root / "usr/sbin/knotd").exists():
+        start = time.monotonic()
+        run(ssh + [_sh("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "
+                       "--no-install-recommends knot knot-dnsutils >/dev/null")], timeout=300)
+        log(f"lab {lab.name}: Knot DNS installed on {DNS_HOST} in {time.monotonic() - start:.1f}s")
+    uid, gid = _ids(root, "knot")
+    changed_ns1 = _write(root / "etc/knot/knot.conf", primary_conf(ns1, ns2, base64.b64encode(secret).decode()), 0o640, gid)
+    changed_ns2 = _write(root / "etc/knot/ns2.conf", secondary_conf(ns1, ns2), 0o640, gid)
+    unit = _write(root / "etc/systemd/system/knot-ns2.service", SECONDARY_UNIT, 0o644)
+    zone = root / f"var/lib/knot/{ZONE}.zone"
+    if not zone.exists():
+        _write(zone, zone_text(ns1, ns2, str(t.addresses[site.active_site]), t.ttl), 0o640, gid)
+        os.chown(zone, uid, gid)
+        changed_ns1 = True
+    for conf in ("knot.conf", "ns2.conf"):
+        check = run(ssh + ["sudo", "knotc", "-c", f"/etc/knot/{conf}", "conf-check"], check=False, timeout=30)
+        if check.returncode != 0:
+            raise LabError(f"Knot config {conf} on {DNS_HOST} refused: {check.stderr.strip() or check.stdout.strip()}")
+    cmds = ["systemctl daemon-reload"] if unit else []
+    cmds += ["systemctl enable -q knot knot-ns2"]
+    cmds += [f"systemctl {'restart' if changed else 'start'} {svc}" for svc, changed in (("knot", changed_ns1), ("knot-ns2", changed_ns2))]
+    run(ssh + [_sh(" && ".join(cmds))], timeout=60)
+
+    def answering() -> bool:
+        return all(not ask(server, 53, t.public_name, timeout=1).error for server in (ns1, ns2))
+
+    wait_for(f"Knot on {DNS_HOST} ({ns1}, {ns2}) to answer {t.public_name}", answering, READY_DEADLINE_S, 0.2)
+    _outsider(lab, st, ns1, ns2)
+
+
+def _outsider(lab: Lab, st: dict, ns1: str, ns2: str) -> None:
+    """The outsider resolves through the lab's DNS (then the machine's resolver for apt: an
+    authoritative server refuses other names, and the resolver library moves on) and trusts the lab CA."""
+    from drc.lab.lab import run
+
+    root = lab._rootfs("outsider") / "root"
+    _write(root / "etc/resolv.conf", f"nameserver {ns1}\nnameserver {ns2}\nnameserver {st['resolver']}\n", 0o644)
+    if _write(root / CA_ON_OUTSIDER.lstrip("/"), tls.paths(lab.dir)["ca"].read_text(), 0o644):
+        run(lab.ssh_cmd("outsider") + ["sudo", "update-ca-certificates"], timeout=60)
