@@ -6,9 +6,9 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
+import dns.rdataclass
 import dns.rdatatype
 import dns.tsig
-import dns.rdataclass
 import pytest
 
 from drc.probe.watcher import summarise
@@ -106,8 +106,11 @@ def test_gap_is_the_largest_between_consecutive_acks():
 
 
 def test_watcher_summary_counts_two_writable_primaries():
-    rounds = [{"event": "round", "at": a, "writable": w} for a, w in
-              ((0.0, ["primary"]), (0.25, ["primary", "drc"]), (0.5, []), (1.2, ["drc"]))]
+    def states(writable, down=()):
+        return {h: "down: timeout" if h in down else "primary" if h in writable else "standby" for h in ("primary", "drc")}
+
+    rounds = [{"event": "round", "at": a, "writable": w, "states": states(w, d)} for a, w, d in
+              ((0.0, ["primary"], ()), (0.25, ["primary", "drc"], ()), (0.5, [], ()), (0.75, [], ("primary",)), (1.45, ["drc"], ()))]
     s = summarise([{"event": "start"}, *rounds, {"event": "end"}])
-    assert s == {"rounds": 4, "split_brain_rounds": 1, "no_primary_rounds": 1, "primaries": ["drc", "primary"],
-                 "longest_round_gap_s": 0.7}
+    assert s == {"rounds": 5, "split_brain_rounds": 1, "no_primary_rounds": 1, "unanswered_rounds": 1,
+                 "primaries": ["drc", "primary"], "longest_round_gap_s": 0.7, "longest_poll_gap_s": None}

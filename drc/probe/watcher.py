@@ -1,6 +1,8 @@
 """The watcher: beside the probe, asks PostgreSQL on every data-tier host whether it is writable
-(pg_is_in_recovery) at least every 0.5 s, over one SSH connection per host kept open, and counts
-the moments with more than one writable primary (split brain; SOP EM-3). One JSON line per round."""
+(pg_is_in_recovery) every 0.25 s, over SSH connections kept open (two per host, so one slow
+answer does not hold up the next poll), and counts the moments with more than one writable primary
+(split brain; SOP EM-3). One JSON line per round; the end line has each host's longest time
+between answered polls."""
 
 from __future__ import annotations
 
@@ -8,45 +10,64 @@ import json
 import signal
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from drc.hosts.remote import connection, why
 from drc.site import Site
 
 ROUND_S = 0.25
-ANSWER_S = 0.4  # a host that has not answered by then is 'unknown' in that round
+LANES = 2  # SSH connections per host: a slow answer (a loaded machine) never delays the next poll
+FRESH_S = 1.0  # a round uses each host's newest answer to a poll sent at most this long before
 
 
 class _Host:
     def __init__(self, site: Site, name: str):
         self.site, self.name = site, name
-        self.conn = None
-        self.busy = threading.Lock()
+        self.lanes = [[None, threading.Lock()] for _ in range(LANES)]
         port = site.firewall.postgresql_port
         self.command = f"sudo -n -u postgres psql -XAtq -p {port} -d postgres -c 'SELECT pg_is_in_recovery()'"
+        self.latest: tuple[float, str] | None = None  # (monotonic time the poll was sent, state)
+        self.sent_times: list[float] = []  # of the polls that were answered
+        self.guard = threading.Lock()
 
     def poll(self) -> str:
-        """'primary', 'standby', or 'down: why' (PostgreSQL or the host not answering)."""
-        if not self.busy.acquire(blocking=False):
-            return "unknown: previous poll still running"
+        """'primary', 'standby', or 'down: why'; 'busy' when every lane is still waiting."""
+        for lane in self.lanes:
+            if lane[1].acquire(blocking=False):
+                break
+        else:
+            return "busy"
+        sent = time.monotonic()
         try:
-            if self.conn is None:
-                self.conn = connection(self.site, self.name, timeout=2)
-                self.conn.open()
-            r = self.conn.run(self.command, hide=True, warn=True, in_stream=False, timeout=2)
+            if lane[0] is None:
+                lane[0] = connection(self.site, self.name, timeout=2)
+                lane[0].open()
+            r = lane[0].run(self.command, hide=True, warn=True, in_stream=False, timeout=2)
             out = r.stdout.strip()
-            return {"f": "primary", "t": "standby"}.get(out, f"down: {(r.stderr.strip() or out)[:200]}")
+            state = {"f": "primary", "t": "standby"}.get(out, f"down: {(r.stderr.strip() or out)[:200]}")
         except Exception as exc:  # noqa: BLE001 (a host that cannot be asked is reported, then asked again)
-            if self.conn is not None:
-                self.conn.close()
-            self.conn = None
-            return f"down: {why(exc)}"
+            if lane[0] is not None:
+                lane[0].close()
+            lane[0] = None
+            state = f"down: {why(exc)}"
         finally:
-            self.busy.release()
+            lane[1].release()
+        with self.guard:
+            if self.latest is None or sent > self.latest[0]:
+                self.latest = (sent, state)
+            self.sent_times.append(sent)
+        return state
+
+    def close(self) -> None:
+        for lane in self.lanes:
+            if lane[0] is not None:
+                lane[0].close()
 
 
 def watch(site: Site, log_path: Path, duration_s: float | None, round_s: float = ROUND_S) -> dict:
+    """Every `round_s`: a poll sent to each host, and one round logged with each host's newest
+    answer (a poll sent within FRESH_S); more than one 'primary' in a round is a split brain."""
     hosts = [_Host(site, h) for h in site.hosts]
     stop = {"now": False}
 
@@ -55,52 +76,58 @@ def watch(site: Site, log_path: Path, duration_s: float | None, round_s: float =
 
     old = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)}
     rounds = split = 0
-    longest = 0.0
-    last_round = None
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    pool = ThreadPoolExecutor(max_workers=len(hosts) * (LANES + 1))
+    list(pool.map(_Host.poll, hosts))  # connections opened before the first round counts
+    for h in hosts:
+        h.sent_times.clear()
     start = time.monotonic()
-    pool = ThreadPoolExecutor(max_workers=len(hosts))
     with open(log_path, "w") as log:
         log.write(json.dumps({"event": "start", "hosts": [h.name for h in hosts], "round_s": round_s, "at": time.time()}) + "\n")
         try:
             next_at = time.monotonic()
             while not stop["now"] and (duration_s is None or time.monotonic() - start < duration_s):
+                for h in hosts:
+                    pool.submit(h.poll)
+                next_at += round_s
                 delay = next_at - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
-                next_at = max(next_at + round_s, time.monotonic())
-                at = time.time()
-                futures = {h.name: pool.submit(h.poll) for h in hosts}
-                wait(futures.values(), timeout=ANSWER_S)
-                states = {n: f.result() if f.done() else "unknown: no answer in time" for n, f in futures.items()}
-                writable = sorted(n for n, s in states.items() if s == "primary")
+                now = time.monotonic()
+                states = {}
+                for h in hosts:
+                    with h.guard:
+                        latest = h.latest
+                    states[h.name] = latest[1] if latest and now - latest[0] <= FRESH_S else "unknown: no fresh answer"
+                writable = sorted(n for n, st in states.items() if st == "primary")
                 rounds += 1
                 split += len(writable) > 1
-                now = time.monotonic()
-                if last_round is not None:
-                    longest = max(longest, now - last_round)
-                last_round = now
-                log.write(json.dumps({"event": "round", "at": round(at, 3), "states": states, "writable": writable}) + "\n")
+                log.write(json.dumps({"event": "round", "at": round(time.time(), 3), "states": states, "writable": writable}) + "\n")
                 log.flush()
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
-            pool.shutdown(wait=False, cancel_futures=True)
+            pool.shutdown(wait=True, cancel_futures=True)
             for h in hosts:
-                if h.conn is not None:
-                    h.conn.close()
-            summary = {"event": "end", "rounds": rounds, "split_brain_rounds": split, "longest_round_gap_s": round(longest, 3),
+                h.close()
+            gaps = {h.name: round(max((b - a for a, b in zip(sorted(h.sent_times), sorted(h.sent_times)[1:])), default=0.0), 3)
+                    for h in hosts}
+            summary = {"event": "end", "rounds": rounds, "split_brain_rounds": split, "longest_poll_gap_s": gaps,
                        "at": time.time()}
             log.write(json.dumps(summary) + "\n")
     return summary
 
 
 def summarise(rows: list[dict]) -> dict:
-    """From a watcher log: rounds, moments with more than one writable primary, rounds where no
-    host was writable, and the longest time between rounds."""
+    """From a watcher log: rounds, moments with more than one writable primary, rounds where every
+    host answered and none was writable, rounds where a host did not answer, and the longest time
+    between rounds."""
     rounds = [r for r in rows if r.get("event") == "round"]
     ats = [r["at"] for r in rounds]
+    answered = [r for r in rounds if all(v in ("primary", "standby") for v in r.get("states", {}).values())]
     return {"rounds": len(rounds), "split_brain_rounds": sum(len(r["writable"]) > 1 for r in rounds),
-            "no_primary_rounds": sum(not r["writable"] for r in rounds),
+            "no_primary_rounds": sum(not r["writable"] for r in answered),
+            "unanswered_rounds": len(rounds) - len(answered),
             "primaries": sorted({w for r in rounds for w in r["writable"]}),
-            "longest_round_gap_s": round(max((b - a for a, b in zip(ats, ats[1:])), default=0.0), 3)}
+            "longest_round_gap_s": round(max((b - a for a, b in zip(ats, ats[1:])), default=0.0), 3),
+            "longest_poll_gap_s": next((r.get("longest_poll_gap_s") for r in rows if r.get("event") == "end"), None)}

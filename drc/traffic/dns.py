@@ -12,7 +12,6 @@ import os
 import re
 import stat
 from dataclasses import dataclass
-from pathlib import Path
 
 import dns.exception
 import dns.flags

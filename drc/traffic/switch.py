@@ -19,7 +19,14 @@ import dns.rcode
 from drc.site import Site
 from drc.site.model import other_site
 from drc.site.traffic import TrafficSettings
-from drc.traffic.dns import Answer, TrafficError, ask, build_update, read_key, send_update
+from drc.traffic.dns import (
+    Answer,
+    TrafficError,
+    ask,
+    build_update,
+    read_key,
+    send_update,
+)
 
 POLL_S = 0.2
 
