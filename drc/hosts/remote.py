@@ -9,10 +9,12 @@ the hosts are files the roles install (drc/hostside), run by `run_program`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, TypeVar
 
@@ -67,12 +69,62 @@ class Result:
         return self.reachable and self.exited == 0
 
 
+# Open connections kept while `reused_connections()` is active: (site, host) -> (Connection, Lock).
+_pool: dict[tuple[str, str], tuple] | None = None
+_pool_lock = threading.Lock()
+
+
+@contextmanager
+def reused_connections():
+    """Within this block `run` keeps one SSH connection per host and reuses it: a runbook's many
+    short commands would otherwise pay an SSH handshake each (0.3 s or more), and a switch-over's
+    outage is made of them. A connection that fails is dropped; the next command reconnects."""
+    global _pool
+    with _pool_lock:
+        outer, _pool = _pool, (_pool if _pool is not None else {})
+    try:
+        yield
+    finally:
+        if outer is None:
+            with _pool_lock:
+                pool, _pool = _pool, None
+            for conn, _ in (pool or {}).values():
+                with contextlib.suppress(Exception):
+                    conn.close()
+
+
+def _pooled(site: Site, host: str, connect_timeout: float):
+    key = (site.site, host)
+    with _pool_lock:
+        if _pool is None:
+            return None
+        if key not in _pool:
+            _pool[key] = (connection(site, host, connect_timeout), threading.Lock())
+        return _pool[key]
+
+
+def _drop(site: Site, host: str) -> None:
+    with _pool_lock:
+        entry = _pool.pop((site.site, host), None) if _pool is not None else None
+    if entry:
+        with contextlib.suppress(Exception):
+            entry[0].close()
+
+
 def run(site: Site, host: str, command: str, timeout: float, connect_timeout: float = CONNECT_TIMEOUT_S) -> Result:
     """Run one shell command (already quoted) on a host; never raises for a host problem."""
+    pooled = _pooled(site, host, connect_timeout)
     try:
-        with connection(site, host, connect_timeout) as conn:
-            r = conn.run(command, hide=True, warn=True, in_stream=False, timeout=timeout)
+        if pooled:
+            conn, lock = pooled
+            with lock:
+                r = conn.run(command, hide=True, warn=True, in_stream=False, timeout=timeout)
+        else:
+            with connection(site, host, connect_timeout) as conn:
+                r = conn.run(command, hide=True, warn=True, in_stream=False, timeout=timeout)
     except Exception as exc:  # noqa: BLE001 (any failure to reach a host is reported, with why)
+        if pooled:
+            _drop(site, host)
         return Result(host, reachable=False, error=why(exc))
     return Result(host, reachable=True, exited=r.exited, stdout=r.stdout, stderr=r.stderr)
 

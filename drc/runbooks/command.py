@@ -91,8 +91,11 @@ def cmd_switchover(args: argparse.Namespace, console: Console) -> int:
         console.print(f"  {i:2}. {s.name}: {s.does} ({s.sop}){flags}", highlight=False, markup=False)
     lock = HostLock(ctx.site, [ctx.source, ctx.target])
     engine = Engine(book, ctx, store.records_dir(ctx.site), lock, progress_printer(console))
+    from drc.hosts import remote
+
     try:
-        out = engine.run(dry_run=args.dry_run, rollback=args.rollback)
+        with remote.reused_connections():  # the outage is made of short commands: no handshake each
+            out = engine.run(dry_run=args.dry_run, rollback=args.rollback)
     except RunbookError as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False)
         return 2

@@ -433,11 +433,19 @@ def nothing(s: Switch) -> dict:
 
 
 def app_healthy(s: Switch) -> Reading:
-    from drc.status.command import probe_host
+    """The app's own health endpoint on the target, asked there (no full status probe: this check
+    sits inside the outage)."""
+    import shlex
 
-    p = probe_host(s.site, s.target)
-    h = p.get("health") or {}
-    return Reading(h.get("status") == "ok", f"{s.target}: app health {h.get('status')} ({h.get('detail')})", {"health": h})
+    from drc.hosts import remote
+
+    app = s.site.spse_app
+    url = f"http://127.0.0.1:{app.listen_port}{app.context_path}/health"
+    code = ("import json,sys,urllib.request\ntry:\n r=urllib.request.urlopen(sys.argv[1],timeout=3)\n"
+            " print(json.loads(r.read()).get('status'))\nexcept Exception as e:\n print('down',e)")
+    r = remote.run(s.site, s.target, f"python3 -c {shlex.quote(code)} {shlex.quote(url)}", timeout=15)
+    said = r.stdout.strip()
+    return Reading(r.ok and said == "ok", f"{s.target}: app health {said or r.error}", {"health": said})
 
 
 def backup_after_switch(s: Switch) -> dict:
@@ -470,12 +478,12 @@ def switchover(site_file: Path, to: str, echo: Callable[[str], None] = print) ->
         Step("uploads", "EM-3", f"final uploads sync {src} → {dst}, verified file for file (size, sha256)",
              final_uploads_sync, uploads_identical, deadline_s=10),
         Step("promote", "EM-2", f"promote {dst}", promote, target_is_primary, guard=promote_guard, no_return=True),
-        Step("primary-conf", "EM-3", f"{dst}'s standby settings removed, as the replication role has them on a primary",
-             drop_standby_conf, no_standby_conf),
         Step("app-up", "EM-2", f"start the app on {dst}: it serves reads and writes", app_start_target, app_healthy,
              deadline_s=60),
         Step("web", "IN-2", f"open the web ports on {dst} (the firewall role's ruleset for {to} active)", open_web_target,
              web_open_on_target),
+        Step("primary-conf", "EM-3", f"{dst}'s standby settings removed, as the replication role has them on a primary",
+             drop_standby_conf, no_standby_conf),
         Step("slot", "EM-3", f"replication slot for {src} on {dst}", slot_for_source, source_slot_present),
         Step("rejoin", "EM-3", f"{src} follows {dst} as a streaming standby (no rebuild)", source_follows,
              source_streams_from_target, deadline_s=60),
