@@ -19,7 +19,8 @@ site deploy, prints the platform, PostgreSQL and pgBackRest versions read from t
    (a) random: `--change-pct` % of the rows updated at random across the table and as many files
        replaced at random;
    (b) append: `--change-pct` % new rows inserted and as many new upload files, as tenders come in;
-   for each: the run's time and what it wrote, from the tools' own accounts (pgBackRest `info`:
+   for each: the heap pages the changed rows were on and the change's WAL (a backup waits until its
+   WAL is archived), the run's time and what it wrote, from the tools' own accounts (pgBackRest `info`:
    backup delta = data copied, repository delta = bytes stored; restic: data added) and the
    restic repository's growth on disk;
 4. restore, same data both ways, after the last incremental (nothing changes in between):
@@ -260,8 +261,12 @@ def main() -> int:
         results = []
         for i, (key, name, what, sql, fmode) in enumerate(cases):
             rel_pages = int(psql("SELECT pg_relation_size('pgbench_accounts') / 8192"))
+            lsn = psql("SELECT pg_current_wal_lsn()")
             changed, pages = map(int, psql(sql).splitlines()[-1].split())
             psql("CHECKPOINT")
+            # The change's WAL (full-page images of every page it touched) reaches the repository
+            # before the backup can finish: part of the incremental's time.
+            wal = int(psql(f"SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '{lsn}')"))
             ssh(lab, "primary", py(FILES, uploads, fmode, str(nf), str(args.file_kib), str(100 + i)), timeout=1800)
             du0 = restic_du()
             inc_db = runner(lab, "drc", "db", "--type", "incr")
@@ -271,7 +276,8 @@ def main() -> int:
             s = inc_db["duration_s"] + inc_up["duration_s"]
             stored = info["repository"]["delta"] + rdu
             results.append((key, name, s, stored, info, inc_db, inc_up, rdu))
-            print(f"({key}) {name}: {what} ({changed:,} rows, on {pages:,} of the table's {rel_pages:,} pages = {pct(pages, rel_pages)})")
+            print(f"({key}) {name}: {what} ({changed:,} rows, on {pages:,} of the table's {rel_pages:,} pages = {pct(pages, rel_pages)}; "
+                  f"{wal / MIB:.0f} MiB of WAL)")
             print(f"    database: {inc_db['duration_s']:.1f} s; pgBackRest's backup delta (files changed, read whole) "
                   f"{info['delta'] / MIB:.1f} MiB = {pct(info['delta'], info['size'])} of the database ({info['size'] / MIB:.0f} MiB), stored "
                   f"{info['repository']['delta'] / MIB:.2f} MiB = {pct(info['repository']['delta'], full_info['repository']['delta'])} "
