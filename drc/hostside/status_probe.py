@@ -186,6 +186,8 @@ def reboot_required(path=REBOOT_REQUIRED):
 def probe(args):
     """Everything this host says about itself, as a JSON-ready dict."""
     timeout = args.get("timeout", 5)
+    if args.get("only") == "health":  # a runbook's check inside an outage: the app's answer alone
+        return {"health": health(args["health_url"], timeout), "now": time.time()}
     out = {"pg": pg(args["pg_port"], timeout * 2), "health": health(args["health_url"], timeout)}
     out["components"] = {c["name"]: component(c["kind"], c["target"], timeout) for c in args.get("components", [])}
     out["updates"] = updates(args.get("apt_timeout", 30))

@@ -17,6 +17,7 @@ the other site.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -433,19 +434,19 @@ def nothing(s: Switch) -> dict:
 
 
 def app_healthy(s: Switch) -> Reading:
-    """The app's own health endpoint on the target, asked there (no full status probe: this check
-    sits inside the outage)."""
-    import shlex
-
+    """The app's own health endpoint on the target, asked there (status-probe's health part only:
+    this check sits inside the outage)."""
     from drc.hosts import remote
 
     app = s.site.spse_app
     url = f"http://127.0.0.1:{app.listen_port}{app.context_path}/health"
-    code = ("import json,sys,urllib.request\ntry:\n r=urllib.request.urlopen(sys.argv[1],timeout=3)\n"
-            " print(json.loads(r.read()).get('status'))\nexcept Exception as e:\n print('down',e)")
-    r = remote.run(s.site, s.target, f"python3 -c {shlex.quote(code)} {shlex.quote(url)}", timeout=15)
-    said = r.stdout.strip()
-    return Reading(r.ok and said == "ok", f"{s.target}: app health {said or r.error}", {"health": said})
+    r = remote.run_program(s.site, s.target, "status_probe", {"only": "health", "health_url": url, "timeout": 3},
+                           timeout=15, sudo=False)
+    try:
+        h = json.loads(r.stdout)["health"] if r.ok else {"status": "down", "detail": r.error or r.stderr.strip()[-200:]}
+    except (ValueError, KeyError):
+        h = {"status": "down", "detail": r.stdout.strip()[-200:]}
+    return Reading(h.get("status") == "ok", f"{s.target}: app health {h.get('status')} ({h.get('detail')})", {"health": h})
 
 
 def backup_after_switch(s: Switch) -> dict:
