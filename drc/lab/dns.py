@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import os
 import secrets
-import shlex
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -179,11 +178,6 @@ def _write(path: Path, text: str, mode: int, gid: int | None = None) -> bool:
     return True
 
 
-def _sh(script: str) -> str:
-    """One remote command line running `script` as root (ssh joins its words with spaces)."""
-    return f"sudo sh -c {shlex.quote(script)}"
-
-
 def _ids(root: Path, name: str) -> tuple[int, int]:
     for line in (root / "etc/passwd").read_text().splitlines():
         parts = line.split(":")
@@ -206,8 +200,9 @@ def ensure(lab: Lab, st: dict, log: Callable[[str], None] = print) -> None:
     ssh = lab.ssh_cmd(DNS_HOST)
     if not (root / "usr/sbin/knotd").exists():
         start = time.monotonic()
-        run(ssh + [_sh("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "
-                       "--no-install-recommends knot knot-dnsutils >/dev/null")], timeout=300)
+        run(ssh + ["sudo", "apt-get", "update", "-qq"], timeout=300)
+        run(ssh + ["sudo", "env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-qq", "--no-install-recommends",
+                   "knot", "knot-dnsutils"], timeout=300)
         log(f"lab {lab.name}: Knot DNS installed on {DNS_HOST} in {time.monotonic() - start:.1f}s")
     uid, gid = _ids(root, "knot")
     changed_ns1 = _write(root / "etc/knot/knot.conf", primary_conf(ns1, ns2, base64.b64encode(secret).decode()), 0o640, gid)
@@ -222,10 +217,11 @@ def ensure(lab: Lab, st: dict, log: Callable[[str], None] = print) -> None:
         check = run(ssh + ["sudo", "knotc", "-c", f"/etc/knot/{conf}", "conf-check"], check=False, timeout=30)
         if check.returncode != 0:
             raise LabError(f"Knot config {conf} on {DNS_HOST} refused: {check.stderr.strip() or check.stdout.strip()}")
-    cmds = ["systemctl daemon-reload"] if unit else []
-    cmds += ["systemctl enable -q knot knot-ns2"]
-    cmds += [f"systemctl {'restart' if changed else 'start'} {svc}" for svc, changed in (("knot", changed_ns1), ("knot-ns2", changed_ns2))]
-    run(ssh + [_sh(" && ".join(cmds))], timeout=60)
+    if unit:
+        run(ssh + ["sudo", "systemctl", "daemon-reload"], timeout=60)
+    run(ssh + ["sudo", "systemctl", "enable", "-q", "knot", "knot-ns2"], timeout=60)
+    for svc, changed in (("knot", changed_ns1), ("knot-ns2", changed_ns2)):
+        run(ssh + ["sudo", "systemctl", "restart" if changed else "start", svc], timeout=60)
 
     def answering() -> bool:
         return all(not ask(server, 53, t.public_name, timeout=1).error for server in (ns1, ns2))
