@@ -114,3 +114,50 @@ def test_watcher_summary_counts_two_writable_primaries():
     s = summarise([{"event": "start"}, *rounds, {"event": "end"}])
     assert s == {"rounds": 5, "split_brain_rounds": 1, "no_primary_rounds": 1, "unanswered_rounds": 1,
                  "primaries": ["drc", "primary"], "longest_round_gap_s": 0.7, "longest_poll_gap_s": None}
+
+
+def _command_site(tmp_path: Path, run: bool):
+    """A site whose traffic moves by a command: a real script that records the address in a file
+    (an edge NAT's table), and a check that prints it."""
+    from drc.site import load_site
+    from tests.test_site_validation import LAB
+
+    table = tmp_path / "edge-nat"
+    table.write_text("198.51.100.10\n")
+    mover = tmp_path / "move"
+    mover.write_text(f"#!/bin/sh\necho \"$1\" > {table}\n")
+    mover.chmod(0o755)
+    how = f'    run: ["{mover}", "{{address}}"]\n' if run else "    instructions: ask the edge team to point {name} at {address}\n"
+    (tmp_path / "site.yaml").write_text(LAB + f"""traffic:
+  public_name: lpse.lab.example
+  addresses: {{primary: 198.51.100.10, drc: 203.0.113.10}}
+  method: command
+  verify_deadline_seconds: 1
+  command:
+{how}    check: [cat, "{table}"]
+""")
+    return load_site(tmp_path / "site.yaml"), table
+
+
+def test_command_method_runs_then_verifies_and_is_idempotent(tmp_path):
+    from drc.traffic import current, switch
+
+    site, table = _command_site(tmp_path, run=True)
+    said = []
+    res = switch(site, "drc", log=said.append)
+    assert res.changed and res.old_address == "198.51.100.10" and table.read_text() == "203.0.113.10\n"
+    assert [a.addresses for a in current(site)] == [("203.0.113.10",)]
+    table.write_text("203.0.113.10\n")
+    again = switch(site, "drc", log=said.append)
+    assert not again.changed and len(said) == 1  # nothing run the second time
+
+
+def test_command_method_without_a_command_waits_then_times_out(tmp_path):
+    from drc.traffic import switch
+
+    site, table = _command_site(tmp_path, run=False)
+    said = []
+    with pytest.raises(TrafficError, match="timed out after 1s waiting for the check to show lpse.lab.example at 203.0.113.10"):
+        switch(site, "drc", log=said.append)
+    assert said == ["traffic: waiting for: ask the edge team to point lpse.lab.example at 203.0.113.10"]
+    assert table.read_text() == "198.51.100.10\n"
