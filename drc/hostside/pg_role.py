@@ -19,6 +19,10 @@ drc/runbooks. Standard library only. Every mode prints one JSON object; args alw
   passfile (IDENTIFY_SYSTEM): the connection a rejoined standby will need, tried before anything changes.
 - `unfollow`: on a promoted server, remove conf.d/siaga-standby.conf (its settings are ignored by a
   primary; the replication role removes it on the primary too) and reload.
+- `pgbackrest_check`: `pgbackrest check` as postgres with this host's configuration: a WAL segment
+  archived and found in the repository (the archive works, the repository answers).
+- `history_archived`: the timeline's history file (`0000000N.history`) is in the repository's archive
+  (archive-get into a scratch file): the new primary's archive-push reached it.
 - `follow`: make a cleanly shut down former primary a standby: write `conf` (its
   conf.d/siaga-standby.conf, rendered by the replication role's template) and standby.signal, and
   start it. Refused unless the control file says "shut down" (a crashed primary may hold WAL the
@@ -192,6 +196,23 @@ def reach(a):
             "error": None if ok else (se or so).strip()[-300:]}
 
 
+def pgbackrest_check(a):
+    rc, so, se = run(["pgbackrest", f"--stanza={a['stanza']}", "--log-level-console=warn", "check"], 120, user="postgres")
+    return {"ok": rc == 0, "error": None if rc == 0 else (se or so).strip()[-400:]}
+
+
+def history_archived(a):
+    import tempfile
+
+    name = f"{int(a['timeline']):08X}.history"
+    with tempfile.TemporaryDirectory(prefix="siaga-history-") as d:
+        os.chown(d, *_postgres())
+        rc, so, se = run(["pgbackrest", f"--stanza={a['stanza']}", "--log-level-console=warn", "archive-get", name,
+                          os.path.join(d, name)], 120, user="postgres")
+        found = rc == 0 and os.path.exists(os.path.join(d, name))
+    return {"ok": found, "file": name, "error": None if found else (se or so).strip()[-400:] or f"{name} not in the archive"}
+
+
 def standby_conf_path(a):
     return os.path.join(paths(a)["conf"], "conf.d", "siaga-standby.conf")
 
@@ -237,7 +258,8 @@ def _postgres():
     return pw.pw_uid, pw.pw_gid
 
 
-MODES = {"state": state, "stop": stop, "start": start, "promote": promote, "slot": slot, "reach": reach, "unfollow": unfollow, "follow": follow}
+MODES = {"state": state, "stop": stop, "start": start, "promote": promote, "slot": slot, "reach": reach, "unfollow": unfollow, "follow": follow,
+         "pgbackrest_check": pgbackrest_check, "history_archived": history_archived}
 
 
 def main():

@@ -131,6 +131,23 @@ def no_archive_backlog(s: Switch) -> Reading:
                        f"(last failed {arch.get('last_failed_wal')})", {"archive_ready": ready, "archiver": arch})
 
 
+def lag_within_threshold(s: Switch) -> Reading:
+    """The target is close behind: the promotion waits for it to replay everything, and the
+    outage grows with what it still has to replay (status thresholds, EM-3)."""
+    src, dst = s.readings.get(s.source) or s.state(s.source), s.readings.get(s.target) or s.state(s.target)
+    cur, rep = lsn(src.get("current_lsn")), lsn(dst.get("replay_lsn"))
+    if cur is None or rep is None:
+        return Reading(False, f"lag unknown (primary at {src.get('current_lsn')}, standby replayed {dst.get('replay_lsn')})")
+    lag, limit = max(0, cur - rep), s.site.status.max_lag_bytes
+    return Reading(lag <= limit, f"{s.target} is {lag} bytes of WAL behind (threshold {limit})", {"lag_bytes": lag})
+
+
+def archive_works(s: Switch) -> Reading:
+    """`pgbackrest check` on the primary: WAL archiving works and the repository answers (BK-1)."""
+    out = H.pg(s.site, s.source, "pgbackrest_check", stanza=s.site.backup.stanza, timeout=150)
+    return Reading(bool(out.get("ok")), f"{s.source}: pgbackrest check: {out.get('error')}")
+
+
 def rejoin_possible(s: Switch) -> Reading:
     bad = []
     for h in (s.source, s.target):
@@ -188,7 +205,9 @@ PREFLIGHT = (
     Check("the old primary is the primary", "EM-3", source_is_primary),
     Check("the target streams from it, replay not paused", "EM-3", target_streams),
     Check("the target's replication slot is on the primary", "EM-3", slot_present),
+    Check("the target's replay lag within the threshold", "EM-3", lag_within_threshold),
     Check("no WAL waits to be archived", "BK-1", no_archive_backlog),
+    Check("WAL archiving works and the repository answers (pgbackrest check)", "BK-1", archive_works),
     Check("a rejoin is possible (wal_log_hints or checksums, full_page_writes)", "EM-3", rejoin_possible),
     Check("the reverse replication connection works", "EM-3", reverse_connection),
     Check("a good database backup within its period", "BK-1", recent_backup),
@@ -449,6 +468,21 @@ def app_healthy(s: Switch) -> Reading:
     return Reading(h.get("status") == "ok", f"{s.target}: app health {h.get('status')} ({h.get('detail')})", {"health": h})
 
 
+def archive_check_target(s: Switch) -> dict:
+    return {}  # the check runs pgbackrest check itself; nothing to do first
+
+
+def archive_follows(s: Switch) -> Reading:
+    """On the new primary: `pgbackrest check` passes and the new timeline's history file is in the
+    repository (its archive-push reaches the repository at the other site)."""
+    st = s.state(s.target)
+    chk = H.pg(s.site, s.target, "pgbackrest_check", stanza=s.site.backup.stanza, timeout=150)
+    if not chk.get("ok"):
+        return Reading(False, f"{s.target}: pgbackrest check: {chk.get('error')}")
+    hist = H.pg(s.site, s.target, "history_archived", stanza=s.site.backup.stanza, timeline=st.get("timeline") or 0, timeout=150)
+    return Reading(bool(hist.get("ok")), f"{s.target}: {hist.get('error')}", {"history": hist.get("file"), "timeline": st.get("timeline")})
+
+
 def backup_after_switch(s: Switch) -> dict:
     from drc.backup import runs
 
@@ -493,6 +527,8 @@ def switchover(site_file: Path, to: str, echo: Callable[[str], None] = print) ->
              deadline_s=1),
         Step("app", "EM-2", f"the app on {dst} still serves reads and writes after the deploy", nothing, app_healthy,
              deadline_s=60),
+        Step("archive", "BK-1", f"{dst}'s WAL reaches the repository (pgbackrest check, the new timeline's history file)",
+             archive_check_target, archive_follows, deadline_s=5),
         Step("backup", "BK-1", f"a database backup of {dst} into the repository at {src}'s site", backup_after_switch, backup_ok),
     )
     return Runbook("switchover", to, f"Switch-over to {to.upper()}: {src} → {dst}", PREFLIGHT, steps), s

@@ -79,17 +79,33 @@ def home(lab, deployed, primary):
         siaga(lab, "switchover", "--to", "primary")
 
 
-def test_a_paused_standby_is_refused_and_nothing_changes(lab, primary, drc, home):
+def test_a_paused_standby_lagging_behind_is_refused_and_nothing_changes(lab, primary, drc, home):
     psql(drc, "SELECT pg_wal_replay_pause()")
+    try:
+        psql(primary, "SELECT pg_switch_wal()")  # the next WAL segment: the paused standby is MBs behind
+        psql(primary, "CREATE TABLE IF NOT EXISTS siaga_lag_probe (x int); INSERT INTO siaga_lag_probe VALUES (1)")
+        proc = siaga(lab, "switchover", "--to", "drc", "--json")
+        out = outcome(proc)
+        assert proc.returncode == 1 and out["outcome"] == "refused", out
+        assert "replay is paused" in out["message"] and "bytes of WAL behind" in out["message"]
+    finally:
+        psql(drc, "SELECT pg_wal_replay_resume()")
+        psql(primary, "DROP TABLE IF EXISTS siaga_lag_probe")
+    assert_serves_from(lab, primary, drc, "primary", "drc")
+    assert not primary.file("/var/lib/siaga/maintenance.html").exists
+
+
+def test_an_unreachable_backup_repository_is_refused_and_nothing_changes(lab, primary, drc, home):
+    repo = load_site(lab.site_file).backup.repository_path
+    assert drc.run("chmod 000 %s/pgbackrest", repo).rc == 0
     try:
         proc = siaga(lab, "switchover", "--to", "drc", "--json")
         out = outcome(proc)
         assert proc.returncode == 1 and out["outcome"] == "refused", out
-        assert "replay is paused" in out["message"]
+        assert "pgbackrest check" in out["message"]
     finally:
-        psql(drc, "SELECT pg_wal_replay_resume()")
+        assert drc.run("chmod 750 %s/pgbackrest", repo).rc == 0
     assert_serves_from(lab, primary, drc, "primary", "drc")
-    assert not primary.file("/var/lib/siaga/maintenance.html").exists
 
 
 def test_a_round_trip_loses_nothing_and_the_site_deploy_then_changes_nothing(lab, primary, drc, home):
