@@ -54,3 +54,19 @@ def test_the_record_lists_each_step_with_its_times_and_the_outage(tmp_path):
     html = render_report("catatan_runbook.html.j2", r=rec)
     assert "CATATAN PELAKSANAAN SWITCH-OVER KE DRC" in html and "SELESAI" in html and html.count("<td>does ") == 4
     assert Path(out.journal).name.startswith("switchover-drc-")
+
+
+def test_the_figures_come_from_the_journal_times(tmp_path):
+    from drc.runbooks.figures import switchover_figures
+
+    names = ("notice", "stop-app", "shutdown", "promote", "app-up", "web", "rejoin")
+    steps = tuple(Step(n, "EM-2", n, lambda _: None, lambda _: Reading(True)) for n in names)
+    out = Engine(Runbook("switchover", "drc", "t", (), steps), None, tmp_path, FileLock(tmp_path / "l")).run()
+    j = journals.Journal.load(out.journal)
+    at = {(e["event"], e.get("step")): e["at"] for e in j.events}
+    fig = switchover_figures(j)
+    import datetime as dt
+
+    gap = (dt.datetime.fromisoformat(at[("step-end", "web")]) - dt.datetime.fromisoformat(at[("step-start", "stop-app")])).total_seconds()
+    assert fig["outcome"] == "finished" and fig["service_gap_s"] == round(gap, 2) and fig["service_gap_s"] >= 0
+    assert fig["promotion_to_streaming_s"] is not None and fig["runbook_s"] >= fig["service_gap_s"]

@@ -1,11 +1,13 @@
 """`make demo`: raise the lab, deploy everything, prove it, and print what was verified.
 
 Steps: lab up → site deploy → the same deploy again (must change nothing) → the lab checks
-(tests/lab, run against this lab, which stays up) → a summary table.
+(tests/lab, run against this lab, which stays up) → a switch-over round trip primary → DRC →
+primary with its figures → a summary table.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -18,6 +20,8 @@ from rich.table import Table
 
 from drc.lab import lab as labmod
 from drc.hosts.deploy import REPO, idempotence_check, run_deploy
+from drc.runbooks.figures import switchover_figures
+from drc.runbooks.journal import Journal
 
 console = Console()
 
@@ -66,6 +70,9 @@ def main() -> int:
         )
         rows = _verified(junit) if junit.exists() else []
 
+    console.rule("5. switch-over round trip: primary → DRC → primary (EM-2 step 6)")
+    trips = [switch(the_lab, to) for to in ("drc", "primary")]
+
     table = Table(title=f"verified on lab '{the_lab.name}' (hosts stay up; `make lab-down` removes them)")
     table.add_column("check")
     table.add_column("result")
@@ -73,9 +80,26 @@ def main() -> int:
     table.add_row("second deploy changes nothing", "[green]ok[/green]" if idempotent else "[red]FAILED[/red]")
     for row in rows:
         table.add_row(*row)
+    for to, fig in trips:
+        ok = fig.get("outcome") == "finished"
+        table.add_row(f"switch-over to {to}", ("[green]ok[/green]" if ok else "[red]FAILED[/red]") +
+                      f" service gap (server side) {fig.get('service_gap_s')} s, old primary streaming "
+                      f"{fig.get('promotion_to_streaming_s')} s after the promotion (goal ≤ 30), runbook {fig.get('runbook_s')} s")
     console.print(table)
     console.print(f"site file: {the_lab.site_file}\nplan per host: .venv/bin/siaga check {the_lab.site_file}")
-    return 0 if idempotent and proc.returncode == 0 else 1
+    switched = all(fig.get("outcome") == "finished" for _, fig in trips)
+    return 0 if idempotent and proc.returncode == 0 and switched else 1
+
+
+def switch(the_lab, to: str) -> tuple[str, dict]:
+    """`siaga switchover --to <to>` on the lab, as an admin runs it; its figures from the journal."""
+    proc = subprocess.run([sys.executable, "-m", "drc.cli", "switchover", "--to", to, "--json", str(the_lab.site_file)],
+                          cwd=REPO, capture_output=True, text=True, env={**os.environ, "COLUMNS": "160"})
+    console.print(proc.stdout[-2500:], markup=False, highlight=False)
+    last = next((ln for ln in reversed(proc.stdout.splitlines()) if ln.startswith("{")), None)
+    if not last or not json.loads(last).get("journal"):
+        return to, {"outcome": "failed"}
+    return to, switchover_figures(Journal.load(Path(json.loads(last)["journal"])))
 
 
 if __name__ == "__main__":
