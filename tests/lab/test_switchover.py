@@ -122,6 +122,13 @@ def test_a_round_trip_loses_nothing_and_the_site_deploy_then_changes_nothing(lab
     doc2 = post(lab, "drc", during, "di-drc.pdf")  # the DRC serves writes through its app
     poll("the DRC's upload synced back to primary (lsyncd runs on the DRC now)",
          lambda: primary.file(doc2["path"]).exists, 60)
+    # The old side's lsyncd started again (by hand, a reboot, a stale timer) deletes nothing on the
+    # new side: its config and key are gone, and the DRC accepts no sync from it.
+    primary.run("systemctl start siaga-uploads-sync.service siaga-uploads-resync.service")
+    only_on_drc = post(lab, "drc", os.urandom(512), "hanya-di-drc.pdf")
+    poll("the new upload reached primary", lambda: primary.file(only_on_drc["path"]).exists, 60)
+    assert not active(primary, "siaga-uploads-sync.service")
+    assert drc.file(doc2["path"]).exists and drc.file(only_on_drc["path"]).exists
 
     proc = siaga(lab, "switchover", "--to", "primary", "--json")
     out = outcome(proc)
