@@ -145,7 +145,7 @@ def run_deploy(site_file: str | Path, deploy: str | Path = "deploys/site.py", *e
         cmd = [sys.executable, "-m", "drc.hosts.run_deploy", "--site", str(Path(site_file).expanduser()),
                "--result", str(result_file), *extra, str(path)]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=child_env,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=_die_with_parent)
         timed_out = threading.Event()
 
         def kill() -> None:
@@ -174,6 +174,15 @@ def run_deploy(site_file: str | Path, deploy: str | Path = "deploys/site.py", *e
             output += f"\nsiaga: the deploy was stopped after {timeout:.0f} s (timeout)\n"
             returncode = returncode or 124
         return read_result(result_file, returncode, output, time.monotonic() - start, dry="--dry" in extra)
+
+
+def _die_with_parent() -> None:
+    """In the deploy's child: killed when siaga dies (prctl PR_SET_PDEATHSIG), so a runbook killed
+    mid-deploy and run again never has two deploys at work on the same hosts."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def stop(proc: subprocess.Popen) -> None:

@@ -26,22 +26,13 @@ from drc.runbooks import hosts as H
 from drc.runbooks.engine import Check, Reading, Runbook, Step
 from drc.site import Site, load_site
 from drc.site.model import other_site
+from drc.status.command import parse_lsn as lsn
 from roles.spse_app.defaults import MAINTENANCE_PAGE as NOTICE_FILE
 
 # How long the old primary may take to shut down cleanly before the switch-over is abandoned.
 SHUTDOWN_DEADLINE_S = 60.0
 # A switch-over needs room for WAL and the new repository's first backup on both hosts.
 MIN_FREE_FRACTION = 0.10
-
-
-def lsn(value: str | None) -> int | None:
-    if not value:
-        return None
-    hi, _, lo = value.partition("/")
-    try:
-        return (int(hi, 16) << 32) + int(lo, 16)
-    except ValueError:
-        return None
 
 
 @dataclass

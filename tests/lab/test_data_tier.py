@@ -34,10 +34,11 @@ def poll(what: str, check, deadline_s: float, interval_s: float = 0.2):
         time.sleep(interval_s)
 
 
-def upload(lab, content: bytes, name: str) -> dict:
+def upload(lab, content: bytes, name: str, host: str = "primary") -> dict:
+    """A document written through the app on `host` over HTTPS (the stand-in's POST /dokumen)."""
     ctx = ssl.create_default_context()
     ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE  # the lab's self-signed certificate
-    req = urllib.request.Request(f"https://{lab.address('primary')}/eproc4/dokumen?name={name}", data=content, method="POST")
+    req = urllib.request.Request(f"https://{lab.address(host)}/eproc4/dokumen?name={name}", data=content, method="POST")
     with urllib.request.urlopen(req, context=ctx, timeout=15) as resp:
         assert resp.status == 201
         return json.loads(resp.read())

@@ -10,11 +10,9 @@ import hashlib
 import json
 import os
 import signal
-import ssl
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -23,7 +21,7 @@ from drc.records.store import records_dir
 from drc.runbooks import journal as journals
 from drc.site import load_site
 from tests.helpers import REPO, assert_no_change_rerun
-from tests.lab.test_data_tier import poll, psql
+from tests.lab.test_data_tier import poll, psql, upload
 
 TIMEOUT_S = 900
 
@@ -40,12 +38,7 @@ def outcome(proc: subprocess.CompletedProcess) -> dict:
 
 
 def post(lab, host: str, content: bytes, name: str) -> dict:
-    ctx = ssl.create_default_context()
-    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE  # the lab's self-signed certificate
-    req = urllib.request.Request(f"https://{lab.address(host)}/eproc4/dokumen?name={name}", data=content, method="POST")
-    with urllib.request.urlopen(req, context=ctx, timeout=15) as resp:
-        assert resp.status == 201
-        return json.loads(resp.read())
+    return upload(lab, content, name, host)
 
 
 def active(host, unit: str) -> bool:
@@ -162,7 +155,9 @@ def kill_at(lab, step: str, to: str) -> str:
             os.killpg(proc.pid, signal.SIGKILL)
 
 
-@pytest.mark.parametrize("step,to", [("rejoin", "drc"), ("shutdown", "primary")])
+# Before the promotion (undo-able), the promotion itself, after it, and inside the site deploy (its
+# child process dies with siaga: never two deploys at once).
+@pytest.mark.parametrize("step,to", [("shutdown", "drc"), ("promote", "primary"), ("rejoin", "drc"), ("converge", "primary")])
 def test_siaga_killed_mid_switchover_then_run_again_ends_on_one_consistent_site(lab, primary, drc, home, step, to):
     run_id = kill_at(lab, step, to)
     proc = siaga(lab, "switchover", "--to", to, "--json")
