@@ -76,10 +76,11 @@ def parse_pg(stdout):
     return out
 
 
-def health(url, timeout):
+def health(url, timeout, context=None, host_header=None):
     """The application's health endpoint: ok (reads and writes), read-only (a standby), down."""
+    req = urllib.request.Request(url, headers={"Host": host_header} if host_header else {})
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
+        with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:
             code, body = resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         code, body = exc.code, exc.read()
@@ -187,7 +188,11 @@ def probe(args):
     """Everything this host says about itself, as a JSON-ready dict."""
     timeout = args.get("timeout", 5)
     if args.get("only") == "health":  # a runbook's check inside an outage: the app's answer alone
-        return {"health": health(args["health_url"], timeout), "now": time.time()}
+        ctx = None
+        if args.get("through_local_https"):  # this host's Apache on 127.0.0.1 (its name is not 127.0.0.1)
+            ctx = ssl.create_default_context()
+            ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        return {"health": health(args["health_url"], timeout, ctx, args.get("host_header")), "now": time.time()}
     out = {"pg": pg(args["pg_port"], timeout * 2), "health": health(args["health_url"], timeout)}
     out["components"] = {c["name"]: component(c["kind"], c["target"], timeout) for c in args.get("components", [])}
     out["updates"] = updates(args.get("apt_timeout", 30))

@@ -397,7 +397,9 @@ class Lab:
         return {
             "spse_app": {"server_name": dns.PUBLIC_NAME,
                          "tls_certificate_file": "/etc/ssl/certs/siaga-public.pem", "tls_key_file": "/etc/ssl/private/siaga-public.key",
-                         "tls_certificate_source": str(files["cert"]), "tls_key_source": str(files["key"])},
+                         "tls_certificate_source": str(files["cert"]), "tls_key_source": str(files["key"]),
+                         # The lab CA as the chain: clients get it, and a switch-over's forward verifies the other site with it.
+                         "tls_chain_file": "/etc/ssl/certs/siaga-chain.pem", "tls_chain_source": str(files["ca"])},
             "traffic": {"public_name": dns.PUBLIC_NAME, "ttl": 60,
                         "addresses": {role: st["hosts"][role]["address"] for role in ("primary", "drc")},
                         "method": "dns-update",

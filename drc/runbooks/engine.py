@@ -152,8 +152,8 @@ class Engine:
             return Outcome(journal.run_id, "planned", f"run {journal.run_id} is open (interrupted): a re-run resumes it "
                            f"({'rolling back' if journal.rolling_back else 'forward'}); steps done: {', '.join(done) or 'none'}",
                            journal.path)
-        if hasattr(self.ctx, "run_id"):  # steps may name their run (records, reasons)
-            self.ctx.run_id = journal.run_id
+        if hasattr(self.ctx, "run_id"):  # steps may name their run (records, reasons) and read its journal
+            self.ctx.run_id, self.ctx.journal = journal.run_id, journal
         ok, why = self.lock.acquire(journal.run_id, {"runbook": self.book.name, "target": self.book.target, **holder()})
         if not ok:
             return Outcome(journal.run_id, "locked", f"not started: {why}", journal.path)

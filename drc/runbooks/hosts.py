@@ -15,7 +15,7 @@ from drc.hosts import remote
 from drc.site import Site
 
 
-def _json(r: remote.Result) -> dict:
+def program_json(r: remote.Result) -> dict:
     if not r.reachable:
         return {"ok": False, "reachable": False, "error": r.error}
     if r.error:
@@ -30,12 +30,12 @@ def pg(site: Site, host: str, mode: str, timeout: float = 60, **args) -> dict:
     """pg-role on a host (as root): state, stop, start, promote, slot, follow."""
     pgs = site.postgresql
     a = {"mode": mode, "version": pgs.version, "cluster": pgs.cluster, "port": site.firewall.postgresql_port, **args}
-    return _json(remote.run_program(site, host, "pg_role", a, timeout=timeout))
+    return program_json(remote.run_program(site, host, "pg_role", a, timeout=timeout))
 
 
 def uploads_digest(site: Site, host: str, timeout: float = 600) -> dict:
     a = {"dir": site.spse_app.uploads_dir, "exclude": site.uploads_sync.exclude}
-    return _json(remote.run_program(site, host, "uploads_digest", a, timeout=timeout))
+    return program_json(remote.run_program(site, host, "uploads_digest", a, timeout=timeout))
 
 
 def systemctl(site: Site, host: str, verb: str, unit: str, timeout: float = 120) -> dict:

@@ -45,6 +45,7 @@ class Switch:
     site: Site = field(init=False)
     readings: dict = field(default_factory=dict)
     run_id: str = ""
+    journal: object = None  # the run's journal (drc.runbooks.journal.Journal), set by the engine
 
     def __post_init__(self) -> None:
         self.site = load_site(self.site_file)
@@ -364,6 +365,57 @@ def web_open_on_target(s: Switch) -> Reading:
     return Reading(have == want, f"{s.target}: loaded firewall {have}, want {want}", {"version": have})
 
 
+def forward_on(s: Switch) -> dict:
+    """The old site's Apache forwards the app to the new site: clients that still hold the old
+    address (the DNS TTL) are served, not refused (issue 10 point 5)."""
+    from drc.hosts import remote
+    from roles.spse_app.defaults import FORWARD_CONF
+    from roles.spse_app.forward import render_forward
+
+    conf = render_forward(s.site.spse_app, s.address(s.target), s.run_id)
+    out = H.program_json(remote.run_program(s.site, s.source, "apache_forward", {"mode": "on", "path": FORWARD_CONF, "conf": conf},
+                                     timeout=90))
+    if not out.get("ok"):
+        raise RuntimeError(f"{s.source}: the forward to {s.target}: {out.get('error')}")
+    return {"to": s.address(s.target)}
+
+
+def forwarded(s: Switch) -> Reading:
+    return health_on(s, s.source, through_apache=True)
+
+
+def traffic_switch(s: Switch) -> dict:
+    from drc.traffic.switch import switch
+
+    return switch(s.site, s.to, log=s.echo).to_dict()
+
+
+def traffic_points_to_target(s: Switch) -> Reading:
+    from drc.traffic.switch import current, settings
+
+    want = str(settings(s.site).addresses[s.to])
+    answers = current(s.site)
+    ok = bool(answers) and all(want in a.addresses for a in answers)
+    return Reading(ok, f"{settings(s.site).public_name}: {[a.to_dict() for a in answers]} (want {want})",
+                   {"answers": [a.to_dict() for a in answers]})
+
+
+def ttl_passed(s: Switch) -> Reading:
+    """Clients cache the old address for up to the TTL after the switch; until then the old site's
+    forward must stay (the converge that follows removes it and closes the old web ports)."""
+    import datetime as dt
+
+    ttl = s.site.traffic.ttl if s.site.traffic else 0
+    done = [e["at"] for e in (s.journal.events if s.journal else []) if e["event"] == "step-end" and e.get("step") == "traffic"
+            and e.get("result") in ("done", "already done")]
+    if not ttl:
+        return Reading(True, data={"ttl": 0})
+    if not done:
+        return Reading(False, "the traffic switch's time is not in the journal")
+    waited = (dt.datetime.now().astimezone() - dt.datetime.fromisoformat(done[-1])).total_seconds()
+    return Reading(waited >= ttl, f"{waited:.0f} s since the traffic switch, TTL {ttl} s", {"waited_s": round(waited, 1), "ttl": ttl})
+
+
 def slot_for_source(s: Switch) -> dict:
     out = H.pg(s.site, s.target, "slot", name=s.slot_of(s.source))
     if not out.get("ok"):
@@ -443,20 +495,29 @@ def nothing(s: Switch) -> dict:
     return {}
 
 
-def app_healthy(s: Switch) -> Reading:
-    """The app's own health endpoint on the target, asked there (status-probe's health part only:
-    this check sits inside the outage)."""
+def health_on(s: Switch, host: str, through_apache: bool = False) -> Reading:
+    """The app's health endpoint asked on `host` (status-probe's health part only: these checks sit
+    inside the outage): the app itself, or through that host's Apache on 443."""
     from drc.hosts import remote
 
     app = s.site.spse_app
-    url = f"http://127.0.0.1:{app.listen_port}{app.context_path}/health"
-    r = remote.run_program(s.site, s.target, "status_probe", {"only": "health", "health_url": url, "timeout": 3},
+    url = (f"https://127.0.0.1{app.context_path}/health" if through_apache
+           else f"http://127.0.0.1:{app.listen_port}{app.context_path}/health")
+    # Through Apache as a client asks: for the public name (a forward verifies the other site's
+    # certificate against the name the client asked for).
+    r = remote.run_program(s.site, host, "status_probe", {"only": "health", "health_url": url, "timeout": 3,
+                                                          "through_local_https": through_apache,
+                                                          "host_header": (app.server_name or (s.site.traffic and s.site.traffic.public_name)) if through_apache else None},
                            timeout=15, sudo=False)
     try:
         h = json.loads(r.stdout)["health"] if r.ok else {"status": "down", "detail": r.error or r.stderr.strip()[-200:]}
     except (ValueError, KeyError):
         h = {"status": "down", "detail": r.stdout.strip()[-200:]}
-    return Reading(h.get("status") == "ok", f"{s.target}: app health {h.get('status')} ({h.get('detail')})", {"health": h})
+    return Reading(h.get("status") == "ok", f"{host}: app health {h.get('status')} ({h.get('detail')})", {"health": h})
+
+
+def app_healthy(s: Switch) -> Reading:
+    return health_on(s, s.target)
 
 
 def archive_check_target(s: Switch) -> dict:
@@ -508,12 +569,18 @@ def switchover(site_file: Path, to: str, echo: Callable[[str], None] = print) ->
              deadline_s=60),
         Step("web", "IN-2", f"open the web ports on {dst} (the firewall role's ruleset for {to} active)", open_web_target,
              web_open_on_target),
+        Step("forward", "EM-2", f"{src}'s Apache forwards the app to {dst} (clients holding the old address)", forward_on,
+             forwarded, deadline_s=15),
+        *((Step("traffic", "EM-2", f"users' traffic to {dst}: {s.site.traffic.method} of {s.site.traffic.public_name}",
+                traffic_switch, traffic_points_to_target, deadline_s=5),) if s.site.traffic else ()),
         Step("primary-conf", "EM-3", f"{dst}'s standby settings removed, as the replication role has them on a primary",
              drop_standby_conf, no_standby_conf),
         Step("slot", "EM-3", f"replication slot for {src} on {dst}", slot_for_source, source_slot_present),
         Step("rejoin", "EM-3", f"{src} follows {dst} as a streaming standby (no rebuild)", source_follows,
              source_streams_from_target, deadline_s=60),
         Step("site-file", "EM-2", f"the site file says active_site: {to}", write_site_file, site_file_says),
+        *((Step("ttl", "EM-2", f"the DNS TTL ({s.site.traffic.ttl} s) has passed since the traffic switch: no client holds "
+                f"{src}'s address any more", nothing, ttl_passed, deadline_s=s.site.traffic.ttl + 15),) if s.site.traffic else ()),
         Step("converge", "EM-2", "the site deploy: uploads sync reversed, web ports, app, backups follow", converge, converged,
              deadline_s=1),
         Step("app", "EM-2", f"the app on {dst} still serves reads and writes after the deploy", nothing, app_healthy,

@@ -12,6 +12,10 @@ PATH_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 # The notice Apache shows while the app is down for a runbook (503; SOP IN-3), written and removed
 # by drc/runbooks/switchover.py.
 MAINTENANCE_PAGE = "/var/lib/siaga/maintenance.html"
+# During a switch-over the old site's Apache forwards the app to the new site until the DNS TTL has
+# passed (clients holding the old address are still served); the runbook writes this file, the
+# site deploy that ends the switch-over removes it (SOP EM-2 step 6).
+FORWARD_CONF = "/etc/apache2/siaga-forward.conf"
 
 
 class SpseAppSettings(BaseModel):
