@@ -32,7 +32,7 @@ PUBLIC_NAME = f"lpse.{ZONE}"
 KEY_NAME = "siaga-lab-update"
 SECONDARY_OCTET = 11
 READY_DEADLINE_S = 30.0
-CA_ON_OUTSIDER = "/usr/local/share/ca-certificates/siaga-lab-ca.crt"
+CA_ON_OUTSIDER = "/usr/local/share/ca-certificates/siaga-lab-ca.crt"  # on every lab host
 
 
 def key_file(lab_dir: Path) -> Path:
@@ -232,10 +232,14 @@ def ensure(lab: Lab, st: dict, log: Callable[[str], None] = print) -> None:
 
 def _outsider(lab: Lab, st: dict, ns1: str, ns2: str) -> None:
     """The outsider resolves through the lab's DNS (then the machine's resolver for apt: an
-    authoritative server refuses other names, and the resolver library moves on) and trusts the lab CA."""
+    authoritative server refuses other names, and the resolver library moves on). Every lab host
+    trusts the lab CA as hosts trust a public CA (the system bundle): the outsider as a client, the
+    sites when one forwards to the other's public name during a switch-over."""
     from drc.lab.lab import run
 
     root = lab._rootfs("outsider") / "root"
     _write(root / "etc/resolv.conf", f"nameserver {ns1}\nnameserver {ns2}\nnameserver {st['resolver']}\n", 0o644)
-    if _write(root / CA_ON_OUTSIDER.lstrip("/"), tls.paths(lab.dir)["ca"].read_text(), 0o644):
-        run(lab.ssh_cmd("outsider") + ["sudo", "update-ca-certificates"], timeout=60)
+    ca = tls.paths(lab.dir)["ca"].read_text()
+    for host, d in st["hosts"].items():
+        if d["site"] in ("primary", "drc", "outside") and _write(lab._rootfs(host) / "root" / CA_ON_OUTSIDER.lstrip("/"), ca, 0o644):
+            run(lab.ssh_cmd(host) + ["sudo", "update-ca-certificates"], timeout=60)
