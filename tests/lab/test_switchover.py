@@ -66,7 +66,11 @@ def has_document(host, doc: dict, content: bytes) -> bool:
 
 @pytest.fixture(scope="module")
 def home(lab, deployed, primary):
-    """Whatever a test leaves, the module ends with `primary` serving (the other lab tests expect it)."""
+    """A database backup within its period (the preflight asks for one; a fresh lab has none yet), and
+    whatever a test leaves, the module ends with `primary` serving (the other lab tests expect it)."""
+    proc = subprocess.run([sys.executable, "-m", "drc.cli", "backup", "run", "--set", "db", str(lab.site_file)],
+                          capture_output=True, text=True, timeout=TIMEOUT_S, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     yield
     if load_site(lab.site_file).active_site != "primary" or psql(primary, "SELECT pg_is_in_recovery()") != "f":
         siaga(lab, "switchover", "--to", "primary")
@@ -75,8 +79,8 @@ def home(lab, deployed, primary):
 def test_a_paused_standby_lagging_behind_is_refused_and_nothing_changes(lab, primary, drc, home):
     psql(drc, "SELECT pg_wal_replay_pause()")
     try:
-        psql(primary, "SELECT pg_switch_wal()")  # the next WAL segment: the paused standby is MBs behind
-        psql(primary, "CREATE TABLE IF NOT EXISTS siaga_lag_probe (x int); INSERT INTO siaga_lag_probe VALUES (1)")
+        # Some MBs of WAL the paused standby receives but does not replay (threshold: 1 MiB).
+        psql(primary, "CREATE TABLE siaga_lag_probe AS SELECT g, repeat('x', 200) AS pad FROM generate_series(1, 20000) g")
         proc = siaga(lab, "switchover", "--to", "drc", "--json")
         out = outcome(proc)
         assert proc.returncode == 1 and out["outcome"] == "refused", out
@@ -155,9 +159,9 @@ def kill_at(lab, step: str, to: str) -> str:
             os.killpg(proc.pid, signal.SIGKILL)
 
 
-# Before the promotion (undo-able), the promotion itself, after it, and inside the site deploy (its
+# Before the promotion (undo-able), the promotion itself, and inside the site deploy after it (its
 # child process dies with siaga: never two deploys at once).
-@pytest.mark.parametrize("step,to", [("shutdown", "drc"), ("promote", "primary"), ("rejoin", "drc"), ("converge", "primary")])
+@pytest.mark.parametrize("step,to", [("shutdown", "drc"), ("promote", "primary"), ("converge", "drc")])
 def test_siaga_killed_mid_switchover_then_run_again_ends_on_one_consistent_site(lab, primary, drc, home, step, to):
     run_id = kill_at(lab, step, to)
     proc = siaga(lab, "switchover", "--to", to, "--json")
