@@ -53,6 +53,7 @@ bench: setup
 	-$(BIN)/python bench/replication_lag.py
 	-$(BIN)/python bench/initial_drc_build.py
 	-$(BIN)/python bench/backup.py
+	-$(BIN)/python bench/switchover.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

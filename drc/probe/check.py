@@ -6,6 +6,7 @@ consecutive acknowledged writes. SOP EM-3 (DRC data up to date), EM-2 step 6."""
 from __future__ import annotations
 
 import io
+import os
 import shlex
 from pathlib import Path
 
@@ -52,10 +53,14 @@ def _file_digests(site: Site, host: str, paths: list[str]) -> dict[str, str]:
     """sha256 of each file on `host` (the list goes on stdin, NUL-separated)."""
     if not paths:
         return {}
+    # The list goes as a file (sftp), not on stdin: a remote command's stdin gets no EOF from
+    # Fabric once a large list is sent, and the check would hang.
+    listing = f"/tmp/siaga-probe-check-{os.getpid()}.list"
     try:
         with connection(site, host) as conn:
-            r = conn.run("sudo -n xargs -0 -r sha256sum --", hide=True, warn=True, timeout=TIMEOUT_S,
-                         in_stream=io.StringIO("\0".join(paths)))
+            conn.put(io.BytesIO("\0".join(paths).encode()), listing)
+            r = conn.run(f"sudo -n xargs -0 -r -a {listing} sha256sum --; rc=$?; rm -f {listing}; exit $rc", hide=True,
+                         warn=True, timeout=TIMEOUT_S, in_stream=False)
     except Exception as exc:  # noqa: BLE001
         raise ProbeError(f"reading the probe's files on {host}: {why(exc)}") from None
     out = {}
