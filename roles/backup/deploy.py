@@ -29,6 +29,7 @@ from pyinfra.facts.server import Command
 from pyinfra.operations import files, server, systemd
 
 from drc.hostside import LIB
+from drc.site.platform import version_tuple
 from roles import host_programs
 from roles.managed_files import MANAGED_HEADER, config_file
 from roles.packages import ensure_installed
@@ -176,7 +177,7 @@ def _installed_pgbackrest(name: str) -> str | None:
 
     h = inventory_host(name)
     versions = (h.get_fact(DebPackages) or {}).get("pgbackrest") if h else None
-    return versions[0] if versions else None
+    return max(versions, key=version_tuple) if versions else None  # pyinfra gives a set
 
 
 def install_pgbackrest(tier: DataTier, host_name: str) -> None:

@@ -109,3 +109,20 @@ def test_a_database_backup_with_debian12s_pgbackrest_245(lab12, deployed12):
     assert info["status"]["code"] == 0 and db["details"]["label"] in [b["label"] for b in info["backup"]]
     writer = drc.check_output("cat /var/lib/siaga/backup/pgbackrest-writer-*")
     assert writer.startswith(PLATFORMS[PLATFORM].pgbackrest), writer
+
+
+def test_a_repository_written_by_a_newer_pgbackrest_stops_the_deploy_with_the_fixes(lab12, deployed12):
+    """As on a Debian 12 site whose repository the earlier siaga's backported 2.55.1 wrote: the
+    repository host's record says so, and Debian 12's 2.45 is not installed over it."""
+    drc = lab_host(lab12, "drc")
+    record = drc.check_output("ls /var/lib/siaga/backup/pgbackrest-writer-*")
+    kept = drc.check_output(f"cat {record}")
+    assert drc.run(f"printf '2.55.1-1~deb12siaga1\\n' > {record}").rc == 0
+    try:
+        res = run_deploy(lab12, "deploys/data_tier.py")
+        assert not res.ok and not res.changed, res.changed
+        assert "was written by pgBackRest 2.55.1-1~deb12siaga1, but platform 'debian12' provides pgBackRest 2.45" in res.output
+        assert "Fix: keep the newer pgBackRest with backup.pgbackrest_apt" in res.output
+    finally:
+        assert drc.run(f"printf '%s\\n' {kept} > {record}").rc == 0
+    assert_no_change_rerun(lab12, "deploys/data_tier.py", preview=False)
