@@ -131,6 +131,14 @@ def test_the_apt_repository_pins_only_pgbackrest():
                       {"Package": "pgbackrest", "Pin": 'origin "apt.postgresql.org"', "Pin-Priority": "600"}]
 
 
+def test_the_apt_source_names_its_key_by_the_keys_form(tmp_path):
+    site = _site(tmp_path, DEBIAN12, apt=True)
+    files = versions.apt_files(site.backup.pgbackrest_apt, b"-----BEGIN PGP PUBLIC KEY BLOCK-----\n", "/etc/apt/keyrings/k")
+    assert files["source"] == "deb [signed-by=/etc/apt/keyrings/k.asc] http://mirror.example/apt bookworm-pgdg main\n"
+    assert files["origin"] == "mirror.example" and 'origin "mirror.example"' in files["pin"]
+    assert versions.apt_files(site.backup.pgbackrest_apt, b"\x99\x01binary", "/k")["keyring"] == "/k.gpg"
+
+
 def test_an_apt_repository_key_file_that_is_missing_is_refused(tmp_path):
     text = edit(DEBIAN12, ("firewall:\n", "backup:\n  pgbackrest_apt:\n    url: http://mirror.example/apt\n"
                                           "    suite: bookworm-pgdg\n    key_file: /nonexistent/pgdg.asc\nfirewall:\n"))

@@ -17,7 +17,6 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from urllib.parse import urlsplit
 from typing import TYPE_CHECKING
 
 from pyinfra import host
@@ -204,18 +203,17 @@ def install_pgbackrest(tier: DataTier, host_name: str) -> None:
         ensure_installed(["pgbackrest"], f"backups (pgBackRest {site.os.pgbackrest}, {site.os.label})")
         return
     key = Path(apt_repo.key_file).expanduser()
-    armoured = key.read_bytes().lstrip().startswith(b"-----BEGIN PGP")
-    keyring = f"{APT_KEYRING}.{'asc' if armoured else 'gpg'}"
+    apt = versions.apt_files(apt_repo, key.read_bytes(), APT_KEYRING)
+    other = next(p for p in (f"{APT_KEYRING}.asc", f"{APT_KEYRING}.gpg") if p != apt["keyring"])
     files.directory(name="/etc/apt/keyrings", path="/etc/apt/keyrings", user="root", group="root", mode="755")
     changed = [
-        files.put(name=f"{keyring} (signs the pgBackRest apt repository only)", src=str(key), dest=keyring,
+        files.put(name=f"{apt['keyring']} (signs the pgBackRest apt repository only)", src=str(key), dest=apt["keyring"],
                   user="root", group="root", mode="644"),
-        files.file(name=f"{APT_KEYRING}.{'gpg' if armoured else 'asc'} absent", path=f"{APT_KEYRING}.{'gpg' if armoured else 'asc'}",
-                   present=False),
+        files.file(name=f"{other} absent", path=other, present=False),
         config_file(name=f"{APT_SOURCE}: {apt_repo.url} {apt_repo.suite}", dest=APT_SOURCE, mode=0o644,
-                    content=f"# {HEADER}\ndeb [signed-by={keyring}] {apt_repo.url} {apt_repo.suite} {apt_repo.component}\n"),
-        config_file(name=f"{APT_PIN}: only pgbackrest from {urlsplit(apt_repo.url).hostname}", dest=APT_PIN, mode=0o644,
-                    content=f"# {HEADER}\n" + versions.pin_preferences(urlsplit(apt_repo.url).hostname or "")),
+                    content=f"# {HEADER}\n{apt['source']}"),
+        config_file(name=f"{APT_PIN}: only pgbackrest from {apt['origin']}", dest=APT_PIN, mode=0o644,
+                    content=f"# {HEADER}\n{apt['pin']}"),
     ]
     server.shell(name="pgBackRest from the apt repository (apt-get update, install)",
                  commands=["apt-get update -qq", "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends pgbackrest"],

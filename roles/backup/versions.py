@@ -6,11 +6,13 @@ SOP BK-1, BK-8 (backups stay readable)."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from drc.site.platform import block_incremental, version_tuple
 
 if TYPE_CHECKING:
     from drc.site import Site
+    from roles.backup.defaults import PgbackrestApt
 
 MOVE_DOC = "README.md, 'What an existing Debian 12 site does to move'"
 
@@ -51,6 +53,15 @@ def downgrade_problem(site: Site, installed: dict[str, str | None], recorded: st
             f"backup.pgbackrest_apt in {site_file} (the PostgreSQL project's apt repository or your mirror of it), or "
             f"move the hosts to Debian 13 (platform: debian13), or start a new repository (a new backup.repository_path) "
             f"after a verified offline copy of this one and remove the newer pgbackrest package from the hosts; see {MOVE_DOC}")
+
+
+def apt_files(apt: PgbackrestApt, key: bytes, keyring: str) -> dict[str, str]:
+    """The keyring's path (by the key's form) -> '', and the sources and pin files' paths -> content."""
+    origin = urlsplit(apt.url).hostname or ""
+    ring = f"{keyring}.{'asc' if key.lstrip().startswith(b'-----BEGIN PGP') else 'gpg'}"
+    return {"keyring": ring,
+            "source": f"deb [signed-by={ring}] {apt.url} {apt.suite} {apt.component}\n",
+            "pin": pin_preferences(origin), "origin": origin}
 
 
 def pin_preferences(origin: str) -> str:
