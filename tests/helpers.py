@@ -49,3 +49,10 @@ def tcp_from(lab, host: str, address: str, port: int, timeout: float = 2.0) -> s
         "except OSError: print('timeout')\n"
     )
     return lab.netns_exec(host, [sys.executable, "-c", code]).stdout.strip()
+
+
+def pg_version(lab) -> str:
+    """The lab's PostgreSQL major: its site file's, which follows the lab's platform."""
+    from drc.site import load_site
+
+    return load_site(lab.site_file).postgresql.version

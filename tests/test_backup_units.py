@@ -92,28 +92,3 @@ def test_offline_copy_and_database_jobs_run_on_the_repository_host():
     from roles.backup.deploy import on_repository_host
 
     assert [j for j in timers(BackupSettings()) if on_repository_host(j)] == ["db-full", "db-incr", "offline"]
-
-
-def test_block_incremental_only_with_the_backported_pgbackrest():
-    from roles.backup.deploy import ROLE_DIR, block_incremental
-    from roles.templating import render
-
-    pg = SimpleNamespace(version="15", cluster="main")
-    for source, block in (("backport", True), ("debian", False)):
-        b = BackupSettings(pgbackrest_source=source)
-        conf = render(ROLE_DIR, "pgbackrest-repo.conf.j2", header="h", b=b, backup_host="primary", block=block_incremental(b),
-                      db_address="10.0.1.10", pg=pg, port=5432, passphrase="x")
-        assert ("repo1-block=y" in conf and "repo1-bundle=y" in conf) == block, source
-
-
-def test_the_backport_installer_refuses_a_package_whose_checksum_is_not_the_pinned_one(tmp_path):
-    """Nothing is unpacked or installed from a download that is not the reviewed file (SOP BK-8)."""
-    import subprocess
-    import sys
-
-    deb = tmp_path / "pgbackrest.deb"
-    deb.write_bytes(b"!<arch>\nnot the reviewed package\n")
-    proc = subprocess.run([sys.executable, str(REPO / "roles/backup/files/siaga-deb-backport"), "--url", deb.as_uri(),
-                           "--sha256", "0" * 64, "--version", "9.9-1~test", "--depends", "libc6"],
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 1 and "is not the pinned" in proc.stderr and "nothing installed" in proc.stderr

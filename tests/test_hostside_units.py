@@ -18,9 +18,11 @@ import pytest
 from drc import hostside
 from drc.hosts import remote
 from drc.hostside import PROGRAMS, backup_read, empty_standby, prod_restore, restore_probe, status_probe
+from drc.site.platform import DEFAULT_PLATFORM, PLATFORMS
 
 REPO = Path(__file__).resolve().parent.parent
 HOSTSIDE = REPO / "drc/hostside"
+PG = PLATFORMS[DEFAULT_PLATFORM].postgresql  # the default platform's PostgreSQL major
 
 
 # --- lint ---------------------------------------------------------------------------------------------
@@ -43,7 +45,7 @@ def ruff(paths: list[Path]) -> subprocess.CompletedProcess:
 
 def test_the_role_programs_found_are_the_python_ones():
     names = {f.name for f in python_programs_in_role_files()}
-    assert {"siaga-backup", "siaga-backup-remote", "siaga-deb-backport", "siaga-offline-copy", "standin.py"} <= names
+    assert {"siaga-backup", "siaga-backup-remote", "siaga-offline-copy", "standin.py"} <= names
     assert not any(n.endswith((".sql", ".j2")) for n in names)
 
 
@@ -186,10 +188,10 @@ def test_status_probe_main_needs_its_json_argument(capsys):
 
 # --- restore-probe --------------------------------------------------------------------------------------
 
-VERIFY_OK = """2026-11-26 00:40:01.123 P00   INFO: verify command begin 2.55.1: --config-path=/etc/siaga/pgbackrest-repo --stanza=spse
+VERIFY_OK = f"""2026-11-26 00:40:01.123 P00   INFO: verify command begin 2.55.1: --config-path=/etc/siaga/pgbackrest-repo --stanza=spse
 2026-11-26 00:40:02.456 P00   INFO: stanza: spse
                                     status: ok
-                                    wal archive min/max (15): 000000010000000000000001/000000010000000000000007
+                                    wal archive min/max ({PG}): 000000010000000000000001/000000010000000000000007
                                     backup: 20261126-003000F, status: valid, total files checked: 980, total valid files: 980
 2026-11-26 00:40:02.500 P00   INFO: verify command end: completed successfully (1379ms)
 """
@@ -210,7 +212,7 @@ def test_restore_probe_refuses_a_scratch_root_that_overlaps_production(tmp_path)
     prod = tmp_path / "var/lib/postgresql"
     prod.mkdir(parents=True)
     assert restore_probe.scratch_overlap(str(tmp_path / "var/tmp/rt"), [str(prod)]) is None
-    for root in (prod, prod / "15/scratch", tmp_path / "var/lib"):
+    for root in (prod, prod / PG / "scratch", tmp_path / "var/lib"):
         assert "overlaps production path" in restore_probe.scratch_overlap(str(root), [str(prod)])
     link = tmp_path / "innocent"
     link.symlink_to(prod)
@@ -269,7 +271,7 @@ class Clock:
         self.t += s
 
 
-ARGS = {"version": "15", "stanza": "spse", "timeout_s": 3600, "restore_args": ["--set=20261126-003000F", "--type=immediate",
+ARGS = {"version": PG, "stanza": "spse", "timeout_s": 3600, "restore_args": ["--set=20261126-003000F", "--type=immediate",
                                                                               "--target-action=promote"]}
 
 
@@ -285,15 +287,15 @@ def test_prod_restore_runs_every_step_in_order_and_leaves_nothing_pending():
     assert [s["step"] for s in out["steps"]] == ["stop", "restore", "start", "promoted", "recovery settings cleared",
                                                  "restarted, nothing pending a restart"]
     cmds = [" ".join(c) for c in host.commands]
-    assert cmds[0] == "systemctl stop postgresql@15-main"
+    assert cmds[0] == f"systemctl stop postgresql@{PG}-main"
     assert cmds[1] == ("runuser -u postgres -- pgbackrest --stanza=spse --delta --log-level-console=warn "
                        "--set=20261126-003000F --type=immediate --target-action=promote restore")
-    assert cmds[2] == "systemctl start postgresql@15-main"
+    assert cmds[2] == f"systemctl start postgresql@{PG}-main"
     reset = host.commands[4]
     for setting in prod_restore.RECOVERY_SETTINGS:
         assert f"ALTER SYSTEM RESET {setting}" in reset
     assert reset[-1] == "SELECT pg_reload_conf()" and "ON_ERROR_STOP=1" in reset
-    assert cmds[5] == "systemctl restart postgresql@15-main"
+    assert cmds[5] == f"systemctl restart postgresql@{PG}-main"
 
 
 def test_prod_restore_stops_at_the_first_failed_step():

@@ -8,12 +8,14 @@ import subprocess
 
 import pytest
 
+from drc.site.platform import DEFAULT_PLATFORM, PLATFORMS
 from roles.postgresql.operations import DECIDE, NOT_APPLIED, RESTART_NEEDED
 
-CONF = "/etc/postgresql/15/main/conf.d/siaga.conf"
-AUTO = "/var/lib/postgresql/15/main/postgresql.auto.conf"
-MAIN = "/etc/postgresql/15/main/postgresql.conf"
-HBA = "/etc/postgresql/15/main/pg_hba.conf"
+PG = PLATFORMS[DEFAULT_PLATFORM].postgresql  # the default platform's major
+CONF = f"/etc/postgresql/{PG}/main/conf.d/siaga.conf"
+AUTO = f"/var/lib/postgresql/{PG}/main/postgresql.auto.conf"
+MAIN = f"/etc/postgresql/{PG}/main/postgresql.conf"
+HBA = f"/etc/postgresql/{PG}/main/pg_hba.conf"
 # What a restored primary shows until it restarts: recovery_target* removed from postgresql.auto.conf.
 AFTER_RESTORE = [f'||parameter "{p}" {RESTART_NEEDED}' for p in
                  ("recovery_target", "recovery_target_action", "recovery_target_timeline")]

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from drc.site.data_tier import load_data_tier
+from drc.site.platform import DEFAULT_PLATFORM, PLATFORMS
 from roles.backup.prechange import decide, watched_files
 from tests.test_backup_units import load_runner, run_args
 
@@ -94,7 +95,7 @@ def runner_cfg(tmp_path, runs):
 def test_prechange_only_runs_exactly_the_named_sets_and_records_why(tmp_path, capsys):
     runner = load_runner()
     cfg = runner_cfg(tmp_path, ["uploads", "system", "prune"])
-    why = "because /etc/postgresql/15/main/conf.d/siaga.conf changes"
+    why = f"because /etc/postgresql/{PLATFORMS[DEFAULT_PLATFORM].postgresql}/main/conf.d/siaga.conf changes"
     assert runner.cmd_run(cfg, run_args(set="prechange", only=["system"], why=why, trigger="pre-change")) == 1
     recs = [json.loads(x) for x in Path(cfg["log_file"]).read_text().splitlines()]
     assert [(r["set"], r["trigger"], r["details"]["why"]) for r in recs] == [("system", "pre-change", why)]

@@ -58,7 +58,7 @@ def test_lsyncd_config_follows_settings_and_reverses():
 
 
 def lua_syntax_error(path: Path) -> str | None:
-    """Lua's own parser on a file (lsyncd in Debian 12 runs Lua 5.3: `make setup` installs lua5.3)."""
+    """Lua's own parser on a file (lsyncd in Debian 12 and 13 runs Lua 5.3: `make setup` installs lua5.3)."""
     luac = shutil.which("luac5.3") or shutil.which("luac")
     assert luac, "luac not installed: run `make setup` (Debian package lua5.3)"
     r = subprocess.run([luac, "-p", str(path)], capture_output=True, text=True)

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from drc.site import SITE_ROLES, Site, SiteError, load_site
+from drc.site.platform import os_release_problem
 
 HostEntry = tuple[str, dict]
 
@@ -75,7 +76,21 @@ def this_host_in_site() -> tuple[Site, str]:
     name = host.data.get("siaga_host") or host.name
     if name not in site.hosts:
         raise DeployError(f"{host.name}: host '{name}' is not in {site_file}")
+    _check_platform(site, name, site_file)
     return site, name
+
+
+def _check_platform(site: Site, name: str, site_file: str) -> None:
+    """The host runs the site's platform (its /etc/os-release), or the deploy stops while planning:
+    pyinfra plans every host before it changes any, so nothing is changed anywhere."""
+    from pyinfra import host
+    from pyinfra.api.exceptions import DeployError
+
+    from roles.base.facts import OsRelease
+
+    problem = os_release_problem(site.os, host.get_fact(OsRelease), name, site_file)
+    if problem:
+        raise DeployError(f"platform: {problem}")
 
 
 _loaded: dict[tuple[str, int], Site] = {}

@@ -10,7 +10,7 @@ recovery (or shut down in recovery), of the same database system as the restored
 Anything else is refused and left untouched (exit 3). The cluster is started again (the deploy
 needs it running). Arguments (JSON, no secret):
 
-    {"version": "15", "cluster": "main", "system_identifier": "7412..."}
+    {"version": "<the site's postgresql.version>", "cluster": "main", "system_identifier": "7412..."}
 
 Prints `emptied` on success. Standard library only (Debian's python3). SOP BK-7.
 """

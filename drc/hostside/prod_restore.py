@@ -7,7 +7,7 @@ repository through pgBackRest's remote), starts it, waits until it is a primary 
 the recovery settings pgBackRest left behind and restarts it so that none of them is left pending
 a restart (inside the outage the restore already is). Arguments (JSON, no secret):
 
-    {"version": "15", "stanza": "spse", "timeout_s": 3600, "restore_args": ["--set=...", ...]}
+    {"version": "<postgresql.version>", "stanza": "spse", "timeout_s": 3600, "restore_args": ["--set=...", ...]}
 
 One JSON object on stdout: {"ok": bool, "seconds": float, "steps": [{"step", "ok", "output"}]}.
 Standard library only (Debian's python3). SOP BK-7.

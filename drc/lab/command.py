@@ -6,6 +6,8 @@ import argparse
 
 from rich.console import Console
 
+from drc.site.platform import DEFAULT_PLATFORM, PLATFORMS
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     lab_p = sub.add_parser("lab", help="the local two-site lab of real hosts")
@@ -14,6 +16,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     up.add_argument("--servers", type=int, default=None,
                     help="servers across the two sites (default 2: primary, drc); the extra ones (primary2, drc2, ...) "
                          "are in the lab's site-servers.yaml for remote-access deploys, e.g. the scale benchmark")
+    up.add_argument("--platform", choices=sorted(PLATFORMS), default=None,
+                    help=f"Debian release of every host (default {DEFAULT_PLATFORM}, or what the lab was raised with); "
+                         "recorded in the lab state and its site file")
     lab_sub.add_parser("down", help="remove everything this lab created")
     lab_sub.add_parser("status", help="show the lab hosts and whether they answer")
     wan = lab_sub.add_parser("wan", help="cut or heal the WAN between the two sites")
@@ -34,7 +39,7 @@ def cmd_lab(args: argparse.Namespace, console: Console) -> int:
 
     the_lab = Lab(args.lab or default_name())
     if args.lab_cmd == "up":
-        the_lab.up(servers=args.servers)
+        the_lab.up(servers=args.servers, platform=args.platform)
         print_status(the_lab, console)
     elif args.lab_cmd == "down":
         the_lab.down()

@@ -1,4 +1,5 @@
-"""The local two-site lab: real Debian 12 hosts, each a systemd-nspawn machine in its own netns.
+"""The local two-site lab: real Debian hosts (the lab's platform: Debian 13 by default, or 12), each a
+systemd-nspawn machine in its own netns.
 
 Topology of a lab with index k (third octets 4k..4k+3 of 10.213.0.0/16):
 
@@ -38,9 +39,10 @@ from typing import Callable, Iterator
 
 import yaml
 
+from drc.site.platform import DEFAULT_PLATFORM, PLATFORMS
+
 LABS_ROOT = Path(os.environ.get("SIAGA_LAB_ROOT", "/var/lib/siaga/labs"))
 IMAGE_CACHE = Path(os.environ.get("SIAGA_IMAGE_CACHE", "/var/cache/siaga/images"))
-SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
 SECURITY_MIRROR = "http://deb.debian.org/debian-security"
 # What a fresh server of a provider looks like: systemd, sshd, python3 (for facts), sudo.
@@ -109,6 +111,11 @@ class LabError(RuntimeError):
 
 
 HOSTS = lab_hosts()
+
+
+def lab_platform(st: dict) -> str:
+    """The lab's platform (labs recorded before platforms were a lab setting ran Debian 12)."""
+    return st.get("platform", "debian12")
 
 
 def default_name() -> str:
@@ -184,30 +191,32 @@ def container_leader(nspawn_pid: int) -> int | None:
 
 # --- the base image ----------------------------------------------------------------------------
 
-def image_key() -> str:
-    spec = json.dumps([SUITE, MIRROR, sorted(IMAGE_PACKAGES), 1])
+def image_key(suite: str) -> str:
+    spec = json.dumps([suite, MIRROR, sorted(IMAGE_PACKAGES), 1])
     return hashlib.sha256(spec.encode()).hexdigest()[:12]
 
 
-def ensure_image(log: Callable[[str], None] = print) -> Path:
-    """The cached debootstrap tree; rebuilt only when its package list changes."""
-    image = IMAGE_CACHE / f"{SUITE}-{image_key()}"
+def ensure_image(log: Callable[[str], None] = print, platform: str = DEFAULT_PLATFORM) -> Path:
+    """The cached debootstrap tree of a platform's suite (one per suite); rebuilt only when its
+    package list changes."""
+    suite = PLATFORMS[platform].suite
+    image = IMAGE_CACHE / f"{suite}-{image_key(suite)}"
     if (image / ".siaga-complete").exists():
         return image
     with _locked(IMAGE_CACHE / ".lock"):
         if (image / ".siaga-complete").exists():
             return image
-        for stale in IMAGE_CACHE.glob(f"{SUITE}-*"):  # older package lists and half-built trees
+        for stale in IMAGE_CACHE.glob(f"{suite}-*"):  # older package lists and half-built trees
             if stale != image:
                 shutil.rmtree(stale, ignore_errors=True)
         tmp = IMAGE_CACHE / f".build-{image.name}"
         shutil.rmtree(tmp, ignore_errors=True)
         log(f"building the lab image {image.name} with debootstrap (once; ~1 min)")
-        run(["debootstrap", "--variant=minbase", f"--include={','.join(IMAGE_PACKAGES)}", SUITE, str(tmp), MIRROR])
+        run(["debootstrap", "--variant=minbase", f"--include={','.join(IMAGE_PACKAGES)}", suite, str(tmp), MIRROR])
         (tmp / "etc/apt/sources.list").write_text(
-            f"deb {MIRROR} {SUITE} main\n"
-            f"deb {MIRROR} {SUITE}-updates main\n"
-            f"deb {SECURITY_MIRROR} {SUITE}-security main\n"
+            f"deb {MIRROR} {suite} main\n"
+            f"deb {MIRROR} {suite}-updates main\n"
+            f"deb {SECURITY_MIRROR} {suite}-security main\n"
         )
         for key in (tmp / "etc/ssh").glob("ssh_host_*"):
             key.unlink()  # each host gets its own keys
@@ -266,15 +275,21 @@ class Lab:
         return [h for h, d in st.get("hosts", {}).items() if _alive(d.get("pid"), d.get("start_time"))]
 
     # up / down
-    def up(self, log: Callable[[str], None] = print, servers: int | None = None) -> dict:
+    def up(self, log: Callable[[str], None] = print, servers: int | None = None, platform: str | None = None) -> dict:
         """Raise the lab; `servers` (default 2, or what the lab was raised with) is how many
-        servers it has across the two sites (see lab_hosts)."""
+        servers it has across the two sites (see lab_hosts); `platform` (default debian13, or what
+        the lab was raised with) the Debian release of every host, written into its site files."""
+        if platform is not None and platform not in PLATFORMS:
+            raise LabError(f"platform {platform!r}: use one of {', '.join(PLATFORMS)}")
         with _locked(LABS_ROOT / ".lock"):
             sweep_leftovers(log)
             _raise_inotify_limit()
             st = self.state()
             if st and servers is not None and servers != st.get("servers", DEFAULT_SERVERS):
                 raise LabError(f"lab {self.name} has {st.get('servers', DEFAULT_SERVERS)} servers, not {servers}: "
+                               f"take it down first (siaga --lab {self.name} lab down)")
+            if st and platform is not None and platform != lab_platform(st):
+                raise LabError(f"lab {self.name} runs {lab_platform(st)}, not {platform}: "
                                f"take it down first (siaga --lab {self.name} lab down)")
             if st and all(h.name in self.running_hosts() for h in self.hosts(st)):
                 self._wait_ready(st, log)
@@ -283,8 +298,8 @@ class Lab:
             if st:  # partly running: bring the missing hosts back, keep the rest
                 log(f"lab {self.name}: restarting hosts that are down")
             else:
-                st = self._create(log, servers or DEFAULT_SERVERS)
-            image = ensure_image(log)
+                st = self._create(log, servers or DEFAULT_SERVERS, platform or DEFAULT_PLATFORM)
+            image = ensure_image(log, lab_platform(st))
             for h in self.hosts(st):
                 if h.name not in self.running_hosts():
                     self._boot(st, h, image)
@@ -314,7 +329,7 @@ class Lab:
             shutil.rmtree(self.dir, ignore_errors=True)
             log(f"lab {self.name}: removed")
 
-    def _create(self, log: Callable[[str], None], servers: int = DEFAULT_SERVERS) -> dict:
+    def _create(self, log: Callable[[str], None], servers: int = DEFAULT_SERVERS, platform: str = DEFAULT_PLATFORM) -> dict:
         index = _free_index()
         p = f"sg{index:02d}"
         net = lambda seg: ipaddress.ip_network(f"{NET_BASE.network_address + (index * 4 + seg) * 256}/24")  # noqa: E731
@@ -327,6 +342,7 @@ class Lab:
             "segments": {str(seg): {"subnet": str(net(seg)), "bridge": f"{p}{SEGMENT_BRIDGE[seg]}",
                                     "gateway": str(net(seg).network_address + 1)} for seg in SEGMENT_BRIDGE},
             "servers": servers,
+            "platform": platform,
             "hosts": {h.name: {"site": h.site, "segment": h.segment,
                                "address": str(net(h.segment).network_address + h.octet),
                                "netns": f"{p}-{h.name}", "veth": f"{p}-{h.name}"} for h in lab_hosts(servers)},
@@ -335,7 +351,7 @@ class Lab:
             "wan_cut": False,
         }
         _add_dns(st)
-        log(f"lab {self.name}: creating as {p} on {NET_BASE.network_address + index * 4 * 256}/22")
+        log(f"lab {self.name}: creating as {p} ({PLATFORMS[platform].label}) on {NET_BASE.network_address + index * 4 * 256}/22")
         self.dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o700)
         self._save(st)  # saved first, so a killed `up` is swept by the next one
@@ -358,6 +374,7 @@ class Lab:
         seg = st["segments"]
         site = {
             "site": "lab",
+            "platform": lab_platform(st),
             "admin_workstations": [f"{st['admin_address']}/32"],
             "ssh_allowlist": [st["office"]],
             "connection": {"user": ADMINS[0], "key_file": str(self.key_file), "known_hosts_file": str(self.known_hosts)},
@@ -500,7 +517,7 @@ class Lab:
             d = st["hosts"][host]
             _stop_machine(d, kill=False)
             _host_net_down(st, host)
-            self._boot(st, next(h for h in self.hosts(st) if h.name == host), ensure_image())
+            self._boot(st, next(h for h in self.hosts(st) if h.name == host), ensure_image(platform=lab_platform(st)))
             self._wait_ready(st, lambda _m: None)
 
     def set_wan(self, cut: bool) -> None:

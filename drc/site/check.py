@@ -36,6 +36,7 @@ def _summary(site: Site, site_path: str) -> Table:
     t.add_column(style="bold")
     t.add_column()
     t.add_row("active site", site.active_site)
+    t.add_row("platform", _platform(site))
     t.add_row("admin workstations", "\n".join(map(str, site.admin_workstations)))
     t.add_row("ssh allowlist (SOP RA-2)", "\n".join(map(str, site.ssh_allowlist)))
     c = site.connection
@@ -46,6 +47,15 @@ def _summary(site: Site, site_path: str) -> Table:
     t.add_row("firewall rollback", f"{site.firewall.rollback_seconds} s")
     t.add_row("security updates (SOP IN-2)", _updates(site))
     return t
+
+
+def _platform(site: Site) -> str:
+    from roles.backup.versions import uses_block_incremental
+
+    apt = site.backup.pgbackrest_apt
+    pgbr = f"pgBackRest from {apt.url} {apt.suite}" if apt else f"pgBackRest {site.os.pgbackrest}"
+    incr = "block incremental" if uses_block_incremental(site) else "file-level incrementals"
+    return f"{site.platform}: {site.os.label}, PostgreSQL {site.postgresql.version}, {pgbr} ({incr})"
 
 
 def _updates(site: Site) -> str:

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, IPvAnyAddress, IPvAnyNetwork, ValidationError, field_validator, model_validator
 
+from drc.site.platform import DEFAULT_PLATFORM, PLATFORMS, Platform
 from roles.backup.defaults import BackupSettings
 from roles.base.defaults import (
     DAYS,
@@ -145,6 +146,10 @@ class StatusThresholds(Strict):
 
 class Site(Strict):
     site: str = Field(pattern=NAME_RE)
+    # The Debian release of every host (drc/site/platform.py): both sites run the same one, since
+    # streaming replication needs the same PostgreSQL major. PostgreSQL's major and pgBackRest come
+    # from it; the deploy checks each host's /etc/os-release against it before changing anything.
+    platform: Literal[tuple(PLATFORMS)] = DEFAULT_PLATFORM  # type: ignore[valid-type]
     # Which site serves users now: the one fact runbooks change. Everything else follows it: the
     # database primary and the uploads sync's source are here, the backup repository at the other
     # site, the app runs and the web ports open here (derived_from_active_site).
@@ -181,6 +186,7 @@ class Site(Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> Site:
+        _check_platform(self)
         _check_sites(self)
         _derive_from_active_site(self)
         _check_admins(self)
@@ -193,6 +199,11 @@ class Site(Strict):
         if self.traffic:
             check_against_sites(self.traffic, list(self.sites))
         return self
+
+    @property
+    def os(self) -> Platform:
+        """The site's platform: the Debian release and what siaga takes from it."""
+        return PLATFORMS[self.platform]
 
     @cached_property
     def site_of(self) -> dict[str, str]:
@@ -238,6 +249,27 @@ def default_components(s: Site) -> list[Component]:
         out.append(Component(name=f"Replikasi database ke {standby_site.upper()}", criticality="Tinggi", kind="tcp",
                              target=f"{s.hosts[host].address}:{port}", run_on=standby_site))
     return out
+
+
+def _check_platform(s: Site) -> None:
+    """PostgreSQL's major is the platform's; a version set by hand must agree with it."""
+    want = PLATFORMS[s.platform].postgresql
+    if s.postgresql.version is None:
+        s.postgresql.version = want
+    elif s.postgresql.version != want:
+        raise SiteRuleError("postgresql.version", f"PostgreSQL {s.postgresql.version} is not the one of platform "
+                            f"'{s.platform}' ({PLATFORMS[s.platform].label} has PostgreSQL {want})",
+                            f"remove postgresql.version (it follows the platform), or set it to {want}; "
+                            "for another major, change 'platform'")
+    apt = s.backup.pgbackrest_apt
+    if apt is not None:
+        key = Path(apt.key_file).expanduser()
+        try:
+            key.read_bytes()
+        except OSError as exc:
+            raise SiteRuleError("backup.pgbackrest_apt.key_file", f"cannot read {key} ({exc.strerror})",
+                                "give the path of the repository's signing key on this workstation "
+                                "(e.g. apt.postgresql.org's ACCC4CF8.asc)") from None
 
 
 def _check_sites(s: Site) -> None:

@@ -87,6 +87,23 @@ class OfflineSettings(BaseModel):
         return media
 
 
+class PgbackrestApt(BaseModel):
+    """An apt repository pgBackRest is installed from (the PostgreSQL project's, or an LPSE's mirror
+    of it): only the package pgbackrest is taken from it (apt pinning), everything else stays Debian's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # The repository's URL, e.g. http://mirror.lpse.example/apt.postgresql.org/pub/repos/apt
+    url: str = Field(pattern=r"^https?://[^\s'\"]+$")
+    # Its suite for the platform's release, e.g. bookworm-pgdg (apt.postgresql.org's naming).
+    suite: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
+    component: str = Field("main", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    # The repository's signing key on the admin workstation (ASCII-armoured or binary OpenPGP, as
+    # the repository publishes it, e.g. ACCC4CF8.asc); copied to /etc/apt/keyrings and named by
+    # signed-by, so it signs this repository only.
+    key_file: str = Field(min_length=1)
+
+
 class BackupSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -113,14 +130,11 @@ class BackupSettings(BaseModel):
     # WAL waiting to be archived (DRC unreachable) above this size is dropped so the primary's disk
     # never fills (IN-3); point-in-time recovery then has a gap until the next full backup.
     archive_push_queue_max: str = Field("8GiB", pattern=r"^\d+(B|KiB|MiB|GiB|TiB)?$")
-    # Where pgBackRest comes from (SOP BK-1). "backport" (default): Debian 13's build of 2.55.1,
-    # installed on Debian 12 with its Depends renamed (files/siaga-deb-backport), for block
-    # incremental: a daily incremental stores the changed blocks, not every touched relation file
-    # whole. "debian": the release's own package (Debian 12: 2.45, file-level incremental only).
-    pgbackrest_source: Literal["backport", "debian"] = "backport"
-    # The Debian mirror the hosts download the backport from (the one their apt uses).
-    debian_mirror: str = Field("http://deb.debian.org/debian", pattern=r"^https?://[^\s'\"]+$")
-    # pgBackRest compression (zst: fast, well supported in Debian 12's 2.45).
+    # pgBackRest comes from the platform's Debian (Debian 13: 2.55, block incremental; Debian 12:
+    # 2.45, file-level incrementals). Set, the newer pgBackRest of this apt repository instead
+    # (e.g. a mirror of the PostgreSQL project's apt.postgresql.org), pinned to that one package.
+    pgbackrest_apt: PgbackrestApt | None = None
+    # pgBackRest compression (zst: fast, supported by 2.45 and 2.55 alike).
     compress_type: Literal["zst", "lz4", "gz", "bz2", "none"] = "zst"
     process_max: int = Field(2, ge=1, le=32)
     # restic sets (BK-8); `db` is the pgBackRest set. Names are unique.

@@ -19,12 +19,16 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
+from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.files import FileContents
+from pyinfra.facts.server import Command
 from pyinfra.operations import files, server, systemd
 
 from drc.hostside import LIB
+from drc.site.platform import version_tuple
 from roles import host_programs
 from roles.managed_files import MANAGED_HEADER, config_file
 from roles.packages import ensure_installed
@@ -35,6 +39,7 @@ from roles import secret_custody
 from roles.workstation_secrets import secret_file
 
 from . import operations as backup_ops
+from . import versions
 from .defaults import BackupSettings
 from .keys import KEYS_DIR, REMOTE_WRAPPER, db_account_keys, keys_file
 
@@ -50,22 +55,15 @@ KNOWN_HOSTS = f"{ETC}/known_hosts"
 REPO_CONFIG_PATH = "/etc/siaga/pgbackrest-repo"
 PG_SSH_DIR = "/var/lib/postgresql/.ssh"
 STATE_DIR = "/var/lib/siaga/backup"
-BACKPORT_INSTALLER = f"{LIB}/siaga-deb-backport"
 OFFLINE_COPY = f"{LIB}/siaga-offline-copy"
 # The copies made on every medium (which one is due in the rotation), kept by siaga-offline-copy.
 OFFLINE_HISTORY = f"{STATE_DIR}/offline-media.json"
 # Files of earlier versions that held the offline repository's own secrets (repo2 on the database host).
 RETIRED_SECRETS = (f"{ETC}/pgbackrest-repo2.conf", f"{ETC}/restic-repo2.password", "/etc/pgbackrest/conf.d/siaga-offline.conf")
-# Debian 13's pgBackRest on Debian 12 (setting pgbackrest_source: backport). Checked before pinning:
-# the binary needs glibc 2.34 and only sonames Debian 12 has (libssl.so.3, libssh2.so.1,
-# libzstd.so.1 with symbols older than 1.5.4); its Depends name Debian 13's t64 packages, renamed here.
-PGBACKREST_BACKPORT = {
-    "path": "pool/main/p/pgbackrest/pgbackrest_2.55.1-1_amd64.deb",
-    "sha256": "4143a01dba71c12aab93e67b012b5cb93ec9f80e408080ddbde6261115da381d",
-    "version": "2.55.1-1~deb12siaga1",
-    "depends": "postgresql-common, libbz2-1.0, libc6 (>= 2.34), libgcc-s1 (>= 4.2), liblz4-1 (>= 0.0~r127), libpq5, "
-               "libssh2-1 (>= 1.5.0), libssl3 (>= 3.0.0), libxml2 (>= 2.7.4), libzstd1 (>= 1.5.4), zlib1g (>= 1:1.1.4)",
-}
+# pgBackRest from an apt repository (backup.pgbackrest_apt): its key, its source, its pin.
+APT_KEYRING = "/etc/apt/keyrings/siaga-pgbackrest"
+APT_SOURCE = "/etc/apt/sources.list.d/siaga-pgbackrest.list"
+APT_PIN = "/etc/apt/preferences.d/siaga-pgbackrest"
 # Secrets on the admin workstation (names inside the secrets directory).
 SECRETS = {
     "repo1": "pgbackrest-repo1.passphrase",
@@ -167,22 +165,60 @@ def _host_key(tier: DataTier, name: str) -> str:
     return " ".join(lines[0].split()[:2])
 
 
-def block_incremental(b: BackupSettings) -> bool:
-    """pgBackRest >= 2.46 stores only the changed blocks of a file in an incremental backup."""
-    return b.pgbackrest_source == "backport"
+def writer_record(tier: DataTier) -> str:
+    """File on the repository host: the newest pgBackRest that wrote this repository (per repository
+    location, as the init marker), so a later deploy never installs an older one (roles/backup/versions.py)."""
+    return init_marker(tier).replace("/initialised-", "/pgbackrest-writer-")
 
 
-def install_pgbackrest(b: BackupSettings) -> None:
-    """The same pgBackRest version on every PostgreSQL host (its remote protocol needs that)."""
-    if b.pgbackrest_source == "debian":
-        ensure_installed(["pgbackrest"], "backups (pgBackRest)")
+def _installed_pgbackrest(name: str) -> str | None:
+    from roles.replication.deploy import inventory_host
+
+    h = inventory_host(name)
+    versions = (h.get_fact(DebPackages) or {}).get("pgbackrest") if h else None
+    return max(versions, key=version_tuple) if versions else None  # pyinfra gives a set
+
+
+def install_pgbackrest(tier: DataTier, host_name: str) -> None:
+    """The same pgBackRest on every PostgreSQL host (its remote protocol needs that): the platform's
+    Debian one, or the apt repository's (backup.pgbackrest_apt). Never one older than a host has or
+    than the one that wrote the repository: the deploy stops first (roles/backup/versions.py)."""
+    from roles.replication.deploy import inventory_host
+
+    site, b = tier.site, tier.site.backup
+    repo = repository_host(tier)
+    rh = inventory_host(repo)
+    recorded = rh.get_fact(FileContents, path=writer_record(tier)) if rh else None
+    bundles = rh.get_fact(Command, command=f"ls -d {b.repository_path}/pgbackrest/backup/{b.stanza}/*/bundle 2>/dev/null "
+                                          "| head -n 1") if rh else None
+    problem = versions.downgrade_problem(site, {h: _installed_pgbackrest(h) for h in site.hosts},
+                                         recorded[0].strip() if recorded else None,
+                                         f"{repo}:{b.repository_path}/pgbackrest", block_backups=bool(bundles))
+    if problem:
+        raise DeployError(f"backup: {problem}")
+    apt_repo = b.pgbackrest_apt
+    if apt_repo is None:
+        for path in (APT_SOURCE, APT_PIN, f"{APT_KEYRING}.asc", f"{APT_KEYRING}.gpg"):
+            files.file(name=f"{path} absent (pgBackRest from Debian)", path=path, present=False)
+        ensure_installed(["pgbackrest"], f"backups (pgBackRest {site.os.pgbackrest}, {site.os.label})")
         return
-    files.put(name=f"{BACKPORT_INSTALLER} (installs a checked backport .deb)", src=str(ROLE_DIR / "files/siaga-deb-backport"),
-              dest=BACKPORT_INSTALLER, user="root", group="root", mode="755")
-    p = PGBACKREST_BACKPORT
-    backup_ops.deb_backport(name=f"pgBackRest {p['version']} (Debian 13's build: block incremental)", package="pgbackrest",
-                            version=p["version"], url=f"{b.debian_mirror.rstrip('/')}/{p['path']}", sha256=p["sha256"],
-                            depends=p["depends"], installer=BACKPORT_INSTALLER)
+    key = Path(apt_repo.key_file).expanduser()
+    apt = versions.apt_files(apt_repo, key.read_bytes(), APT_KEYRING)
+    other = next(p for p in (f"{APT_KEYRING}.asc", f"{APT_KEYRING}.gpg") if p != apt["keyring"])
+    files.directory(name="/etc/apt/keyrings", path="/etc/apt/keyrings", user="root", group="root", mode="755")
+    changed = [
+        files.put(name=f"{apt['keyring']} (signs the pgBackRest apt repository only)", src=str(key), dest=apt["keyring"],
+                  user="root", group="root", mode="644"),
+        files.file(name=f"{other} absent", path=other, present=False),
+        config_file(name=f"{APT_SOURCE}: {apt_repo.url} {apt_repo.suite}", dest=APT_SOURCE, mode=0o644,
+                    content=f"# {HEADER}\n{apt['source']}"),
+        config_file(name=f"{APT_PIN}: only pgbackrest from {apt['origin']}", dest=APT_PIN, mode=0o644,
+                    content=f"# {HEADER}\n{apt['pin']}"),
+    ]
+    server.shell(name="pgBackRest from the apt repository (apt-get update, install)",
+                 commands=["apt-get update -qq", "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends pgbackrest"],
+                 _if=lambda: any(op.did_change() for op in changed))
+    ensure_installed(["pgbackrest"], "backups (pgBackRest from the apt repository)")
 
 
 @deploy("siaga backup: WAL archiving")
@@ -192,9 +228,9 @@ def archiving(tier: DataTier, host_name: str) -> None:
     b, pg = tier.site.backup, tier.postgresql
     # siaga's programs in LIB (made by roles/base): the restore-test probe, the production restore,
     # the backup log reader and the standby emptier (drc/hostside) on every PostgreSQL host, since
-    # which host is the source or a standby changes with a switch-over; then the backport installer.
+    # which host is the source or a standby changes with a switch-over.
     host_programs.ship("backup")
-    install_pgbackrest(b)
+    install_pgbackrest(tier, host_name)
     cdir = config_dir(pg)
     pg_ops.cluster_file(name=f"{cdir}/conf.d/siaga-archive.conf: WAL archiving to pgBackRest",
                         dest=f"{cdir}/conf.d/siaga-archive.conf", content=render_archive_conf(b),
@@ -275,10 +311,11 @@ def _repository_host(tier: DataTier, src: str) -> None:
     src_address = str(site.hosts[src].address)
     secret_file(name=f"{REPO_CONFIG_PATH}/pgbackrest.conf (repo1, encrypted; 0640 root:{u})",
                 dest=f"{REPO_CONFIG_PATH}/pgbackrest.conf", user="root", group=u, mode=0o640,
-                content=render(ROLE_DIR, "pgbackrest-repo.conf.j2", header=HEADER, b=b, backup_host=src, block=block_incremental(b),
+                content=render(ROLE_DIR, "pgbackrest-repo.conf.j2", header=HEADER, b=b, backup_host=src, block=versions.uses_block_incremental(site),
                                db_address=src_address, pg=tier.postgresql, port=site.firewall.postgresql_port,
                                passphrase=secret_custody.password(tier, "repo1")))
-    # The backup itself runs here (pgBackRest 2.45: on the repository host), as {u}, over SSH to postgres@src.
+    # The backup itself runs here (on the repository host, as pgBackRest 2.45 requires and 2.55 allows),
+    # as {u}, over SSH to postgres@src.
     repo_key, _ = secret_custody.ssh_key(tier, "repo_key")
     files.directory(name=f"{home}/.ssh-client", path=f"{home}/.ssh-client", user=u, group=u, mode="700")
     secret_file(name=f"{home}/.ssh-client/id_ed25519 (key to postgres@{src})", dest=f"{home}/.ssh-client/id_ed25519",
@@ -344,6 +381,11 @@ def _runner(tier: DataTier, host_name: str, jobs: dict[str, tuple[str, str]]) ->
     config_file(name=CONFIG_JSON, dest=CONFIG_JSON, mode=0o640,
                 content=json.dumps(runner_config(tier, host_name), indent=2, sort_keys=True) + "\n")
     backup_ops.initialised(name="Repositories initialised", marker=init_marker(tier), runner=RUNNER)
+    if host_name == repository_host(tier):
+        rec = host.get_fact(FileContents, path=writer_record(tier))
+        backup_ops.writer_recorded(name=f"{writer_record(tier)}: the newest pgBackRest that wrote the repository",
+                                   record=writer_record(tier), installed=_installed_pgbackrest(host_name),
+                                   recorded=rec[0].strip() if rec else None)
     all_jobs = timers(b)
     changed = []
     for job, (calendar, why) in all_jobs.items():

@@ -7,10 +7,11 @@ import os
 
 from pyinfra import host
 from pyinfra.api import QuoteString, StringCommand, operation
-from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.files import File, FindFiles
 
 from roles.managed_files import content_is_current, log_diff, upload
+
+from drc.site.platform import version_tuple
 
 from .prechange import SKIP_ENV
 
@@ -135,20 +136,20 @@ def unit_file(dest: str, content: str | None):
 
 
 @operation()
-def deb_backport(package: str, version: str, url: str, sha256: str, depends: str, installer: str):
+def writer_recorded(record: str, installed: str | None, recorded: str | None):
     """
-    A package from a newer Debian release installed as a backport (see files/siaga-deb-backport),
-    unless that exact version is installed already.
+    The record of the newest pgBackRest that wrote the repository is at least the installed one
+    (read by the next deploy: roles/backup/versions.py).
 
-    + package: Debian package name
-    + version: the backport's version string on this host
-    + url: the original .deb on the Debian mirror
-    + sha256: its pinned checksum
-    + depends: the Depends line rewritten to this release's package names
-    + installer: path of siaga-deb-backport on the host
+    + record: the record file on the repository host
+    + installed: pgbackrest's installed version when planned (None: installed by this run)
+    + recorded: the record's content (None: no record yet)
     """
-    if version in host.get_fact(DebPackages).get(package, []):
-        host.noop(f"{package} {version} installed")
+    if recorded and installed and version_tuple(installed) <= version_tuple(recorded):
+        host.noop(f"pgBackRest {recorded} recorded")
         return
-    yield StringCommand(QuoteString(installer), "--url", QuoteString(url), "--sha256", QuoteString(sha256),
-                        "--version", QuoteString(version), "--depends", QuoteString(depends))
+    f = QuoteString(record)
+    yield StringCommand("v=$(dpkg-query -W -f='${Version}' pgbackrest)", "&&", "old=$(cat", f, "2>/dev/null || true)", "&&",
+                        "{", "[ -n \"$old\" ]", "&&", "dpkg --compare-versions \"$v\" le \"$old\"", "||",
+                        "printf '%s\\n' \"$v\" >", f, ";", "}")
+

@@ -60,3 +60,15 @@ class Passwd(FactBase):
                 return {"uid": int(fields[2]), "gid": int(fields[3]), "comment": fields[4], "home": fields[5],
                         "shell": fields[6]}
         return None
+
+
+class OsRelease(FactBase[dict]):
+    """/etc/os-release as key -> value (``ID``, ``VERSION_ID``, ``PRETTY_NAME``, ...)."""
+
+    def command(self) -> str:
+        return "cat /etc/os-release 2>/dev/null || cat /usr/lib/os-release 2>/dev/null || true"
+
+    def process(self, output: list[str]) -> dict:
+        from drc.site.platform import parse_os_release
+
+        return parse_os_release("\n".join(output))

@@ -1,4 +1,4 @@
-"""Typed settings of the postgresql role (Debian's PostgreSQL 15 in Debian's layout)."""
+"""Typed settings of the postgresql role (Debian's PostgreSQL of the site's platform, in Debian's layout)."""
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -8,8 +8,10 @@ PG_NAME = r"^[a-z_][a-z0-9_]{0,62}$"
 class PostgresqlSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    # Debian 12's own PostgreSQL: security updates come with the OS, no third-party repository.
-    version: str = Field("15", pattern=r"^\d+$")
+    # The major of the site's platform (Debian's own PostgreSQL: security updates come with the
+    # OS, no third-party repository): Debian 13 17, Debian 12 15. Unset: the platform's; set, it
+    # must be the platform's (drc/site/platform.py).
+    version: str | None = Field(None, pattern=r"^\d+$")
     # Debian's cluster name: config in /etc/postgresql/<version>/<cluster>, outside the data
     # directory, so pg_rewind (fail-back) never overwrites it (LAB.md).
     cluster: str = Field("main", pattern=PG_NAME)

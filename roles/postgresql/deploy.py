@@ -1,4 +1,4 @@
-"""postgresql role: Debian's PostgreSQL 15 in Debian's layout, ready for streaming replication.
+"""postgresql role: Debian's PostgreSQL (the site platform's major) in Debian's layout, ready for streaming replication.
 
 Config in /etc/postgresql/<version>/<cluster>/ (pg_rewind never clobbers it): a conf.d drop-in,
 pg_hba.conf (replication only from the peer site), pg_ident.conf (the app's OS account maps to

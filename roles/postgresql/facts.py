@@ -28,7 +28,7 @@ class PgNode(FactBase):
     pg_controldata tells "shut down" from "shut down in recovery").
     """
 
-    def command(self, version: str = "15", cluster: str = "main") -> StringCommand:
+    def command(self, version: str, cluster: str = "main") -> StringCommand:
         data_dir = f"/var/lib/postgresql/{version}/{cluster}"
         bindir = f"/usr/lib/postgresql/{version}/bin"
         port = f"$(pg_conftool -s {version} {cluster} show port 2>/dev/null || echo 5432)"

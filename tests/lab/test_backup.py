@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import lab_host
+from tests.helpers import lab_host, pg_version
 
 REPO = Path(__file__).resolve().parents[2]
 RUN_DEADLINE_S = 600.0
@@ -368,7 +368,7 @@ def test_restore_into_production_overwrites_it_and_the_standby_follows_again(lab
     assert p.check_output(after) == "0"
     assert p.check_output("runuser -u postgres -- psql -XAtc 'select pg_is_in_recovery()'") == "f"
     # pgBackRest's recovery settings are gone (a standby copied from here would promote itself).
-    assert "recovery_target" not in p.file("/var/lib/postgresql/15/main/postgresql.auto.conf").content_string
+    assert "recovery_target" not in p.file(f"/var/lib/postgresql/{pg_version(lab)}/main/postgresql.auto.conf").content_string
     # The standby was re-seeded from the restored primary and follows it: a new write reaches it.
     assert [s["ok"] for s in rec["standby"]] == [True, True], rec["standby"]
     p.check_output("python3 -c %s after-the-restore", ONE_UPLOAD)
@@ -386,7 +386,7 @@ def test_after_a_restore_a_deploy_that_changes_the_postgresql_config_goes_throug
     """Issue 8 point 8: the restore leaves nothing pending a restart, and the next deploy that
     changes conf.d/siaga.conf is not refused for the old recovery_target* settings."""
     from tests.helpers import run_deploy
-    from tests.lab.test_prechange import CONF, site_with
+    from tests.lab.test_prechange import site_with
 
     p = hosts["primary"]
     pending = "runuser -u postgres -- psql -XAtc 'SELECT count(*) FROM pg_settings WHERE pending_restart'"

@@ -11,7 +11,7 @@ import ssl
 import time
 import urllib.request
 
-from tests.helpers import assert_no_change_rerun
+from tests.helpers import assert_no_change_rerun, pg_version
 
 LAG_DEADLINE_S = 60.0  # the default `siaga status` threshold (issue 3)
 
@@ -53,12 +53,13 @@ def test_primary_is_primary_and_drc_streams_from_it(lab, primary, drc):
     assert psql(primary, "SELECT active FROM pg_replication_slots WHERE slot_name = 'siaga_drc'") == "t"
 
 
-def test_config_is_debian_layout_scram_and_wal_log_hints(primary, drc):
+def test_config_is_debian_layout_scram_and_wal_log_hints(lab, primary, drc):
+    v = pg_version(lab)
     for host in (primary, drc):
-        assert psql(host, "SHOW config_file") == "/etc/postgresql/15/main/postgresql.conf"
+        assert psql(host, "SHOW config_file") == f"/etc/postgresql/{v}/main/postgresql.conf"
         assert psql(host, "SHOW wal_log_hints") == "on"
         assert psql(host, "SHOW password_encryption") == "scram-sha-256"
-        assert not host.file("/var/lib/postgresql/15/main/postgresql.conf").exists
+        assert not host.file(f"/var/lib/postgresql/{v}/main/postgresql.conf").exists
         pgpass = host.file("/var/lib/postgresql/.pgpass")
         assert (pgpass.user, pgpass.mode) == ("postgres", 0o600)
     assert psql(primary, "SELECT rolpassword LIKE 'SCRAM-SHA-256$%' FROM pg_authid WHERE rolname = 'replicator'") == "t"

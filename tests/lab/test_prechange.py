@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import lab_host, run_deploy
+from tests.helpers import lab_host, pg_version, run_deploy
 
-CONF = "/etc/postgresql/15/main/conf.d/siaga.conf"
 PGBR = "runuser -u siagabak -- pgbackrest --config-path=/etc/siaga/pgbackrest-repo --stanza=spse --output=json info"
 LOG = "/var/log/siaga/backup.jsonl"
 STEP = "Pre-change backup (SOP BK-2)"
@@ -44,15 +43,21 @@ def sha(h, path: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def lab_hosts(lab, deployed, tmp_path_factory):
+def conf(lab) -> str:
+    """The cluster's siaga.conf, under the lab's PostgreSQL major."""
+    return f"/etc/postgresql/{pg_version(lab)}/main/conf.d/siaga.conf"
+
+
+@pytest.fixture(scope="module")
+def lab_hosts(lab, deployed, tmp_path_factory, conf):
     hosts = {"primary": lab_host(lab, "primary"), "drc": lab_host(lab, "drc")}
-    original = sha(hosts["primary"], CONF)
+    original = sha(hosts["primary"], conf)
     yield hosts
     # The lab back to its own site file (that deploy takes its own pre-change backup).
     lab.set_wan(cut=False)
     back = run_deploy(lab, "deploys/data_tier.py")
     assert back.ok, back.output[-4000:]
-    assert sha(hosts["primary"], CONF) == original
+    assert sha(hosts["primary"], conf) == original
 
 
 @pytest.fixture(scope="module")
@@ -64,25 +69,25 @@ def step_of(result, host: str):
     return next((r for r in result.operations if r.host == host and STEP in r.op), None)
 
 
-def test_dry_run_shows_the_database_backup_as_a_change_with_its_reason(lab, lab_hosts, changed):
+def test_dry_run_shows_the_database_backup_as_a_change_with_its_reason(lab, lab_hosts, changed, conf):
     p, d = lab_hosts["primary"], lab_hosts["drc"]
-    conf_before, labels_before = sha(p, CONF), labels(d)
+    conf_before, labels_before = sha(p, conf), labels(d)
     res = run_deploy(lab, "deploys/data_tier.py", "--dry", site_file=changed)
     assert res.ok, res.output[-4000:]
     step = step_of(res, "drc")
     assert step and step.state == "will change", [(r.host, r.op, r.state) for r in res.operations][:20]
-    assert "a backup of the database" in step.op and f"because {CONF} changes" in step.op, step.op
+    assert "a backup of the database" in step.op and f"because {conf} changes" in step.op, step.op
     assert step_of(res, "primary").state == "will change"
     ops = [r.op for r in res.operations if r.host == "primary"]
-    conf_step = next(i for i, op in enumerate(ops) if op.endswith(f"{CONF}") or f"| {CONF}" in op)
+    conf_step = next(i for i, op in enumerate(ops) if op.endswith(f"{conf}") or f"| {conf}" in op)
     assert ops.index(step_of(res, "primary").op) < conf_step  # the backup comes before the change
-    assert (sha(p, CONF), labels(d)) == (conf_before, labels_before)  # --dry changed nothing
+    assert (sha(p, conf), labels(d)) == (conf_before, labels_before)  # --dry changed nothing
     print(f"--dry: {step.op}")
 
 
-def test_a_failed_prechange_backup_stops_the_deploy_and_changes_nothing(lab, lab_hosts, changed):
+def test_a_failed_prechange_backup_stops_the_deploy_and_changes_nothing(lab, lab_hosts, changed, conf):
     p, d = lab_hosts["primary"], lab_hosts["drc"]
-    conf_before, labels_before, n_before = sha(p, CONF), labels(d), len(records(d))
+    conf_before, labels_before, n_before = sha(p, conf), labels(d), len(records(d))
     lab.set_wan(cut=True)  # the repository host cannot reach the primary: pgBackRest fails for real
     try:
         res = run_deploy(lab, "deploys/data_tier.py", site_file=changed)
@@ -91,13 +96,13 @@ def test_a_failed_prechange_backup_stops_the_deploy_and_changes_nothing(lab, lab
     assert not res.ok, res.output[-4000:]
     assert step_of(res, "drc").state == "error"
     assert [(r.host, r.op) for r in res.changes] == [], res.changes  # no change on any host
-    assert sha(p, CONF) == conf_before and labels(d) == labels_before
+    assert sha(p, conf) == conf_before and labels(d) == labels_before
     new = records(d)[n_before:]
     assert [(r["set"], r["trigger"], r["result"]) for r in new] == [("db", "pre-change", "failure")], new
     print(f"failed pre-change backup stopped the deploy: {new[0]['error'][:200]}")
 
 
-def test_a_database_config_change_takes_a_database_backup_first(lab, lab_hosts, changed):
+def test_a_database_config_change_takes_a_database_backup_first(lab, lab_hosts, changed, conf):
     p, d = lab_hosts["primary"], lab_hosts["drc"]
     labels_before, nd, np_ = labels(d), len(records(d)), len(records(p))
     res = run_deploy(lab, "deploys/data_tier.py", site_file=changed)
@@ -106,11 +111,11 @@ def test_a_database_config_change_takes_a_database_backup_first(lab, lab_hosts, 
     assert len(new_labels) == 1, (labels_before, labels(d))
     db = [r for r in records(d)[nd:] if r["set"] == "db"]
     assert [(r["trigger"], r["result"], r["details"]["label"]) for r in db] == [("pre-change", "success", new_labels[0])]
-    assert f"{CONF} changes" in db[0]["details"]["why"]
+    assert f"{conf} changes" in db[0]["details"]["why"]
     files = [(r["set"], r["trigger"], r["result"]) for r in records(p)[np_:]]
     assert files == [("system", "pre-change", "success")], files
     # The change went ahead only after the backup had ended.
-    assert "log_min_duration_statement = '3s'" in p.file(CONF).content_string
-    changed_at = int(p.check_output(f"stat -c %Y {CONF}"))
+    assert "log_min_duration_statement = '3s'" in p.file(conf).content_string
+    changed_at = int(p.check_output(f"stat -c %Y {conf}"))
     assert dt.datetime.fromisoformat(db[0]["end"]).timestamp() <= changed_at + 1
-    print(f"pre-change backup {new_labels[0]} ({db[0]['duration_s']} s) before {CONF} changed")
+    print(f"pre-change backup {new_labels[0]} ({db[0]['duration_s']} s) before {conf} changed")

@@ -23,7 +23,7 @@ from drc.site import SITE_ROLES, Site, load_site
 from roles.base.deploy import HEADER as BASE_HEADER
 from roles.firewall.deploy import ruleset_context
 
-# Interpreter of Debian 12 (the lab image); naming it skips Ansible's interpreter discovery.
+# Debian's python3 (the lab image, Debian 12 or 13); naming it skips Ansible's interpreter discovery.
 PYTHON = "/usr/bin/python3"
 
 
