@@ -3,7 +3,7 @@
 
 Installed by roles/postgresql as /usr/local/lib/siaga/pg-role, run as root (sudo) by
 drc/runbooks. Standard library only. Every mode prints one JSON object; args always carry
-{"version": "17", "cluster": "main", "port": 5432}. Modes:
+{"version": "<PostgreSQL major>", "cluster": "main", "port": 5432}. Modes:
 
 - `state`: what the server says it is (never the site file): running, pg_is_in_recovery, timeline,
   LSNs, replay paused, the WAL receiver (status, sender), slots, WAL waiting to be archived
