@@ -23,6 +23,8 @@ drc/runbooks. Standard library only. Every mode prints one JSON object; args alw
   archived and found in the repository (the archive works, the repository answers).
 - `history_archived`: the timeline's history file (`0000000N.history`) is in the repository's archive
   (archive-get into a scratch file): the new primary's archive-push reached it.
+- `records`: the application's own record of its uploads: (path, sha256) of every row of `table`
+  (identifiers validated by the site file's application profile), read from `database`.
 - `follow`: make a cleanly shut down former primary a standby: write `conf` (its
   conf.d/siaga-standby.conf, rendered by the replication role's template) and standby.signal, and
   start it. Refused unless the control file says "shut down" (a crashed primary may hold WAL the
@@ -213,6 +215,21 @@ def history_archived(a):
     return {"ok": found, "file": name, "error": None if found else (se or so).strip()[-400:] or f"{name} not in the archive"}
 
 
+IDENT = re.compile(r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?$")
+
+
+def records(a):
+    names = (a["table"], a["path_column"], a["sha256_column"])
+    if not all(IDENT.match(n) for n in names) or not re.match(r"^[A-Za-z0-9_]+$", a["database"]):
+        return {"ok": False, "error": f"not identifiers: {names} / {a['database']!r}"}
+    sql = f"SELECT {a['path_column']}, {a['sha256_column']} FROM {a['table']} WHERE {a['path_column']} IS NOT NULL"
+    rc, so, se = run(["psql", "-XAtq", "-F", "|", "-p", str(a["port"]), "-d", a["database"], "-c", sql], 300, user="postgres")
+    if rc != 0:
+        return {"ok": False, "error": (se or so).strip()[-300:]}
+    rows = [ln.split("|", 1) for ln in so.splitlines() if "|" in ln]
+    return {"ok": True, "records": rows}
+
+
 def standby_conf_path(a):
     return os.path.join(paths(a)["conf"], "conf.d", "siaga-standby.conf")
 
@@ -259,13 +276,17 @@ def _postgres():
 
 
 MODES = {"state": state, "stop": stop, "start": start, "promote": promote, "slot": slot, "reach": reach, "unfollow": unfollow, "follow": follow,
-         "pgbackrest_check": pgbackrest_check, "history_archived": history_archived}
+         "pgbackrest_check": pgbackrest_check, "history_archived": history_archived, "records": records}
 
 
 def main():
     try:
         a = json.loads(sys.argv[1])
-        out = MODES[a["mode"]](a)
+        if a.get("mode") not in MODES:
+            out = {"ok": False, "error": f"pg-role has no mode {a.get('mode')!r}: this host's siaga programs are older "
+                                        "than the workstation's siaga. Fix: run the site deploy"}
+        else:
+            out = MODES[a["mode"]](a)
     except (IndexError, ValueError, KeyError) as exc:
         out = {"ok": False, "error": f"bad arguments: {type(exc).__name__}: {exc}"}
     except subprocess.TimeoutExpired as exc:

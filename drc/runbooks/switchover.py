@@ -86,6 +86,25 @@ def both_answer(s: Switch) -> Reading:
     return Reading(not bad, "; ".join(f"{h}: {e}" for h, e in bad.items()), {"hosts": [s.source, s.target]})
 
 
+def programs_current(s: Switch) -> Reading:
+    """siaga's programs on both hosts are the ones this workstation ships (a runbook run against
+    older ones fails midway): compared by sha256."""
+    import hashlib
+    import shlex
+
+    from drc.hostside import PROGRAMS
+    from drc.hosts import remote
+
+    want = {p.path: hashlib.sha256(p.source.read_bytes()).hexdigest() for p in PROGRAMS.values() if p.role == "base"}
+    stale = []
+    for h in (s.source, s.target):
+        r = remote.run(s.site, h, "sha256sum " + " ".join(shlex.quote(p) for p in want), timeout=30)
+        have = {path: digest for digest, _, path in (ln.partition("  ") for ln in r.stdout.splitlines())}
+        stale += [f"{h}:{p.rsplit('/', 1)[1]}" for p, d in want.items() if have.get(p) != d]
+    return Reading(not stale, f"siaga's host programs differ from this workstation's ({', '.join(stale)}). Fix: run the site "
+                              "deploy first", {"stale": stale})
+
+
 def source_is_primary(s: Switch) -> Reading:
     st = s.readings.get(s.source) or s.state(s.source)
     if st.get("running") and st.get("in_recovery") is False:
@@ -194,6 +213,7 @@ def recent_backup(s: Switch) -> Reading:
 
 PREFLIGHT = (
     Check("both hosts answer", "EM-3", both_answer),
+    Check("siaga's programs on the hosts are this siaga's", "EM-3", programs_current),
     Check("the old primary is the primary", "EM-3", source_is_primary),
     Check("the target streams from it, replay not paused", "EM-3", target_streams),
     Check("the target's replication slot is on the primary", "EM-3", slot_present),
@@ -302,8 +322,27 @@ def uploads_identical(s: Switch) -> Reading:
     a, b = src["files"], dst["files"]
     missing = sorted(p for p in a if p not in b)
     differ = sorted(p for p in a if p in b and a[p] != b[p])
-    return Reading(not missing and not differ, f"{len(missing)} files missing on {s.target} ({', '.join(missing[:5])}), "
-                   f"{len(differ)} differ ({', '.join(differ[:5])})", {"files": len(a), "missing": missing[:20], "differ": differ[:20]})
+    # The uploads the database knows (the application's own records, when its profile names them):
+    # each on the target with the sha256 the database holds (the target is a standby: same rows).
+    known, unknown_file = 0, []
+    fr = (s.site.spse_app.restore_test.file_records if s.site.spse_app.restore_test else None)
+    if fr is not None:
+        rec = H.pg(s.site, s.target, "records", database=s.site.postgresql.database, table=fr.table,
+                   path_column=fr.path_column, sha256_column=fr.sha256_column, timeout=300)
+        if not rec.get("ok"):
+            return Reading(False, f"{s.target}: the application's upload records: {rec.get('error')}")
+        root = s.site.spse_app.uploads_dir.rstrip("/") + "/"
+        for path, digest in rec["records"]:
+            rel = path[len(root):] if path.startswith(root) else path
+            known += 1
+            if (b.get(rel) or [None, None])[1] != digest:
+                unknown_file.append(rel)
+    ok = not missing and not differ and not unknown_file
+    return Reading(ok, f"{len(missing)} files missing on {s.target} ({', '.join(missing[:5])}), {len(differ)} differ "
+                       f"({', '.join(differ[:5])}), {len(unknown_file)} of the {known} uploads the database knows are not "
+                       f"there with its sha256 ({', '.join(unknown_file[:5])})",
+                   {"files": len(a), "missing": missing[:20], "differ": differ[:20], "db_known": known,
+                    "db_known_not_there": unknown_file[:20]})
 
 
 def promote(s: Switch) -> dict:
