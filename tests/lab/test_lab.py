@@ -86,7 +86,7 @@ def test_leftovers_of_a_killed_lab_are_swept(lab):
         assert prefix not in netns
         assert not d.exists()
         assert not any(c.exists() for c in cgroups)
-        assert lab.running_hosts() == ["primary", "drc", "outsider"]  # a live lab is never swept
+        assert lab.running_hosts() == ["primary", "drc", "outsider", "dns"]  # a live lab is never swept
     finally:
         subprocess.run(["ip", "link", "del", f"{prefix}a"], capture_output=True)
         for ns in ("primary", "orphan"):
