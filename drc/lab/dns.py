@@ -36,7 +36,9 @@ CA_ON_OUTSIDER = "/usr/local/share/ca-certificates/siaga-lab-ca.crt"  # on every
 
 
 def key_file(lab_dir: Path) -> Path:
-    return lab_dir / "secrets" / "dns-update.key"
+    """The update key of the lab's DNS (the province's server, not a secret of the site): kept out
+    of the site's secrets directory, which secret custody fetches back from the hosts."""
+    return lab_dir / "dns" / "dns-update.key"
 
 
 def ensure_key(path: Path, name: str) -> bytes:
