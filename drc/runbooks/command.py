@@ -125,13 +125,13 @@ def cmd_unlock(args: argparse.Namespace, console: Console) -> int:
     """Release the hosts' lock of a run that will not be resumed (recorded in its journal)."""
     site = load_site(args.site)
     lock = HostLock(site, list(site.hosts))
-    held = {h: lock._call(h, {"mode": "show"}).get("held") for h in lock.hosts}
+    held = {h: lock.call(h, {"mode": "show"}).get("held") for h in lock.hosts}
     mine = {h: v for h, v in held.items() if v and v.get("run_id") == args.run_id}
     if not mine:
         console.print(f"no host holds a lock of run {args.run_id}: {held}", highlight=False)
         return 1
     for h in mine:
-        lock._call(h, {"mode": "break", "run_id": args.run_id})
+        lock.call(h, {"mode": "break", "run_id": args.run_id})
     path = store.records_dir(site) / journals.SUBDIR / f"{args.run_id}.jsonl"
     if path.exists():
         j = journals.Journal.load(path)

@@ -8,7 +8,6 @@ returns a dict; a host that cannot be reached gives {"ok": False, "reachable": F
 from __future__ import annotations
 
 import json
-import re
 import shlex
 
 from drc.hosts import remote
@@ -75,7 +74,6 @@ def loaded_ruleset_version(site: Site, host: str, table: str) -> str | None:
     r = remote.run(site, host, f"sudo -n nft list table inet {shlex.quote(table)}", timeout=30)
     if not r.ok:
         return None
-    # As the firewall role's fact reads it: the line after `table inet <name> {` is its comment.
-    lines = r.stdout.splitlines()
-    m = re.match(r'^\s*comment "(.*)"\s*$', lines[1]) if len(lines) > 1 else None
-    return m.group(1) if m else None
+    from roles.firewall.ruleset import table_comment
+
+    return table_comment(r.stdout.splitlines())  # as the firewall role's fact reads it

@@ -26,7 +26,7 @@ class HostLock:
     def __init__(self, site, hosts: list[str]):
         self.site, self.hosts = site, sorted(hosts)
 
-    def _call(self, host: str, args: dict) -> dict:
+    def call(self, host: str, args: dict) -> dict:
         from drc.hosts import remote
 
         r = remote.run_program(self.site, host, "runbook_lock", args, timeout=30)
@@ -40,10 +40,10 @@ class HostLock:
     def acquire(self, run_id: str, holder: dict) -> tuple[bool, str]:
         taken = []
         for h in self.hosts:
-            out = self._call(h, {"mode": "acquire", "run_id": run_id, "holder": holder})
+            out = self.call(h, {"mode": "acquire", "run_id": run_id, "holder": holder})
             if not out.get("ok"):
                 for t in taken:
-                    self._call(t, {"mode": "release", "run_id": run_id})
+                    self.call(t, {"mode": "release", "run_id": run_id})
                 return False, f"{h}: {describe(out)}"
             if not out.get("again"):
                 taken.append(h)
@@ -51,7 +51,7 @@ class HostLock:
 
     def release(self, run_id: str) -> None:
         for h in self.hosts:
-            self._call(h, {"mode": "release", "run_id": run_id})
+            self.call(h, {"mode": "release", "run_id": run_id})
 
 
 class FileLock:

@@ -64,9 +64,14 @@ class Switch:
         return str(self.site.hosts[host].address)
 
     def state(self, host: str) -> dict:
+        """PostgreSQL's state on `host`, read now (and kept for the checks that follow)."""
         st = H.pg(self.site, host, "state", timeout=30)
         self.readings[host] = st
         return st
+
+    def known(self, host: str) -> dict:
+        """The state the preflight read last, or read now: the preflight reads each host once."""
+        return self.readings.get(host) or self.state(host)
 
     def tier(self):
         from drc.site.data_tier import data_tier_of
@@ -106,7 +111,7 @@ def programs_current(s: Switch) -> Reading:
 
 
 def source_is_primary(s: Switch) -> Reading:
-    st = s.readings.get(s.source) or s.state(s.source)
+    st = s.known(s.source)
     if st.get("running") and st.get("in_recovery") is False:
         return Reading(True, data={"timeline": st.get("timeline"), "lsn": st.get("current_lsn")})
     if s.readings.get(s.target, {}).get("in_recovery") is False and s.site.active_site == s.to:
@@ -115,7 +120,7 @@ def source_is_primary(s: Switch) -> Reading:
 
 
 def target_streams(s: Switch) -> Reading:
-    st = s.readings.get(s.target) or s.state(s.target)
+    st = s.known(s.target)
     recv = st.get("receiver") or {}
     data = {"receiver": recv, "replay_lsn": st.get("replay_lsn"), "replay_paused": st.get("replay_paused")}
     if not st.get("in_recovery"):
@@ -128,14 +133,14 @@ def target_streams(s: Switch) -> Reading:
 
 
 def slot_present(s: Switch) -> Reading:
-    st = s.readings.get(s.source) or s.state(s.source)
+    st = s.known(s.source)
     name = s.slot_of(s.target)
     slot = next((x for x in st.get("slots") or [] if x["name"] == name), None)
     return Reading(bool(slot and slot["active"]), f"slot {name} on {s.source}: {'inactive' if slot else 'missing'}", {"slot": slot})
 
 
 def no_archive_backlog(s: Switch) -> Reading:
-    st = s.readings.get(s.source) or s.state(s.source)
+    st = s.known(s.source)
     ready, arch = st.get("archive_ready"), st.get("archiver") or {}
     ok = ready is not None and ready <= 1 and not arch.get("failing")
     return Reading(ok, f"{s.source}: {ready} WAL files wait to be archived, archiver failing={arch.get('failing')} "
@@ -145,7 +150,7 @@ def no_archive_backlog(s: Switch) -> Reading:
 def lag_within_threshold(s: Switch) -> Reading:
     """The target is close behind: the promotion waits for it to replay everything, and the
     outage grows with what it still has to replay (status thresholds, EM-3)."""
-    src, dst = s.readings.get(s.source) or s.state(s.source), s.readings.get(s.target) or s.state(s.target)
+    src, dst = s.known(s.source), s.known(s.target)
     cur, rep = lsn(src.get("current_lsn")), lsn(dst.get("replay_lsn"))
     if cur is None or rep is None:
         return Reading(False, f"lag unknown (primary at {src.get('current_lsn')}, standby replayed {dst.get('replay_lsn')})")
@@ -162,7 +167,7 @@ def archive_works(s: Switch) -> Reading:
 def rejoin_possible(s: Switch) -> Reading:
     bad = []
     for h in (s.source, s.target):
-        st = s.readings.get(h) or s.state(h)
+        st = s.known(h)
         if st.get("wal_log_hints") != "on" and st.get("data_checksums") != "on":
             bad.append(f"{h}: neither wal_log_hints nor data checksums are on (a rejoin by pg_rewind needs one)")
         if st.get("full_page_writes") != "on":
@@ -180,7 +185,7 @@ def reverse_connection(s: Switch) -> Reading:
 def disk_space(s: Switch) -> Reading:
     low = []
     for h in (s.source, s.target):
-        st = s.readings.get(h) or s.state(h)
+        st = s.known(h)
         free, size = st.get("disk_free_bytes"), st.get("disk_size_bytes")
         if not free or not size or free / size < MIN_FREE_FRACTION:
             low.append(f"{h}: {free} of {size} bytes free (under {MIN_FREE_FRACTION:.0%})")

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import re
-
 from pyinfra.api import FactBase, QuoteString, StringCommand
 
-COMMENT_RE = re.compile(r'^\s*comment "(.*)"\s*$')
+from .ruleset import table_comment
 
 
 class NftablesTable(FactBase):
@@ -26,6 +24,4 @@ class NftablesTable(FactBase):
     def process(self, output: list[str]):
         if not output:
             return None
-        # The table's own comment, if any, is the line right after `table <family> <name> {`.
-        match = COMMENT_RE.match(output[1]) if len(output) > 1 else None
-        return {"comment": match.group(1) if match else None, "lines": output}
+        return {"comment": table_comment(output), "lines": output}

@@ -19,6 +19,16 @@ ROLE_DIR = Path(__file__).parent
 TABLE = "siaga"
 
 
+COMMENT_RE = re.compile(r'^\s*comment "(.*)"\s*$')
+
+
+def table_comment(lines: list[str]) -> str | None:
+    """The comment of a table as `nft list table` prints it: the line right after `table ... {`
+    (the firewall role's version tag)."""
+    match = COMMENT_RE.match(lines[1]) if len(lines) > 1 else None
+    return match.group(1) if match else None
+
+
 def nft_comment(text: str) -> str:
     """nft comments are quoted strings of at most 128 bytes, without double quotes."""
     return re.sub(r'["\\\n]', "'", text).encode()[:120].decode(errors="ignore")

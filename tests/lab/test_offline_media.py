@@ -17,23 +17,14 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import lab_host
+from tests.lab.test_backup import siaga
 
 REPO = Path(__file__).resolve().parents[2]
-RUN_DEADLINE_S = 600.0
 LOG = "/var/log/siaga/backup.jsonl"
 MNT = "/media/siaga-offline"
 RESTIC_DATA = "/srv/siaga-backup/restic/data"
 PASSWORD = "/etc/siaga/backup/restic-repo1.password"
 LABELS = ("OFFLINE-A", "OFFLINE-B", "OFFLINE-C")  # the lab site's rotation (the default)
-
-
-def siaga(lab, *args: str, deadline: float = RUN_DEADLINE_S) -> tuple[int, dict, float]:
-    start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "drc.cli", "backup", *args, str(lab.site_file), "--json"], cwd=REPO,
-                          capture_output=True, text=True, timeout=deadline, check=False)
-    took = time.monotonic() - start
-    assert proc.returncode in (0, 1), (proc.returncode, proc.stderr[-3000:], proc.stdout[-3000:])
-    return proc.returncode, json.loads(proc.stdout), took
 
 
 @pytest.fixture(scope="module")
