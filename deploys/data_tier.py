@@ -17,6 +17,7 @@ from roles.backup import prechange
 from roles.backup.operations import prechange_backup
 from drc.hosts.inventory import this_host_in_site
 from drc.site.data_tier import data_tier_of
+from roles.fencing.deploy import fencing
 from roles.postgresql.deploy import postgresql
 from roles.replication.deploy import preflight_problems, read_nodes, replication
 from roles.spse_app.deploy import spse_app
@@ -61,6 +62,9 @@ postgresql(site, host_name, tier.postgresql, is_source=is_source, replication_us
            app_os_users=[tier.spse_app.user])
 spse_app(site, host_name, tier.spse_app, tier.postgresql, is_db_source=is_source)
 replication(tier, host_name, nodes)
+# The fence guard before PostgreSQL, the app and the uploads sync start (after replication: it asks
+# the peer over the replication login). SOP EM-3: never two writable primaries.
+fencing(tier, host_name)
 # Uploads (/home/file/...) copied from uploads_sync.source_site to the other site (lsyncd, rrsync).
 uploads_sync(tier, host_name)
 

@@ -12,7 +12,7 @@ from drc.site import SiteError
 
 # Each command's module defines register(subparsers) and sets func(args, console) on its parser.
 COMMAND_MODULES: tuple[str, ...] = ("drc.lab.command", "drc.site.check", "drc.hosts.command", "drc.status.command",
-                                     "drc.backup.command", "drc.secrets.command", "drc.runbooks.command",
+                                     "drc.backup.command", "drc.secrets.command", "drc.runbooks.command", "drc.runbooks.fence_command",
                                      "drc.probe.command")
 
 console = Console()

@@ -101,7 +101,7 @@ def test_json_shape_is_stable_and_serialisable(site):
     assert report["notices"] == []
     for host in report["hosts"].values():
         assert set(host) == {"site", "address", "reachable", "error", "role", "app", "database", "uploads", "components",
-                             "updates", "reboot"}
+                             "fence", "updates", "reboot"}
         assert set(host["updates"]) == {"security", "other", "packages", "lists_age_s", "error"}
         assert set(host["reboot"]) == {"required", "packages", "window"}
         assert set(host["database"]) == {"current_lsn", "receive_lsn", "replay_lsn", "lag_bytes", "lag_seconds", "receiver"}
@@ -406,3 +406,18 @@ def test_reboots_off_are_reported_as_by_hand(tmp_path):
     report = status.evaluate(load_site(path), probes(drc_reboot={"required": True}))
     assert report["hosts"]["spse-drc"]["reboot"]["window"] is None
     assert "spse-drc: reboot required; reboot it by hand (base.security_updates.reboot is off)" in report["notices"]
+
+
+def test_a_fenced_host_and_a_primary_serving_alone_are_said(site):
+    """After a failover: the old primary fenced (or held down), the new one serving alone (issue 11)."""
+    p = probes()
+    names = list(p)
+    new, old = names[1], names[0]
+    p[old] = {"reachable": False, "error": "unreachable"}
+    p[new]["pg"] = {**p[new]["pg"], "in_recovery": False, "current_lsn": "0/5000000"}
+    p[new]["fence"] = {"fenced": None, "held": None, "authority": {"since": "t", "why": "failover f1: banjir"}}
+    report = status.evaluate(site, p)
+    assert any("DEGRADED" in x and new in x for x in report["problems"]), report["problems"]
+    p[old] = {**probes()[old], "fence": {"fenced": {"since": "t", "why": "superseded"}, "held": None, "authority": None}}
+    report = status.evaluate(site, p)
+    assert any(x.startswith(f"{old}: FENCED") for x in report["problems"]), report["problems"]

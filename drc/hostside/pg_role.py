@@ -14,7 +14,7 @@ drc/runbooks. Standard library only. Every mode prints one JSON object; args alw
   promoted. `stopped` is true only when the control file says "shut down".
 - `start`: start the cluster and wait until it accepts connections.
 - `promote`: pg_promote(wait => true) on a standby.
-- `slot`: make the physical replication slot `name` if missing.
+- `slot`: make the physical replication slot `name` if missing; with `drop`, drop it if there (and idle).
 - `reach`: as postgres, open a replication connection to `peer` as `user` with the cluster's
   passfile (IDENTIFY_SYSTEM): the connection a rejoined standby will need, tried before anything changes.
 - `unfollow`: on a promoted server, remove conf.d/siaga-standby.conf (its settings are ignored by a
@@ -183,8 +183,11 @@ def slot(a):
     name = a["name"]
     if not re.fullmatch(r"[a-z0-9_]{1,63}", name):
         return {"ok": False, "error": f"slot name {name!r}"}
-    sql = (f"SELECT pg_create_physical_replication_slot('{name}') WHERE NOT EXISTS "
-           f"(SELECT 1 FROM pg_replication_slots WHERE slot_name = '{name}')")
+    if a.get("drop"):  # a lost host's slot (failover): it would keep WAL until the disk fills
+        sql = f"SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '{name}' AND NOT active"
+    else:
+        sql = (f"SELECT pg_create_physical_replication_slot('{name}') WHERE NOT EXISTS "
+               f"(SELECT 1 FROM pg_replication_slots WHERE slot_name = '{name}')")
     rc, so, se = psql(a, sql)
     return {"ok": rc == 0, "error": None if rc == 0 else (se or so).strip()[-300:]}
 
@@ -250,7 +253,9 @@ def follow(a):
     if running(a):
         return {"ok": False, "error": "PostgreSQL is running: stop it cleanly first"}
     cd = controldata(a)
-    if cd.get("state") not in ("shut down", "shut down in recovery"):
+    # After pg_rewind (fail-back) the control file says "in archive recovery": it must replay as a standby.
+    clean = ("shut down", "shut down in recovery", *(("in archive recovery",) if a.get("rewound") else ()))
+    if cd.get("state") not in clean:
         return {"ok": False, "error": f"the control file says {cd.get('state')!r}, not a clean shutdown: this needs "
                                       "fail-back (pg_rewind), not a plain rejoin", "control": cd}
     conf = standby_conf_path(a)

@@ -184,6 +184,21 @@ def reboot_required(path=REBOOT_REQUIRED):
     return {"required": True, "packages": pkgs}
 
 
+FENCE_DIR = "/var/lib/siaga/fence"  # roles/fencing: the fence's marker, the authority, why PostgreSQL is held
+
+
+def fence_state(directory=FENCE_DIR):
+    """What the fence says on this host (its files are world-readable): fenced, held, authority."""
+    out = {}
+    for key, name in (("fenced", "fenced.json"), ("held", "held.json"), ("authority", "authority.json")):
+        try:
+            with open(os.path.join(directory, name)) as f:
+                out[key] = json.load(f)
+        except (OSError, ValueError):
+            out[key] = None
+    return out
+
+
 def probe(args):
     """Everything this host says about itself, as a JSON-ready dict."""
     timeout = args.get("timeout", 5)
@@ -197,6 +212,7 @@ def probe(args):
     out["components"] = {c["name"]: component(c["kind"], c["target"], timeout) for c in args.get("components", [])}
     out["updates"] = updates(args.get("apt_timeout", 30))
     out["reboot"] = reboot_required()
+    out["fence"] = fence_state()
     out["uploads"] = uploads(args["uploads_dir"], args.get("listing_timeout", 60))
     out["now"] = time.time()  # after the listing: a file written during it has age >= 0
     return out

@@ -745,6 +745,10 @@ def _host_net_down(st: dict, host: str) -> None:
 
 def _stop_machine(d: dict, kill: bool) -> None:
     pid, start = d.get("pid"), d.get("start_time")
+    if kill and d.get("cgroup"):
+        # A site loss: every process of the machine dies at once. SIGKILL to nspawn alone would leave
+        # the container's own processes (its init, sshd, PostgreSQL) running in its cgroup.
+        _kill_cgroup(d["cgroup"])
     if _alive(pid, start):
         # SIGTERM makes nspawn power the container off in order; SIGKILL is a site loss.
         os.kill(pid, signal.SIGKILL if kill else signal.SIGTERM)
@@ -789,6 +793,29 @@ def _machine_cgroups(rel: str) -> list[Path]:
     for d in dirs:
         d.mkdir(parents=True, exist_ok=True)
     return dirs
+
+
+def _cgroup_pids(rel: str) -> set[int]:
+    pids: set[int] = set()
+    for top in _cgroup_hierarchies():
+        for dirpath, _dirs, files in os.walk(top / rel):
+            if "cgroup.procs" in files:
+                with contextlib.suppress(OSError):
+                    pids |= {int(x) for x in (Path(dirpath) / "cgroup.procs").read_text().split()}
+    return pids
+
+
+def _kill_cgroup(rel: str) -> None:
+    """SIGKILL every process of a machine's cgroup (cgroup.kill where the kernel has it), and wait."""
+    for top in _cgroup_hierarchies():
+        knob = top / rel / "cgroup.kill"
+        if knob.exists():
+            with contextlib.suppress(OSError):
+                knob.write_text("1")
+    for p in _cgroup_pids(rel):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p, signal.SIGKILL)
+    wait_for("the machine's processes to die", lambda: not _cgroup_pids(rel), STOP_DEADLINE_S)
 
 
 def _remove_cgroup(rel: str) -> None:

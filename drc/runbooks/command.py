@@ -1,4 +1,4 @@
-"""`siaga switchover` and `siaga runbook`: run a runbook with live progress, list the journals,
+"""`siaga switchover`, `siaga failover` and `siaga runbook`: run a runbook with live progress, list the journals,
 release a lock left by a run that will not be resumed. Each finished, refused, rolled-back or
 stopped run leaves its journal and an HTML record in Indonesian (EM-2 step 6)."""
 
@@ -91,11 +91,68 @@ def cmd_switchover(args: argparse.Namespace, console: Console) -> int:
         console.print(f"  {i:2}. {s.name}: {s.does} ({s.sop}){flags}", highlight=False, markup=False)
     lock = HostLock(ctx.site, [ctx.source, ctx.target])
     engine = Engine(book, ctx, store.records_dir(ctx.site), lock, progress_printer(console))
+    return finish(args, console, ctx, engine)
+
+
+def confirm_decision(args: argparse.Namespace, console: Console, ctx):
+    """The operator's decision, after the preflight showed what is at risk (EM-2): --yes, or typed."""
+    def ask(results) -> bool:
+        risk = ctx.readings.get("at_risk") or {}
+        console.print(f"[bold]Data at risk[/bold]: {next((r.why for c, r in results if c.name == 'the data at risk'), '')}",
+                      highlight=False)
+        console.print(f"decided by {args.decided_by}: {args.reason}", highlight=False, markup=False)
+        if args.yes:
+            return True
+        import sys
+
+        if not sys.stdin.isatty():
+            console.print("[red]not confirmed[/red]: pass --yes, or run it on a terminal and type FAILOVER", highlight=False)
+            return False
+        return input(f"{risk.get('bytes', 'unknown')} bytes at risk. Type FAILOVER to promote {ctx.target}: ").strip() == "FAILOVER"
+    return ask
+
+
+def cmd_failover(args: argparse.Namespace, console: Console) -> int:
+    from drc.runbooks.failover import failover
+
+    book, ctx = failover(Path(args.site), args.to, args.reason, args.decided_by, force=bool(args.force),
+                         echo=lambda line: console.print(line, highlight=False))
+    if args.force and args.force != ctx.source:
+        console.print(f"[red]error:[/red] --force {args.force}: type the old primary's name ({ctx.source}) to fence it and "
+                      "fail over while it still answers", highlight=False)
+        return 2
+    console.print(f"[bold]{book.title}[/bold] (site {ctx.site.site}); steps:", highlight=False)
+    for i, s in enumerate(book.steps, 1):
+        flags = " [no way back]" if s.no_return else (" [undo]" if s.undo else "")
+        console.print(f"  {i:2}. {s.name}: {s.does} ({s.sop}){flags}", highlight=False, markup=False)
+    lock = HostLock(ctx.site, [ctx.target])  # the old primary is gone; every runbook locks the target too
+    engine = Engine(book, ctx, store.records_dir(ctx.site), lock, progress_printer(console), confirm_decision(args, console, ctx))
+    return finish(args, console, ctx, engine)
+
+
+def cmd_failback(args: argparse.Namespace, console: Console) -> int:
+    from drc.runbooks.failback import failback
+
+    book, ctx = failback(Path(args.site), echo=lambda line: console.print(line, highlight=False))
+    console.print(f"[bold]{book.title}[/bold] (site {ctx.site.site}); steps:", highlight=False)
+    for i, s in enumerate(book.steps, 1):
+        flags = " [no way back]" if s.no_return else (" [undo]" if s.undo else "")
+        console.print(f"  {i:2}. {s.name}: {s.does} ({s.sop}){flags}", highlight=False, markup=False)
+    lock = HostLock(ctx.site, [ctx.source, ctx.target])
+    code = finish(args, console, ctx, Engine(book, ctx, store.records_dir(ctx.site), lock, progress_printer(console)))
+    lost = ctx.readings.get("lost_writes")
+    if lost is not None:
+        console.print(f"writes lost on {ctx.source} (committed there after the fork, never on {ctx.target}): "
+                      f"{lost['transactions']} transactions {lost['per_table']}; listed in {ctx.lost_writes_file}", highlight=False)
+    return code
+
+
+def finish(args: argparse.Namespace, console: Console, ctx, engine: Engine) -> int:
     from drc.hosts import remote
 
     try:
         with remote.reused_connections():  # the outage is made of short commands: no handshake each
-            out = engine.run(dry_run=args.dry_run, rollback=args.rollback)
+            out = engine.run(dry_run=args.dry_run, rollback=getattr(args, "rollback", False))
     except RunbookError as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False)
         return 2
@@ -104,7 +161,10 @@ def cmd_switchover(args: argparse.Namespace, console: Console) -> int:
         console.print(f"record: {path}", highlight=False)
     if args.json:
         console.file.write(json.dumps({"outcome": out.outcome, "run_id": out.run_id, "message": out.message,
-                                       "journal": str(out.journal) if out.journal else None}) + "\n")
+                                       "journal": str(out.journal) if out.journal else None,
+                                       "readings": {k: v for k, v in ctx.readings.items()
+                                                    if k in ("at_risk", "source_answers", "lost_writes", "uploads")}},
+                                      default=str) + "\n")
     return report(console, out)
 
 
@@ -150,6 +210,30 @@ def register(sub) -> None:
     sw.add_argument("--json", action="store_true", help="also print the outcome as JSON (last line)")
     sw.add_argument("site", nargs="?", help="site file (default: the lab's)")
     sw.set_defaults(func=cmd_switchover)
+
+    fo = sub.add_parser("failover", help="unplanned failover: the old primary's site is lost (EM-2, EM-3.2-3.5)",
+                        description="Proves the old primary answers neither this workstation nor the target, shows the data "
+                                    "at risk, asks for the decision and records it, fences the old primary if it answers "
+                                    "(--force), promotes the target and moves the service. Re-run after an interruption to "
+                                    "resume.")
+    fo.add_argument("--to", required=True, choices=["drc", "primary"], help="the site that will serve")
+    fo.add_argument("--reason", required=True, help="why (recorded: flood, fire, outage...)")
+    fo.add_argument("--decided-by", required=True, help="who decided (recorded), e.g. the head of the LPSE")
+    fo.add_argument("--force", metavar="OLD_PRIMARY", help="the old primary still answers: type its name to fence it and fail over")
+    fo.add_argument("--yes", action="store_true", help="confirm the decision without typing FAILOVER")
+    fo.add_argument("--dry-run", action="store_true", help="print the plan, the preflight and the data at risk; change nothing")
+    fo.add_argument("--json", action="store_true", help="also print the outcome as JSON (last line)")
+    fo.add_argument("site", nargs="?", help="site file (default: the lab's)")
+    fo.set_defaults(func=cmd_failover)
+
+    fb = sub.add_parser("failback", help="after a failover: the fenced old primary rejoins as a standby by pg_rewind (EM-3.8)",
+                        description="Lists what the old primary wrote after the fork (never silently discarded), rewinds it, "
+                                    "releases its fence and makes it stream from the serving site; then the site deploy. "
+                                    "The service comes home with siaga switchover afterwards.")
+    fb.add_argument("--dry-run", action="store_true", help="print the plan and the preflight; change nothing")
+    fb.add_argument("--json", action="store_true", help="also print the outcome as JSON (last line)")
+    fb.add_argument("site", nargs="?", help="site file (default: the lab's)")
+    fb.set_defaults(func=cmd_failback)
 
     rb = sub.add_parser("runbook", help="runbook journals and locks")
     rsub = rb.add_subparsers(dest="runbook_cmd", required=True)

@@ -6,7 +6,8 @@ state, polled until a deadline), an optional `guard` that must hold before the a
 optional `undo`. The engine:
 
 1. runs the preflight checks; any failure refuses the run (journaled) and touches nothing;
-   `dry_run` prints the plan with the live preflight results and stops;
+   `dry_run` prints the plan with the live preflight results and stops; a `confirm` callback (a
+   failover's decision) sees the results and may decline, which changes nothing;
 2. takes the lock on the hosts (drc.runbooks.lock), so no second runbook runs at once;
 3. runs each step: guard → action → check; every step's start and end, result and what the check
    read go to the journal before the next step starts;
@@ -119,8 +120,12 @@ def poll(check: Callable[[Any], Reading], ctx: Any, deadline_s: float) -> Readin
 
 class Engine:
     def __init__(self, book: Runbook, ctx: Any, records: Path, lock: Lock,
-                 progress: Callable[[str, dict], None] = lambda kind, data: None):
+                 progress: Callable[[str, dict], None] = lambda kind, data: None,
+                 confirm: Callable[[list[tuple[Check, Reading]]], bool] | None = None):
         self.book, self.ctx, self.records, self.lock, self.progress = book, ctx, records, lock, progress
+        # Asked once the preflight passed, before anything changes (a failover's decision): False
+        # changes nothing and opens no journal.
+        self.confirm = confirm
 
     # --- the entry point -----------------------------------------------------------------------
     def run(self, dry_run: bool = False, rollback: bool = False) -> Outcome:
@@ -137,6 +142,8 @@ class Engine:
             if dry_run:
                 return Outcome(None, "planned", "preflight: " + ("refused: " + "; ".join(f"{c.name}: {r.why}" for c, r in failed)
                                                                   if failed else "all checks pass"), preflight=results)
+            if not failed and self.confirm is not None and not self.confirm(results):
+                return Outcome(None, REFUSED, "not confirmed: nothing changed", preflight=results)
             journal = Journal.new(self.records, self.book.name, self.book.target)
             journal.write("begin", runbook=self.book.name, target=self.book.target, title=self.book.title,
                           plan=[{"step": s.name, "sop": s.sop, "does": s.does, "undo": s.undo is not None, "no_return": s.no_return}

@@ -27,6 +27,7 @@ from roles.base.defaults import (
     minutes_apart_in_a_day,
     windows_overlap,
 )
+from roles.fencing.defaults import FencingSettings
 from roles.firewall.defaults import FirewallSettings
 from roles.postgresql.defaults import PostgresqlSettings
 from roles.replication.defaults import ReplicationSettings
@@ -170,6 +171,8 @@ class Site(Strict):
     replication: ReplicationSettings = Field(default_factory=ReplicationSettings)
     uploads_sync: UploadsSyncSettings = Field(default_factory=UploadsSyncSettings)
     backup: BackupSettings = Field(default_factory=BackupSettings)
+    # The guard that keeps a superseded primary from accepting writes (roles/fencing, siaga failover).
+    fencing: FencingSettings = Field(default_factory=FencingSettings)
     # SOP EM-5: what `siaga status` checks, with its criticality. Unset: default_components().
     components: list[Component] = Field(default_factory=list)
     status: StatusThresholds = Field(default_factory=StatusThresholds)

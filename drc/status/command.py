@@ -255,6 +255,7 @@ def evaluate(site: Site, probes: dict[str, Probe], now: datetime.datetime | None
                         "error": (p.get("uploads") or {}).get("error"),
                         "missing": None, "outdated": None, "extra": None, "lag_seconds": None},
             "components": comps,
+            "fence": p.get("fence") or {},
             **_updates_and_reboot(site, name, p),
         }
 
@@ -266,6 +267,16 @@ def evaluate(site: Site, probes: dict[str, Probe], now: datetime.datetime | None
         problems.append(f"{h}: role unknown ({hosts[h]['error'] or 'PostgreSQL did not say'})")
     if len(primaries) != 1:
         problems.append(f"{len(primaries)} primaries ({', '.join(primaries) or 'none'}): there must be exactly one")
+    # The fence (roles/fencing): a superseded host, one held down, a primary serving alone by a failover.
+    for h, d in hosts.items():
+        fence = d["fence"]
+        if fence.get("fenced"):
+            problems.append(f"{h}: FENCED since {fence['fenced'].get('since')} ({fence['fenced'].get('why')}): it accepts no "
+                            "writes; it rejoins as a standby by siaga failback")
+        elif fence.get("held"):
+            problems.append(f"{h}: PostgreSQL held down by the fence guard ({fence['held'].get('why')})")
+        if fence.get("authority") and d["role"] == "primary" and not standbys:
+            problems.append(f"{h}: serving alone since a failover ({fence['authority'].get('why')}): DEGRADED, no standby")
 
     if len(primaries) == 1:
         src = primaries[0]
@@ -367,7 +378,9 @@ def render(report: dict, console: Console) -> None:
             lag, recv, uploads = f"source ({db['current_lsn']})", "-", f"source ({up['files']} files)" if up["files"] is not None else "?"
         else:
             lag = recv = uploads = "?"
-        role = _styled(h["role"], ROLE_STYLE) + ("" if h["reachable"] else "\n[red]unreachable[/red]")
+        fence = h.get("fence") or {}
+        role = (_styled(h["role"], ROLE_STYLE) + ("" if h["reachable"] else "\n[red]unreachable[/red]")
+                + ("\n[bold red]FENCED[/bold red]" if fence.get("fenced") else "\n[yellow]held[/yellow]" if fence.get("held") else ""))
         t.add_row(name, h["site"], role, _styled(h["app"], STATE_STYLE), lag, recv, uploads, *_updates_cells(h))
     console.print(t)
 

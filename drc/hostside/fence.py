@@ -1,0 +1,477 @@
+#!/usr/bin/python3
+"""fence '<json args>' | fence guard | fence allow | fence watch: never two writable primaries.
+
+With two sites and no third, the operator is the witness (siaga failover); this program makes that
+decision stick on the host it runs on. Installed by roles/fencing as /usr/local/lib/siaga/fence, run
+as root. Standard library only. SOP EM-3 (one copy of the data accepts writes).
+
+The host's settings (PostgreSQL version, cluster, port, the peer's address, the replication user,
+the units to hold) are in CONFIG, written by roles/fencing. The fence itself is MARKER: while it
+exists, PostgreSQL, the app and the uploads sync do not start on this host (their units call
+`fence guard` / `fence allow` before they start), whoever starts them.
+
+Modes given as one JSON word (by siaga over SSH):
+- `state`: the marker, the authority, which held units and PostgreSQL are active, the fence's
+  firewall table, the control file's timeline (never the site file).
+- `fence`: fence this host now: the marker first (so nothing starts again: the units' gate), then
+  the app and the uploads sync stopped, PostgreSQL stopped, pgBackRest stopped for the stanza (its
+  archive-push and backups refused), and the web and database ports closed to everyone but the new
+  primary (`peer`). The admin's SSH stays open. Repeating it changes nothing more.
+- `release`: the marker, pgBackRest's stop and the firewall table removed; nothing is
+  started (the runbook or the operator does that, knowing why).
+- `diverged` (fail-back, PostgreSQL down): the transactions this former primary committed after the
+  fork, read from its WAL (pg_waldump), and that WAL kept in STATE_DIR/diverged-<run>/.
+- `rewind` (fail-back): pg_rewind from the new primary, then standby.signal; `rewound` says when.
+- `authority`: `grant` or `drop` this host's authority: a host granted it (by a failover, or
+  `siaga fence release`) may start read-write when it cannot reach its peer.
+
+Commands run by systemd:
+- `guard` (ExecStartPre of PostgreSQL): exit 1 keeps PostgreSQL down. A standby (standby.signal)
+  always starts. A would-be primary starts only when its peer answers and is not a primary of the
+  same database on the same or a newer timeline (such a peer was promoted by a failover: this host
+  is superseded and fences itself), or, when no peer answers within the wait, only if this host holds the authority.
+  After a plain power loss of the main site with the DRC unreachable, the primary therefore waits
+  for the DRC (or for `siaga fence release`): the price of never having two writable copies.
+- `allow` (ExecStartPre of the app and of the uploads sync, ordered after PostgreSQL): exit 1 while
+  the marker exists or while the guard keeps PostgreSQL down.
+- `watch` (siaga-fence-watch.timer): a running primary whose peer answers as a primary of the same
+  database on a newer timeline fences itself at once (an old primary reconnected after a partition);
+  a streaming standby records the primary's last reported WAL position (the failover's data at risk);
+  PostgreSQL held down for want of an answer starts once the peer answers and did not supersede it
+  (the WAN back after a power loss), or is fenced if it did.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+CONFIG = "/etc/siaga/fence.json"
+STATE_DIR = "/var/lib/siaga/fence"
+MARKER = f"{STATE_DIR}/fenced.json"
+AUTHORITY = f"{STATE_DIR}/authority.json"
+HELD = f"{STATE_DIR}/held.json"  # why the guard last kept PostgreSQL down (read by `state`)
+# A standby's last view of its primary, kept by `watch`: the last WAL position the primary reported
+# and what this host had received then. After the primary is lost, the failover's "data at risk".
+RECEIVER = f"{STATE_DIR}/receiver.json"
+RECEIVER_SQL = ("SELECT json_build_object('status', status, 'sender_host', sender_host, 'flushed_lsn', flushed_lsn::text, "
+                "'latest_end_lsn', latest_end_lsn::text, 'latest_end_time', latest_end_time, 'received_tli', received_tli) "
+                "FROM pg_stat_wal_receiver")
+NFT_TABLE = "siaga_fence"
+PASSFILE = "/var/lib/postgresql/.pgpass"
+
+
+def now():
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def run(cmd, timeout=60, user=None):
+    if user:
+        cmd = ["runuser", "-u", user, "--", *cmd]
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd="/", stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return 124, "", f"{cmd[0]}: timed out after {timeout} s"
+    return p.returncode, p.stdout, p.stderr
+
+
+def load_config(path=CONFIG):
+    with open(path) as f:
+        return json.load(f)
+
+
+def read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def write_json(path, data):
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=1)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def remove(path):
+    try:
+        os.unlink(path)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def data_dir(c):
+    return f"/var/lib/postgresql/{c['version']}/{c['cluster']}"
+
+
+def pg_unit(c):
+    return f"postgresql@{c['version']}-{c['cluster']}.service"
+
+
+def local_control(c):
+    """The control file's timeline and system identifier (PostgreSQL may be down)."""
+    rc, so, _ = run([f"/usr/lib/postgresql/{c['version']}/bin/pg_controldata", "-D", data_dir(c)], 30)
+    out = {"timeline": None, "system_identifier": None}
+    for line in so.splitlines() if rc == 0 else []:
+        key, _, value = line.partition(":")
+        if key.strip() == "Latest checkpoint's TimeLineID":
+            out["timeline"] = int(value.strip())
+        elif key.strip() == "Database system identifier":
+            out["system_identifier"] = value.strip()
+    return out
+
+
+def parse_identify(out):
+    """IDENTIFY_SYSTEM's row (systemid|timeline|xlogpos|dbname) then SHOW in_hot_standby's → dict, or None."""
+    lines = [ln for ln in out.strip().splitlines() if ln.strip()]
+    parts = lines[0].split("|") if lines else []
+    if len(parts) < 3 or not parts[1].isdigit():
+        return None
+    standby = lines[1].strip() == "on" if len(lines) > 1 else None
+    return {"system_identifier": parts[0], "timeline": int(parts[1]), "lsn": parts[2], "standby": standby}
+
+
+def ask_peer(c, address, timeout_s=3):
+    """The peer's system identifier, timeline and whether it is a standby, over a replication
+    connection (as postgres, with the cluster's passfile): what a primary and a standby both answer."""
+    dsn = (f"host={address} port={c['port']} user={c['replication_user']} dbname=replication replication=true "
+           f"connect_timeout={timeout_s} passfile={PASSFILE} application_name=siaga-fence")
+    rc, so, _ = run(["psql", "-XAtq", dsn, "-c", "IDENTIFY_SYSTEM", "-c", "SHOW in_hot_standby"], timeout_s + 5, user="postgres")
+    return parse_identify(so) if rc == 0 else None
+
+
+def peers_view(c, wait_s):
+    """Each peer's answer (None: no answer), asked until one answers or `wait_s` passes."""
+    end = time.monotonic() + wait_s
+    while True:
+        answers = {p: ask_peer(c, p) for p in c["peers"]}
+        if any(answers.values()) or time.monotonic() >= end:
+            return answers
+        time.sleep(1)
+
+
+def superseding_peer(answers):
+    """The peer that answers as a primary (the fence's table lets it in: it rewinds this host later)."""
+    return next((p for p, a in answers.items() if a and a.get("standby") is False), None)
+
+
+def verdict(local, answers, has_authority, standby):
+    """(may start, why): the guard's decision, a pure function. `local`: this host's control file
+    (timeline, system identifier); `answers`: each peer's IDENTIFY_SYSTEM and standby state (None: no
+    answer). Only a writable copy of the same database (same system identifier) on the same or a newer
+    timeline supersedes this one (a standby on a newer timeline does not: e.g. after a point-in-time
+    restore of this primary)."""
+    if standby:
+        return True, "a standby (standby.signal): never writable"
+    tl, sysid = local.get("timeline"), local.get("system_identifier")
+    newer = {p: a["timeline"] for p, a in answers.items()
+             if a and tl is not None and a["standby"] is False and a["timeline"] >= tl and a["system_identifier"] in (sysid, None)}
+    if newer:
+        return False, (f"superseded: peer {', '.join(f'{p} is a primary on timeline {t}' for p, t in newer.items())}, "
+                       f"local timeline {tl}")
+    if any(answers.values()):
+        return True, f"the peer answers and is not a primary of this database on its timeline or a newer one (local {tl})"
+    if has_authority:
+        return True, "no peer answers; this host holds the authority (granted by a failover or a release)"
+    return False, "no peer answers and this host holds no authority: it may have been superseded"
+
+
+def is_standby(c):
+    return os.path.exists(os.path.join(data_dir(c), "standby.signal"))
+
+
+def fence_now(c, why, by="", peer=None, starting=False):
+    """The whole fence; each part idempotent. Returns what was done. `starting`: called by the guard
+    while PostgreSQL's start waits on it (its start is refused instead of stopped; nothing waits)."""
+    did = []
+    if not os.path.exists(MARKER):
+        write_json(MARKER, {"since": now(), "why": why, "by": by, "peer": peer})
+        did.append("marker written")
+    # Units siaga writes to /etc/systemd/system cannot be masked: the fence's gate (`fence allow`
+    # before each starts, roles/fencing) holds them instead, as long as the marker exists.
+    for unit in c.get("hold_units", []):
+        rc, so, _ = run(["systemctl", "is-active", unit], 30)
+        if so.strip() in ("active", "activating", "reloading"):
+            run(["systemctl", "stop", *(["--no-block"] if starting else []), unit], 120)
+            did.append(f"{unit} stopped (held while fenced)")
+    rc, so, _ = run(["systemctl", "is-active", pg_unit(c)], 30)
+    if not starting and so.strip() in ("active", "reloading"):
+        rc, so, se = run(["systemctl", "stop", pg_unit(c)], 180)
+        did.append("PostgreSQL stopped" if rc == 0 else f"PostgreSQL stop failed: {(se or so).strip()[-200:]}")
+    if c.get("stanza") and os.path.exists("/usr/bin/pgbackrest"):
+        rc, so, se = run(["pgbackrest", f"--stanza={c['stanza']}", "stop"], 60, user="postgres")
+        if "already" not in (se + so) and rc == 0:
+            did.append("pgBackRest stopped for the stanza (archive-push refused)")
+    if close_ports(c, peer):
+        did.append(f"ports {', '.join(map(str, c['closed_ports']))} closed except from {peer or 'nobody'}")
+    return did
+
+
+def nft_script(c, peer):
+    """The fence's own table, before siaga's firewall (lower priority number): the web and database
+    ports refused to everyone but the new primary (`peer`, which rewinds this host later); the
+    admin's SSH is never touched."""
+    ports = ", ".join(str(p) for p in c["closed_ports"])
+    but = f"ip saddr != {peer} " if peer else ""
+    return (f"table inet {NFT_TABLE} {{\n    chain input {{\n"
+            f"        type filter hook input priority filter - 10; policy accept;\n"
+            f"        meta nfproto ipv4 tcp dport {{ {ports} }} {but}reject with tcp reset\n"
+            f"        meta nfproto ipv6 tcp dport {{ {ports} }} reject with tcp reset\n    }}\n}}\n")
+
+
+def fence_table_loaded():
+    return run(["nft", "list", "table", "inet", NFT_TABLE], 30)[0] == 0
+
+
+def close_ports(c, peer):
+    if fence_table_loaded():
+        return False
+    script = nft_script(c, peer)
+    p = subprocess.run(["nft", "-f", "-"], input=script, capture_output=True, text=True, timeout=30)
+    if p.returncode != 0:
+        raise RuntimeError(f"nft: {p.stderr.strip()[-300:]}")
+    return True
+
+
+def release(c):
+    did = []
+    if remove(MARKER):
+        did.append("marker removed")
+    remove(HELD)
+    if c.get("stanza") and os.path.exists("/usr/bin/pgbackrest"):
+        rc, so, se = run(["pgbackrest", f"--stanza={c['stanza']}", "start"], 60, user="postgres")
+        if rc == 0 and "not stopped" not in (se + so):
+            did.append("pgBackRest started for the stanza")
+    if fence_table_loaded():
+        run(["nft", "delete", "table", "inet", NFT_TABLE], 30)
+        did.append("fence firewall table removed")
+    return did
+
+
+def state(c):
+    active = [u for u in c.get("hold_units", []) if run(["systemctl", "is-active", u], 30)[1].strip() == "active"]
+    return {"ok": True, "fenced": os.path.exists(MARKER), "marker": read_json(MARKER), "authority": read_json(AUTHORITY),
+            "held": read_json(HELD), "receiver": read_json(RECEIVER), "active_units": active,
+            "postgresql": run(["systemctl", "is-active", pg_unit(c)], 30)[1].strip(), "firewall": fence_table_loaded(), "standby": is_standby(c),
+            **local_control(c)}
+
+
+def guard(c):
+    """ExecStartPre of PostgreSQL: 0 lets it start, 1 keeps it down (said on stderr, in the journal)."""
+    if os.path.exists(MARKER):
+        m = read_json(MARKER) or {}
+        print(f"siaga fence: this host is fenced since {m.get('since')} ({m.get('why')}); release: siaga fence release",
+              file=sys.stderr)
+        return 1
+    standby = is_standby(c)
+    answers = {} if standby else peers_view(c, c.get("guard_wait_s", 20))
+    ok, why = verdict(local_control(c), answers, os.path.exists(AUTHORITY), standby)
+    if ok:
+        remove(HELD)
+        return 0
+    if why.startswith("superseded"):
+        fence_now(c, why, by="fence guard", peer=superseding_peer(answers), starting=True)
+    write_json(HELD, {"at": now(), "why": why})
+    print(f"siaga fence: PostgreSQL kept down: {why}", file=sys.stderr)
+    return 1
+
+
+def record_receiver(c):
+    """On a streaming standby: what the primary last reported (RECEIVER), for the failover."""
+    rc, so, _ = run(["psql", "-XAtq", "-p", str(c["port"]), "-d", "postgres", "-c", RECEIVER_SQL], 10, user="postgres")
+    try:
+        seen = json.loads(so.strip()) if rc == 0 and so.strip() else None
+    except ValueError:
+        seen = None
+    if seen and seen.get("status") == "streaming" and seen.get("latest_end_lsn"):
+        write_json(RECEIVER, {**seen, "recorded_at": now()})
+
+
+def allow():
+    """ExecStartPre of the app and the uploads sync: not while fenced, nor while the guard keeps
+    PostgreSQL down (this host may have been superseded: its lsyncd must never push its old uploads
+    over the new primary's)."""
+    for path, what in ((MARKER, "fenced"), (HELD, "held by the fence guard")):
+        if os.path.exists(path):
+            print(f"siaga fence: this host is {what} ({(read_json(path) or {}).get('why')})", file=sys.stderr)
+            return 1
+    return 0
+
+
+def retry_held(c):
+    """PostgreSQL kept down for want of an answer: once the peer answers and this host was not
+    superseded (the WAN is back after a power loss), start it and the held units that are enabled."""
+    answers = {p: ask_peer(c, p) for p in c["peers"]}
+    ok, why = verdict(local_control(c), answers, os.path.exists(AUTHORITY), is_standby(c))
+    if not ok:
+        if why.startswith("superseded"):
+            fence_now(c, why, by="fence watch", peer=superseding_peer(answers))
+        write_json(HELD, {"at": now(), "why": why})
+        return
+    remove(HELD)
+    run(["systemctl", "start", pg_unit(c)], 300)
+    for unit in c.get("hold_units", []):
+        if run(["systemctl", "is-enabled", unit], 30)[1].strip() == "enabled":
+            run(["systemctl", "start", "--no-block", unit], 60)
+    print(f"siaga fence: {why}: PostgreSQL started again", file=sys.stderr)
+
+
+def watch(c):
+    """A running primary whose peer is on a newer timeline fences itself (timer, every few seconds);
+    a standby records its view of the primary."""
+    if os.path.exists(MARKER):
+        return 0
+    rc, so, _ = run(["systemctl", "is-active", pg_unit(c)], 30)
+    if so.strip() != "active":
+        if os.path.exists(HELD):
+            retry_held(c)
+        return 0
+    if is_standby(c):
+        record_receiver(c)
+        return 0
+    rc, so, _ = run(["psql", "-XAtq", "-p", str(c["port"]), "-d", "postgres", "-c",
+                     "SELECT pg_is_in_recovery(), (SELECT timeline_id FROM pg_control_checkpoint()), "
+                     "(SELECT system_identifier FROM pg_control_system())"], 10, user="postgres")
+    if rc != 0 or not so.startswith("f|"):
+        return 0
+    _, tl, sysid = so.strip().split("|")
+    answers = {p: ask_peer(c, p) for p in c["peers"]}
+    ok, why = verdict({"timeline": int(tl), "system_identifier": sysid}, answers, True, False)
+    if not ok:
+        did = fence_now(c, why, by="fence watch", peer=superseding_peer(answers))
+        print(f"siaga fence: {why}; fenced: {'; '.join(did)}", file=sys.stderr)
+    return 0
+
+
+WALDUMP_RE = re.compile(r"rmgr: (\S+)\s+len.*?tx:\s+(\d+), lsn: ([0-9A-F/]+), prev [0-9A-F/]+, desc: (\S+)(.*)")
+REL_RE = re.compile(r"rel (\d+)/(\d+)/(\d+)")
+
+
+def parse_waldump(text):
+    """pg_waldump's lines → the committed transactions: xid, commit time, first and last LSN, and per
+    relation (tablespace/database/relfilenode) how many records of each kind (INSERT, UPDATE, ...)."""
+    xacts = {}
+    for line in text.splitlines():
+        m = WALDUMP_RE.search(line)
+        if not m:
+            continue
+        rmgr, xid, lsn, kind, rest = m.group(1), int(m.group(2)), m.group(3), m.group(4), m.group(5)
+        if xid == 0:
+            continue
+        x = xacts.setdefault(xid, {"xid": xid, "first_lsn": lsn, "ops": {}, "committed": None})
+        x["last_lsn"] = lsn
+        if rmgr == "Transaction":
+            if kind.startswith("COMMIT"):
+                x["committed"], x["commit_time"] = True, rest.strip().split(";")[0]
+            elif kind.startswith("ABORT"):
+                x["committed"] = False
+        elif rmgr in ("Heap", "Heap2"):
+            rel = REL_RE.search(rest)
+            if rel:
+                key = "/".join(rel.groups())
+                op = kind.split("+")[0]
+                x["ops"].setdefault(key, {}).setdefault(op, 0)
+                x["ops"][key][op] += 1
+    return [x for x in xacts.values() if x["committed"]]
+
+
+def diverged(c, a):
+    """What this former primary wrote after the fork (the new primary's timeline switch point): its
+    committed transactions read from its own WAL with pg_waldump, and those WAL files kept in
+    STATE_DIR/diverged-<run>/ (the rewind that follows would discard them). PostgreSQL is down."""
+    wal = os.path.join(data_dir(c), "pg_wal")
+    keep = os.path.join(STATE_DIR, f"diverged-{a['run_id']}")
+    os.makedirs(keep, mode=0o700, exist_ok=True)
+    tli = f"{int(a['timeline']):08X}"
+    segs = sorted(f for f in os.listdir(wal) if len(f) == 24 and f.startswith(tli))
+    for f in segs:
+        dest = os.path.join(keep, f)
+        if not os.path.exists(dest):
+            shutil.copy2(os.path.join(wal, f), dest)
+    rc, so, se = run([f"/usr/lib/postgresql/{c['version']}/bin/pg_waldump", "-p", wal, "-t", str(int(a["timeline"])),
+                      "-s", a["fork_lsn"]], 600, user="postgres")
+    xacts = parse_waldump(so)
+    # pg_waldump stops at the end of the WAL with an error about the next (absent) record: that is the end.
+    end = re.search(r"error in WAL record at ([0-9A-F/]+)", se) or re.search(r"at ([0-9A-F]+/[0-9A-F]+)", se)
+    if rc != 0 and not so.strip() and "could not find a valid record" not in se and "error in WAL record" not in se:
+        return {"ok": False, "error": f"pg_waldump: {se.strip()[-400:]}"}
+    return {"ok": True, "transactions": xacts, "end_lsn": end.group(1) if end else None, "kept": keep,
+            "segments": len(segs), "note": se.strip().splitlines()[-1][-200:] if se.strip() else ""}
+
+
+def rewind(c, a):
+    """pg_rewind this (stopped, fenced) former primary from the new primary, then standby.signal at
+    once (nothing may start it as a primary again). The missing WAL of this host comes from its own
+    pg_wal; the new primary's from its server."""
+    src = (f"host={a['source']} port={c['port']} user={c['replication_user']} dbname=postgres "
+           f"passfile={PASSFILE} connect_timeout=10")
+    t0 = time.monotonic()
+    rc, so, se = run([f"/usr/lib/postgresql/{c['version']}/bin/pg_rewind", "-D", data_dir(c), f"--source-server={src}",
+                      "--progress"], 7200, user="postgres")
+    out = (so + se).strip()
+    if rc != 0:
+        return {"ok": False, "error": f"pg_rewind: {out[-600:]}", "seconds": round(time.monotonic() - t0, 1)}
+    signal_file = os.path.join(data_dir(c), "standby.signal")
+    with open(signal_file, "a"):
+        pass
+    shutil.chown(signal_file, "postgres", "postgres")
+    write_json(os.path.join(STATE_DIR, "rewound.json"), {"run_id": a["run_id"], "at": now(), "source": a["source"],
+                                                          **local_control(c)})
+    return {"ok": True, "seconds": round(time.monotonic() - t0, 1), "output": out[-600:]}
+
+
+def main(argv=None):
+    argv = sys.argv if argv is None else argv
+    if len(argv) == 2 and argv[1] in ("guard", "allow", "watch"):
+        if argv[1] == "allow":
+            return allow()
+        try:
+            c = load_config()
+        except (OSError, ValueError) as exc:
+            print(f"siaga fence: {CONFIG}: {exc}", file=sys.stderr)
+            return 1 if argv[1] == "guard" else 0
+        return {"guard": guard, "watch": watch}[argv[1]](c)
+    try:
+        a = json.loads(argv[1]) if len(argv) > 1 else {}
+        c = load_config(a.get("config", CONFIG))
+        mode = a.get("mode")
+        if mode == "state":
+            out = state(c)
+        elif mode == "fence":
+            out = {"ok": True, "did": fence_now(c, a.get("why", "fenced by siaga"), a.get("by", ""), a.get("peer"))}
+            out.update(state(c))
+        elif mode == "release":
+            out = {"ok": True, "did": release(c)}
+            out.update(state(c))
+        elif mode == "diverged":
+            out = diverged(c, a)
+        elif mode == "rewind":
+            out = rewind(c, a)
+        elif mode == "rewound":
+            out = {"ok": True, "rewound": read_json(os.path.join(STATE_DIR, "rewound.json"))}
+        elif mode == "authority":
+            if a.get("action") == "grant":
+                write_json(AUTHORITY, {"since": now(), "by": a.get("by", ""), "why": a.get("why", "")})
+            else:
+                remove(AUTHORITY)
+            out = state(c)
+        else:
+            out = {"ok": False, "error": f"unknown mode {mode!r}"}
+    except Exception as exc:  # noqa: BLE001 (one JSON answer, always)
+        out = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+    print(json.dumps(out))
+    return 0 if out.get("ok") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

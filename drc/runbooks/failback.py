@@ -1,0 +1,291 @@
+"""Fail-back after a failover: the old primary, fenced, rejoins as a standby of the site that serves
+now, by pg_rewind, without a rebuild; what it wrote that the new primary never got is listed, never
+silently discarded (SOP EM-3.8, EM-3). The service comes home afterwards with the planned
+switch-over (`siaga switchover --to primary`).
+
+Read as a table. The context is a switch-over's towards the serving site (`target`: the primary
+now; `source`: the host that rejoins):
+- a CHECKPOINT on the new primary (pg_rewind reads its timeline from the control file) and the
+  replication role allowed to run pg_rewind's functions there;
+- the writes lost on the old primary: its WAL after the fork (the new timeline's switch point) read
+  with pg_waldump, each committed transaction with the tables it wrote, saved in the records
+  (`failback-lost-writes-<run>.json`) and that WAL kept on the host; the uploads that exist only
+  there, kept in an archive on the host and listed;
+- pg_rewind (no way back), the fence released, the slot, the old primary streaming as a standby;
+- the site deploy converges (the uploads sync from the serving site, backups, the firewall), WAL
+  reaches the repository at the rejoined site and a backup is taken there, and the serving host
+  gives back the authority its failover granted: two sites again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from drc.hosts import remote
+from drc.records import store
+from drc.runbooks import hosts as H
+from drc.runbooks import switchover as sw
+from drc.runbooks.engine import Check, Reading, Runbook, Step
+from drc.site import load_site
+
+REWIND_FUNCTIONS = ("pg_catalog.pg_ls_dir(text, boolean, boolean)", "pg_catalog.pg_stat_file(text, boolean)",
+                    "pg_catalog.pg_read_binary_file(text)", "pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean)")
+
+
+@dataclass
+class Failback(sw.Switch):
+    def fence(self, host: str, args: dict, timeout: float = 600) -> dict:
+        return H.program_json(remote.run_program(self.site, host, "fence", args, timeout=timeout))
+
+    def psql(self, host: str, sql: str, db: str = "postgres", timeout: float = 120) -> remote.Result:
+        port = self.site.firewall.postgresql_port
+        return remote.run(self.site, host, f"sudo -n -u postgres psql -XAtq -p {port} -d {shlex.quote(db)} -v ON_ERROR_STOP=1 "
+                                           f"-c {shlex.quote(sql)}", timeout=timeout)
+
+    @property
+    def lost_writes_file(self) -> Path:
+        return store.records_dir(self.site) / f"failback-lost-writes-{self.run_id}.json"
+
+
+def failback_context(site_file: Path, echo: Callable[[str], None]) -> Failback:
+    return Failback(Path(site_file), load_site(site_file).active_site, echo)
+
+
+# --- preflight: read only ---------------------------------------------------------------------
+
+def serving_is_primary(f: Failback) -> Reading:
+    st = f.known(f.target)
+    ok = st.get("running") and st.get("in_recovery") is False
+    return Reading(bool(ok), f"{f.target} is not a running primary (in_recovery={st.get('in_recovery')})",
+                   {"timeline": st.get("timeline"), "system_identifier": st.get("system_identifier")})
+
+
+def old_primary_fenced_and_down(f: Failback) -> Reading:
+    st = f.fence(f.source, {"mode": "state"}, timeout=30)
+    if not st.get("ok"):
+        return Reading(False, f"{f.source}: {st.get('error')}")
+    if st.get("postgresql") == "active":
+        return Reading(False, f"{f.source}: PostgreSQL runs (a standby already? then there is nothing to fail back)")
+    if not st.get("fenced") and not st.get("held"):
+        return Reading(False, f"{f.source} is neither fenced nor held: fail-back is for a host a failover superseded")
+    sysid = f.known(f.target).get("system_identifier")
+    if st.get("system_identifier") != sysid:
+        return Reading(False, f"{f.source} holds another database (system identifier {st.get('system_identifier')}, "
+                              f"{f.target} has {sysid}): rebuild it as a standby instead")
+    return Reading(True, data={"timeline": st.get("timeline"), "fenced": bool(st.get("fenced"))})
+
+
+def rewind_possible(f: Failback) -> Reading:
+    st = f.known(f.target)
+    ok = st.get("wal_log_hints") == "on" or st.get("data_checksums") == "on"
+    return Reading(ok, f"{f.target}: neither wal_log_hints nor data checksums: pg_rewind cannot run; a fresh copy is needed")
+
+
+PREFLIGHT = (
+    Check("the serving host is the primary", "EM-3", serving_is_primary),
+    Check("siaga's programs on the hosts are this siaga's", "EM-3", sw.programs_current),
+    Check("the old primary is fenced (or held), down, of the same database", "EM-3", old_primary_fenced_and_down),
+    Check("pg_rewind is possible (wal_log_hints or checksums)", "EM-3.8", rewind_possible),
+)
+
+
+# --- steps ------------------------------------------------------------------------------------
+
+def checkpoint(f: Failback) -> dict:
+    r = f.psql(f.target, "CHECKPOINT", timeout=600)
+    if not r.ok:
+        raise RuntimeError(f"{f.target}: CHECKPOINT: {r.error or r.stderr.strip()}")
+    return {}
+
+
+def checkpoint_on_timeline(f: Failback) -> Reading:
+    st = f.state(f.target)
+    ok = st.get("checkpoint_timeline") == st.get("timeline")
+    return Reading(ok, f"{f.target}: last checkpoint on timeline {st.get('checkpoint_timeline')}, serving {st.get('timeline')}")
+
+
+def grant_rewind(f: Failback) -> dict:
+    user = f.site.replication.user
+    sql = "; ".join(f"GRANT EXECUTE ON FUNCTION {fn} TO {user}" for fn in REWIND_FUNCTIONS)
+    r = f.psql(f.target, sql)
+    if not r.ok:
+        raise RuntimeError(f"{f.target}: {r.error or r.stderr.strip()}")
+    return {"granted_to": user}
+
+
+def rewind_granted(f: Failback) -> Reading:
+    user = f.site.replication.user
+    checks = " AND ".join(f"has_function_privilege('{user}', '{fn}', 'EXECUTE')" for fn in REWIND_FUNCTIONS)
+    r = f.psql(f.target, f"SELECT {checks}")
+    return Reading(r.ok and r.stdout.strip() == "t", f"{f.target}: {user} may not run pg_rewind's functions")
+
+
+def fork_point(f: Failback) -> tuple[int, str]:
+    """(the old timeline, the LSN where the serving timeline left it), from its history file."""
+    st = f.known(f.target)
+    tl = int(st.get("timeline") or 0)
+    pg = f.site.postgresql
+    path = f"/var/lib/postgresql/{pg.version}/{pg.cluster}/pg_wal/{tl:08X}.history"
+    r = remote.run(f.site, f.target, f"sudo -n cat {path}", timeout=30)
+    lines = [ln.split() for ln in r.stdout.splitlines() if ln.strip() and not ln.startswith("#")]
+    if not r.ok or not lines:
+        raise RuntimeError(f"{f.target}: {path}: {r.error or r.stderr.strip() or 'empty'}")
+    return int(lines[-1][0]), lines[-1][1]
+
+
+def table_names(f: Failback, rels: set[str]) -> dict[str, str]:
+    """tablespace/database/relfilenode → database.schema.table, read on the serving host (same catalog)."""
+    names: dict[str, str] = {}
+    dbs = f.psql(f.target, "SELECT oid, datname FROM pg_database WHERE datallowconn")
+    by_oid = dict(ln.split("|") for ln in dbs.stdout.splitlines() if "|" in ln) if dbs.ok else {}
+    for rel in rels:
+        _spc, db_oid, node = rel.split("/")
+        db = by_oid.get(db_oid)
+        if db is None:
+            names[rel] = rel
+            continue
+        r = f.psql(f.target, f"SELECT relnamespace::regnamespace || '.' || relname FROM pg_class WHERE relfilenode = {int(node)} "
+                             f"OR (relfilenode = 0 AND pg_relation_filenode(oid) = {int(node)})", db=db)
+        names[rel] = f"{db}.{r.stdout.strip().splitlines()[0]}" if r.ok and r.stdout.strip() else f"{db}.(relfilenode {node})"
+    return names
+
+
+def lost_writes(f: Failback) -> dict:
+    old_tl, fork = fork_point(f)
+    out = f.fence(f.source, {"mode": "diverged", "timeline": old_tl, "fork_lsn": fork, "run_id": f.run_id})
+    if not out.get("ok"):
+        raise RuntimeError(f"{f.source}: {out.get('error')}")
+    xacts = out["transactions"]
+    names = table_names(f, {rel for x in xacts for rel in x["ops"]})
+    for x in xacts:
+        x["tables"] = {names.get(rel, rel): ops for rel, ops in x.pop("ops").items()}
+    per_table: dict[str, int] = {}
+    for x in xacts:
+        for t in x["tables"]:
+            per_table[t] = per_table.get(t, 0) + 1
+    report = {"run_id": f.run_id, "host": f.source, "fork": {"timeline": old_tl, "lsn": fork}, "end_lsn": out.get("end_lsn"),
+              "kept_on_host": out.get("kept"), "transactions": xacts, "transactions_per_table": per_table,
+              "written_at": dt.datetime.now().astimezone().isoformat(timespec="seconds")}
+    f.lost_writes_file.write_text(json.dumps(report, indent=1) + "\n")
+    f.readings["lost_writes"] = {"transactions": len(xacts), "per_table": per_table}
+    return {"transactions": len(xacts), "per_table": per_table, "file": str(f.lost_writes_file), "kept": out.get("kept")}
+
+
+def lost_writes_reported(f: Failback) -> Reading:
+    return Reading(f.lost_writes_file.exists(), f"{f.lost_writes_file} missing")
+
+
+def keep_old_only_uploads(f: Failback) -> dict:
+    """Files only on the old primary (uploaded there after its last sync): archived on that host and
+    listed before the uploads sync from the serving site mirrors (and deletes) them."""
+    src, dst = H.uploads_digest(f.site, f.source), H.uploads_digest(f.site, f.target)
+    if not src.get("ok") or not dst.get("ok"):
+        raise RuntimeError(f"uploads: {src.get('error') or dst.get('error')}")
+    only_old = sorted(p for p in src["files"] if p not in dst["files"])
+    only_new = sorted(p for p in dst["files"] if p not in src["files"])
+    archive = f"/var/lib/siaga/fence/diverged-{f.run_id}/uploads-only-here.tar"
+    if only_old:
+        listing = "\\n".join(only_old)
+        cmd = (f"printf '%b' {shlex.quote(listing)} | sudo -n tar -C {shlex.quote(f.site.spse_app.uploads_dir)} "
+               f"-cf {archive} --verbatim-files-from -T -")
+        r = remote.run(f.site, f.source, cmd, timeout=1800)
+        if not r.ok:
+            raise RuntimeError(f"{f.source}: {r.error or r.stderr.strip()}")
+    f.readings["uploads"] = {"only_on_old": only_old, "only_on_serving": len(only_new), "archive": archive if only_old else None}
+    data = json.loads(f.lost_writes_file.read_text())
+    data["uploads_only_on_old_primary"] = {"files": only_old, "archive_on_host": archive if only_old else None}
+    data["uploads_made_while_serving_alone"] = len(only_new)
+    f.lost_writes_file.write_text(json.dumps(data, indent=1) + "\n")
+    return {"only_on_old": len(only_old), "archive": archive if only_old else None, "only_on_serving": len(only_new)}
+
+
+def old_only_uploads_kept(f: Failback) -> Reading:
+    if not f.lost_writes_file.exists():
+        return Reading(False, "no lost-writes record")
+    kept = json.loads(f.lost_writes_file.read_text()).get("uploads_only_on_old_primary")
+    if kept is None:
+        return Reading(False, "the old primary's own uploads are not listed yet")
+    if not kept["files"]:
+        return Reading(True)
+    r = remote.run(f.site, f.source, f"sudo -n test -s {kept['archive_on_host']}", timeout=30)
+    return Reading(r.ok, f"{f.source}: {kept['archive_on_host']} missing")
+
+
+def do_rewind(f: Failback) -> dict:
+    out = f.fence(f.source, {"mode": "rewind", "source": f.address(f.target), "run_id": f.run_id}, timeout=7200)
+    if not out.get("ok"):
+        raise RuntimeError(f"{f.source}: {out.get('error')}")
+    return {"seconds": out.get("seconds")}
+
+
+def rewound(f: Failback) -> Reading:
+    out = f.fence(f.source, {"mode": "rewound"}, timeout=30)
+    done = (out.get("rewound") or {}).get("run_id") == f.run_id
+    return Reading(done, f"{f.source}: not rewound by {f.run_id} ({out.get('error') or out.get('rewound')})")
+
+
+def release_fence(f: Failback) -> dict:
+    out = f.fence(f.source, {"mode": "release"}, timeout=120)
+    if not out.get("ok"):
+        raise RuntimeError(f"{f.source}: {out.get('error')}")
+    return {"did": out.get("did")}
+
+
+def fence_released(f: Failback) -> Reading:
+    st = f.fence(f.source, {"mode": "state"}, timeout=30)
+    ok = st.get("ok") and not st.get("fenced") and not st.get("firewall") and st.get("standby")
+    return Reading(bool(ok), f"{f.source}: fenced={st.get('fenced')}, ports closed={st.get('firewall')}, "
+                             f"standby.signal={st.get('standby')}")
+
+
+def follow_rewound(f: Failback) -> dict:
+    from roles.replication.standby import standby_conf
+
+    out = H.pg(f.site, f.source, "follow", conf=standby_conf(f.tier(), f.source, f.target), rewound=True, timeout=300)
+    if not out.get("ok"):
+        raise RuntimeError(f"{f.source}: {out.get('error')}")
+    return {"control": out.get("control")}
+
+
+def drop_authority(f: Failback) -> dict:
+    out = f.fence(f.target, {"mode": "authority", "action": "drop"}, timeout=30)
+    if not out.get("ok"):
+        raise RuntimeError(f"{f.target}: {out.get('error')}")
+    return {}
+
+
+def no_authority(f: Failback) -> Reading:
+    st = f.fence(f.target, {"mode": "state"}, timeout=30)
+    return Reading(st.get("ok") and not st.get("authority"), f"{f.target} still holds the authority")
+
+
+def failback(site_file: Path, echo: Callable[[str], None] = print) -> tuple[Runbook, Failback]:
+    f = failback_context(site_file, echo)
+    old, new = f.source, f.target
+    steps = (
+        Step("checkpoint", "EM-3.8", f"CHECKPOINT on {new}: its control file names its timeline", checkpoint,
+             checkpoint_on_timeline, deadline_s=60),
+        Step("grants", "EM-3.8", f"the replication role may run pg_rewind's functions on {new}", grant_rewind, rewind_granted),
+        Step("lost-writes", "EM-3", f"what {old} committed after the fork, read from its WAL and recorded (its WAL kept)",
+             lost_writes, lost_writes_reported),
+        Step("old-uploads", "EM-3", f"uploads only on {old} archived there and listed", keep_old_only_uploads,
+             old_only_uploads_kept),
+        Step("rewind", "EM-3.8", f"pg_rewind {old} from {new}; standby.signal", do_rewind, rewound, no_return=True),
+        Step("release", "EM-3", f"{old}'s fence released (it can only start as a standby now)", release_fence, fence_released),
+        Step("slot", "EM-3", f"replication slot for {old} on {new}", sw.slot_for_source, sw.source_slot_present),
+        Step("follow", "EM-3", f"{old} streams from {new} as a standby", follow_rewound, sw.source_streams_from_target,
+             deadline_s=120),
+        Step("converge", "EM-2", "the site deploy: uploads sync, web ports, app, backups as the site file says", sw.converge,
+             sw.converged, deadline_s=1),
+        Step("archive", "BK-1", f"{new}'s WAL reaches the repository (pgbackrest check, its timeline's history file)",
+             sw.archive_check_target, sw.archive_follows, deadline_s=30),
+        Step("backup", "BK-1", f"a database backup of {new} into the repository at {old}'s site", sw.backup_after_switch,
+             sw.backup_ok, deadline_s=900),
+        Step("two-sites", "EM-3", f"{new} gives back the authority of its failover: two sites again", drop_authority, no_authority),
+    )
+    return Runbook("failback", old, f"Fail-back: {old} rejoins as a standby of {new}", PREFLIGHT, steps), f

@@ -1,0 +1,72 @@
+"""The fence's host program (drc/hostside/fence.py), on the workstation: the guard's decision and
+what it reads. The lab tests (tests/lab/test_failover.py) run it on real hosts. SOP EM-3."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+
+import pytest
+
+from drc.hostside import program
+
+spec = importlib.util.spec_from_file_location("fence", program("fence").source)
+fence = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(fence)
+
+LOCAL = {"timeline": 3, "system_identifier": "7400"}
+
+
+def peer(tl: int, standby: bool, sysid: str = "7400") -> dict:
+    return {"system_identifier": sysid, "timeline": tl, "lsn": "0/3000060", "standby": standby}
+
+
+@pytest.mark.parametrize("answers,authority,starts,why", [
+    ({"drc": peer(3, True)}, False, True, "not a primary"),  # steady state: the DRC follows us
+    ({"drc": peer(4, False)}, True, False, "superseded"),  # the DRC was promoted: even with authority
+    ({"drc": peer(3, False)}, False, False, "superseded"),  # two primaries on one timeline: stay down
+    ({"drc": peer(5, True)}, False, True, "not a primary"),  # a standby on a newer timeline (a PITR here)
+    ({"drc": peer(9, False, sysid="1111")}, False, True, "not a primary"),  # another database (a fresh cluster)
+    ({"drc": None}, False, False, "no authority"),  # cannot ask: it may have been superseded
+    ({"drc": None}, True, True, "holds the authority"),  # the failover's new primary, its peer lost
+])
+def test_the_guard_lets_a_primary_start_only_when_it_was_not_superseded(answers, authority, starts, why):
+    ok, reason = fence.verdict(LOCAL, answers, authority, standby=False)
+    assert ok is starts and why in reason
+
+
+def test_a_standby_always_starts_it_is_never_writable():
+    assert fence.verdict(LOCAL, {"drc": peer(9, False)}, False, standby=True)[0]
+
+
+def test_identify_system_and_hot_standby_are_read():
+    assert fence.parse_identify("7400|4|0/5000148|\noff\n") == {"system_identifier": "7400", "timeline": 4,
+                                                               "lsn": "0/5000148", "standby": False}
+    assert fence.parse_identify("7400|4|0/5000148|\non\n")["standby"] is True
+    assert fence.parse_identify("") is None and fence.parse_identify("psql: error") is None
+
+
+def test_the_fence_table_closes_web_and_database_ports_but_to_the_peer_and_nft_accepts_it():
+    script = fence.nft_script({"closed_ports": [80, 443, 5432]}, "10.9.0.10")
+    assert "tcp dport { 80, 443, 5432 } ip saddr != 10.9.0.10 reject" in script and " 22" not in script
+    check = subprocess.run(["nft", "-c", "-f", "-"], input=script, capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+
+
+WALDUMP = """\
+rmgr: Heap        len (rec/tot):     59/    59, tx:        745, lsn: 0/03000148, prev 0/03000110, desc: INSERT+INIT off: 1, flags: 0x00, blkref #0: rel 1663/16384/16390 blk 0
+rmgr: Heap        len (rec/tot):     59/    59, tx:        745, lsn: 0/03000190, prev 0/03000148, desc: INSERT off: 2, flags: 0x00, blkref #0: rel 1663/16384/16390 blk 0
+rmgr: Standby     len (rec/tot):     50/    50, tx:          0, lsn: 0/030001C8, prev 0/03000190, desc: RUNNING_XACTS nextXid 746
+rmgr: Transaction len (rec/tot):     34/    34, tx:        745, lsn: 0/030001D0, prev 0/030001C8, desc: COMMIT 2026-11-26 15:00:25.123456 WIB
+rmgr: Heap        len (rec/tot):     72/    72, tx:        746, lsn: 0/03000200, prev 0/030001D0, desc: HOT_UPDATE old_xmax: 746, blkref #0: rel 1663/16384/16401 blk 3
+rmgr: Transaction len (rec/tot):     34/    34, tx:        746, lsn: 0/03000248, prev 0/03000200, desc: ABORT 2026-11-26 15:00:25.2 WIB
+rmgr: Heap        len (rec/tot):     54/    54, tx:        747, lsn: 0/03000280, prev 0/03000248, desc: DELETE off: 4, blkref #0: rel 1663/16384/16390 blk 0
+"""
+
+
+def test_the_writes_lost_on_an_old_primary_are_its_committed_transactions_after_the_fork():
+    """Fail-back lists what the old primary committed that the new one never got (pg_waldump's
+    lines): aborted and unfinished transactions wrote nothing that survives."""
+    lost = fence.parse_waldump(WALDUMP)
+    assert [x["xid"] for x in lost] == [745]
+    assert lost[0]["ops"] == {"1663/16384/16390": {"INSERT": 2}} and lost[0]["commit_time"].startswith("2026-11-26 15:00:25")
