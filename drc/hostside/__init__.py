@@ -44,6 +44,7 @@ class HostProgram:
 
 PROGRAMS: dict[str, HostProgram] = {p.module: p for p in (
     HostProgram("status_probe", "base", "siaga status: PostgreSQL, health, components and uploads of this host (every host)"),
+    HostProgram("workstation_mirror", "base", "siaga workstation: the DRC's copy of the admin workstation (records, site file)"),
     HostProgram("reboot_window", "base", "siaga-reboot-window.service: reboot for a security update in the site's window only"),
     HostProgram("runbook_lock", "base", "siaga runbooks: the site-wide lock that keeps two runbooks from running at once"),
     HostProgram("pg_role", "base", "siaga runbooks: PostgreSQL's actual role read, and changed (stop, promote, follow)"),
