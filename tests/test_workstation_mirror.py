@@ -365,3 +365,23 @@ def test_two_settings_naming_files_of_one_name_keep_both():
                         "spse_app.tls_chain_source": "site/files/spse_app-tls_chain_source--ca.crt"}}
     assert restore.file_names(man) == {"site/files/spse_app-tls_chain_source--ca.crt": "ca.crt",
                                        "site/files/traffic-ca_file--ca.crt": "traffic-ca_file--ca.crt"}
+
+
+def test_check_says_current_only_for_this_workstations_copy_of_its_files_now(ws, monkeypatch):
+    site, f = ws
+    state = m.ensure_identity({})
+    m.write_state(site, state)
+    items, named = m.entries(site, f)
+    copy = {"state": "present", "sha": "x", "manifest": m.manifest(site, items, named, state, 3)}
+    monkeypatch.setattr(push, "read_manifest", lambda s, h: copy)
+    res = push.check(site, f)
+    assert res["ok"] and res["hosts"]["drc"]["current"] and res["hosts"]["drc"]["ours"]
+    store.append_new(store.records_path(site) / "backup-log.jsonl", [{"id": "b9"}])
+    row = push.check(site, f)["hosts"]["drc"]
+    assert not row["current"] and row["differ"] == ["records/backup-log.jsonl"]
+    # The same files written by a restored workstation (same lineage, another instance): not ours.
+    copy["manifest"] = m.manifest(site, m.entries(site, f)[0], named, {**state, "instance": "other"}, 4)
+    row = push.check(site, f)["hosts"]["drc"]
+    assert not row["ours"] and not row["current"]
+    monkeypatch.setattr(push, "read_manifest", lambda s, h: {"state": "unreachable", "error": "timeout"})
+    assert push.check(site, f)["hosts"]["drc"] == {"state": "unreachable", "error": "timeout", "current": False}

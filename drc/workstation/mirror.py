@@ -290,9 +290,10 @@ def check(site: Site, site_file: Path) -> dict:
         if a["state"] == "present":
             man = a["manifest"]
             diff = m.compare(local, man.get("files", {}))
-            mine = man.get("lineage") == state.get("lineage")
+            # Written by this workstation (not only of its lineage: a restored one shares that).
+            mine = man.get("instance") == state.get("instance")
             row.update({"pushed_at": man.get("pushed_at"), "pushed_by": man.get("pushed_by"), "seq": man.get("seq"),
-                        "files": len(man.get("files", {})), "ours": mine, **diff,
+                        "files": len(man.get("files", {})), "ours": mine, "lineage": man.get("lineage"), **diff,
                         "current": mine and not diff["missing"] and not diff["differ"] and not diff["extra"]})
         else:
             row["current"] = False

@@ -127,6 +127,14 @@ def test_a_new_workstation_takes_over_from_the_drc_copy_and_the_escrow(lab, host
     p = cli("workstation", "restore", *common, "--passphrase-file", str(wrong), cwd=tmp_path, env=env)
     assert p.returncode == 2 and "wrong passphrase" in p.stdout, p.stdout
     assert not new.exists()
+    # Without a known_hosts file, the DRC's key fingerprint read off its console; another key is refused.
+    fp = d.check_output("ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub").split()[1]
+    by_fp = [x for x in common if x not in ("--known-hosts", str(site.connection.known_hosts_file))]
+    p = cli("workstation", "restore", *by_fp, "--host-key", "SHA256:" + "A" * 43, "--passphrase-file", str(passphrase),
+            cwd=tmp_path, env=env)
+    assert p.returncode == 2 and f"is {fp}, not the SHA256:" in " ".join(p.stdout.split()), p.stdout
+    assert not new.exists()
+    common = [*by_fp, "--host-key", fp]
     t0 = time.monotonic()
     p = cli("workstation", "restore", *common, "--passphrase-file", str(passphrase), cwd=tmp_path, env=env)
     print(f"workstation restore (with its dry deploy): {time.monotonic() - t0:.1f} s")
@@ -168,6 +176,13 @@ def test_a_new_workstation_takes_over_from_the_drc_copy_and_the_escrow(lab, host
     assert drc_copy(d, site.site)[1]["site/site.yaml"] == (new / "site.yaml").read_bytes()
     p = cli("workstation", "mirror", str(lab.site_file), "--json")
     assert p.returncode == 1 and "another workstation" in p.stdout, p.stdout
+    # A command of the old workstation still works; its copy is marked behind, with a record.
+    p = cli("backup", "log", str(lab.site_file), "--json")
+    assert p.returncode == 0 and "is behind since" in p.stderr, p.stderr[-2000:]
+    failed = [json.loads(x) for x in (Path(site.records_dir) / "workstation-mirror.jsonl").read_text().splitlines()]
+    assert failed[-1]["result"] == "failure" and "another workstation" in failed[-1]["error"]
+    p = cli("workstation", "mirror", "--check", str(lab.site_file), "--json")
+    assert p.returncode == 1 and not json.loads(p.stdout)["hosts"]["drc"]["ours"], p.stdout
     p = cli("workstation", "mirror", "--take-over", str(lab.site_file), "--json")
     assert p.returncode == 0, p.stdout
     assert drc_copy(d, site.site)[1]["site/site.yaml"] == lab.site_file.read_bytes()
