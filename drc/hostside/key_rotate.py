@@ -12,7 +12,8 @@ program ends. One JSON object on stdout. SOP BK-8. Modes:
 - `unauthorize` (stdin: remove, keep): the lines of one key removed, only while a line of the other
   key stays (never leaves the path without a key).
 - `install` (stdin: expect, new private keys): a private key file replaced in place, keeping its
-  owner and mode, only when it holds the expected key (or already the new one).
+  owner (the role's: root, postgres or the repository account), mode 0600, only when it holds the
+  expected key (or already the new one).
 - `holds` (stdin: old, new private keys): which of them a private key file holds.
 - `prove` (no secrets): the key's real path run from this host: `pgbackrest check` as the runner's
   account (db host: to the repository; repository host: to the database), `restic snapshots` with
@@ -111,9 +112,9 @@ def without_key(text, public):
     return "".join(ln for ln in text.splitlines(keepends=True) if not ((p := split_line(ln)) and p[2] == blob))
 
 
-def rewrite(path, text):
-    """Replace a file's content atomically, keeping its owner and mode (fsync'd: a crash leaves the
-    old file or the new one, never half of one)."""
+def rewrite(path, text, mode=None):
+    """Replace a file's content atomically, keeping its owner and mode (or setting `mode`); fsync'd:
+    a crash leaves the old file or the new one, never half of one."""
     st = os.stat(path)
     tmp = f"{path}.siaga-rotate"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -122,7 +123,7 @@ def rewrite(path, text):
         fh.flush()
         os.fsync(fh.fileno())
     os.chown(tmp, st.st_uid, st.st_gid)
-    os.chmod(tmp, st.st_mode & 0o7777)
+    os.chmod(tmp, st.st_mode & 0o7777 if mode is None else mode)
     os.rename(tmp, path)
 
 
@@ -167,7 +168,7 @@ def mode_install(a, keys):
         return {"ok": True, "changed": False}
     if held.strip() != keys["expect"].strip():
         raise Refused(f"{path} holds neither the expected key nor the new one: not changed")
-    rewrite(path, new)
+    rewrite(path, new, 0o600)  # a private key is its owner's only, whatever the file's mode was (SOP BK-8)
     st = os.stat(path)
     return {"ok": True, "changed": True, "mode": f"{st.st_mode & 0o777:o}", "uid": st.st_uid}
 

@@ -12,7 +12,7 @@ target, rrsync). Each rotation:
 2. checks that every host using the key holds this workstation's key (or already the new one);
 3. adds the new public key BESIDE the old one in the root-owned keys files (same options: forced
    command, from=, restrict);
-4. installs the new private key on every host using it (in place: owner and mode kept, 0600);
+4. installs the new private key on every host using it (in place: owner kept, mode 0600);
 5. proves the new key through its real path (`pgbackrest check`, `restic snapshots`, an rsync dry-run);
 6. removes the old public key and proves with `ssh -i` from each using host that the old key is
    refused and the new one accepted;
@@ -131,7 +131,7 @@ def plan(site: Site, name: str) -> list[str]:
         f"this workstation: a new ed25519 key pair ({spec.path}{PENDING}, 0600) for the {kp.what}",
         f"check that {where(kp.using)} hold this workstation's key (nothing changes otherwise)",
         f"add the new public key beside the old one, same forced command and from=: {where(kp.authorizing)}",
-        f"install the new private key (owner and mode kept, 0600): {where(kp.using)}",
+        f"install the new private key (owner kept, mode 0600): {where(kp.using)}",
         *(f"on {h}: {PROOF_WORDS[a['how']]}" + (f" to {a['dest']}" if a.get("dest") else "") for h, a in kp.proofs),
         f"remove the old public key from {where(kp.authorizing)}",
         *(f"on {lg.host}: ssh -i to {lg.user}@{lg.address}: the old key refused, the new one accepted" for lg in kp.logins),
@@ -259,7 +259,7 @@ def rotate(site: Site, name: str) -> dict:
             undo.append((f"{host}:{path} holds the old key again", lambda h=host, p=path: call(
                 site, h, {"mode": "install", "path": p}, {"expect": new_private, "new": old_private}, 120)))
             step(host, {"mode": "install", "path": path}, {"expect": old_private, "new": new_private},
-                 f"{path} holds the new private key (owner and mode kept)", 120)
+                 f"{path} holds the new private key (owner kept, 0600)", 120)
         for host, args in kp.proofs:
             r = call(site, host, {"mode": "prove", **args}, None, 900)
             if not r.get("ok"):
