@@ -144,10 +144,11 @@ def _push(site: Site, site_file: Path, force: bool, items: tuple | None) -> dict
                 res = push_host(site, host, data, res["conflict"], force)
             elif there.get("state") == "present":
                 o = there["manifest"]
+                whose = ("a workstation restored from this one's copy" if o.get("lineage") == state["lineage"]
+                         else f"lineage {o.get('lineage')}, this one {state['lineage']}")
                 res["error"] = (f"the copy on {host} was written by another workstation ({o.get('pushed_by')} at {o.get('pushed_at')}, "
-                                f"lineage {o.get('lineage')}, this one {state['lineage']}): not replaced. Fix: if this workstation "
-                                "takes over, run `siaga workstation mirror --take-over`; if it is a scratch copy, set "
-                                f"{ENV}=off")
+                                f"{whose}): not replaced. Fix: if this workstation takes over, run `siaga workstation mirror "
+                                f"--take-over`; if it is a scratch copy, set {ENV}=off")
         return res
 
     results = remote.parallel(hosts, one, DEADLINE_S, lambda h: {"ok": False, "error": f"{h}: no answer within {DEADLINE_S:.0f} s"})
