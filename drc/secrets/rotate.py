@@ -14,8 +14,11 @@ refuses any implicit change).
   public key beside the old one, the new private key installed, proven through its real path, the
   old key removed and proven refused; all put back when a proof fails (drc/secrets/rotate_keys.py).
 
-Other secrets (the pgBackRest repository cipher: a new cipher means a new repository) are refused by
-name with what to do; rotation of them is not built yet.
+- `repo1` (the pgBackRest repository cipher): pgBackRest cannot re-encrypt, so a new repository
+  one generation further, a full backup and check into it, then the hosts switched to it; the old
+  repository kept readable (its passphrase and path in the retired secrets) until `--remove-expired`
+  finds its backups expired (drc/secrets/rotate_repo.py).
+
 Each rotation is previewed with `--dry-run`, needs `--yes` or the name typed on the terminal,
 leaves a record (`<records_dir>/secret-rotations.jsonl`) and reminds to write a new escrow.
 """
@@ -46,11 +49,8 @@ from roles.workstation_secrets import ALPHABET, SecretError, write_private
 
 ROTATIONS = "secret-rotations.jsonl"
 SSH_KEYS = ("pgbackrest_key", "restic_key", "repo_key", "uploads_sync")  # drc/secrets/rotate_keys.py
-SUPPORTED = ("restic", "replication", *SSH_KEYS)
-NOT_YET = {
-    "repo1": "a new pgBackRest cipher means a new repository (a new stanza path, a full backup into it at once, the old "
-             "one kept readable until its backups expire); not built yet: keep the current passphrase",
-}
+SUPPORTED = ("restic", "replication", *SSH_KEYS, "repo1")
+NOT_YET: dict[str, str] = {}  # secrets refused by name, with why (none left)
 
 
 class RotateError(RuntimeError):
@@ -75,6 +75,10 @@ def scram_verifier(password: str, salt: bytes | None = None, iterations: int = 4
 
 
 def plan(site: Site, name: str) -> list[str]:
+    if name == "repo1":
+        from drc.secrets import rotate_repo
+
+        return rotate_repo.plan(site)
     if name in SSH_KEYS:
         from drc.secrets import rotate_keys
 
@@ -189,9 +193,19 @@ def rotate_replication(site: Site) -> dict:
     return {"ok": True, "steps": steps, "old": fingerprint(old), "new": fingerprint(new)}
 
 
+def rotate_repo1(site: Site) -> dict:
+    from drc.secrets import rotate_repo
+
+    return rotate_repo.rotate(site)
+
+
 def cmd_rotate(args: argparse.Namespace, console: Console) -> int:
     site = load_site(args.site)
     name = args.name
+    if getattr(args, "remove_expired", False):
+        from drc.secrets import rotate_repo
+
+        return rotate_repo.cmd_remove_expired(site, args, console)
     if name in NOT_YET:
         console.print(f"[red]refused:[/red] {name}: {NOT_YET[name]}", highlight=False)
         return 2
@@ -218,7 +232,7 @@ def cmd_rotate(args: argparse.Namespace, console: Console) -> int:
 
             res = rotate_keys.rotate(site, name)
         else:
-            res = {"restic": rotate_restic, "replication": rotate_replication}[name](site)
+            res = {"restic": rotate_restic, "replication": rotate_replication, "repo1": rotate_repo1}[name](site)
     except (RotateError, SecretError) as exc:
         res = {"ok": False, "error": str(exc)}
     rec = {"id": f"rotate-{uuid.uuid4().hex[:12]}", "name": name, "start": started.isoformat(timespec="seconds"),
@@ -248,5 +262,7 @@ def register(sub, common) -> None:
     r.add_argument("name", help=f"the secret ({', '.join(SUPPORTED)})")
     r.add_argument("--dry-run", action="store_true", help="show what would be done, change nothing")
     r.add_argument("--yes", action="store_true", help="confirm without typing the name")
+    r.add_argument("--remove-expired", action="store_true",
+                   help="with repo1: remove the retired repositories whose backups have expired (their passphrases stay)")
     common(r)
     r.set_defaults(func=cmd_rotate)
