@@ -42,6 +42,8 @@ class Reading:
     ok: bool
     why: str = ""
     data: dict = field(default_factory=dict)
+    # A failure that waiting will not mend (e.g. the backup the step ran failed): stop polling.
+    final: bool = False
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,7 @@ def poll(check: Callable[[Any], Reading], ctx: Any, deadline_s: float) -> Readin
     end = time.monotonic() + deadline_s
     while True:
         r = safely(check, ctx)
-        if r.ok or time.monotonic() >= end:
+        if r.ok or r.final or time.monotonic() >= end:
             return r
         time.sleep(POLL_S)
 
