@@ -13,7 +13,7 @@ from drc.site import SiteError
 # Each command's module defines register(subparsers) and sets func(args, console) on its parser.
 COMMAND_MODULES: tuple[str, ...] = ("drc.lab.command", "drc.site.check", "drc.hosts.command", "drc.status.command",
                                      "drc.backup.command", "drc.secrets.command", "drc.runbooks.command", "drc.runbooks.fence_command",
-                                     "drc.probe.command")
+                                     "drc.probe.command", "drc.workstation.command")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -44,8 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if "site" in args and not args.site:
         args.site = _default_site(args)
+    from drc.workstation.mirror import after_command
+
     try:
-        return args.func(args, console)
+        # Issue 11 point 4: afterwards the records and site file go to the DRC's copy (never fails the command).
+        with after_command(args, err_console):
+            return args.func(args, console)
     except (SiteError, _lab_error()) as exc:
         err_console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
         return 2

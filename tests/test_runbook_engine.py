@@ -244,3 +244,18 @@ def test_siaga_killed_in_a_step_then_run_again_resumes_without_repeating_done_st
     out = Engine(Runbook("toy", "drc", "t", (), steps), None, records, FileLock(lock)).run()
     assert out.outcome == "finished" and out.run_id == j[0].run_id and calls == ["b"]
     assert not lock.exists()
+
+
+def test_a_final_failure_stops_the_polling_at_once():
+    """A check that knows waiting will not mend it (the backup it ran failed) ends the step now."""
+    from drc.runbooks.engine import poll
+
+    calls = []
+
+    def check(_ctx):
+        calls.append(1)
+        return Reading(False, "the backup failed", final=True)
+
+    t0 = time.monotonic()
+    r = poll(check, None, 30)
+    assert not r.ok and len(calls) == 1 and time.monotonic() - t0 < 1

@@ -44,11 +44,13 @@ class HostProgram:
 
 PROGRAMS: dict[str, HostProgram] = {p.module: p for p in (
     HostProgram("status_probe", "base", "siaga status: PostgreSQL, health, components and uploads of this host (every host)"),
+    HostProgram("workstation_mirror", "base", "siaga workstation: the DRC's copy of the admin workstation (records, site file)"),
     HostProgram("reboot_window", "base", "siaga-reboot-window.service: reboot for a security update in the site's window only"),
     HostProgram("runbook_lock", "base", "siaga runbooks: the site-wide lock that keeps two runbooks from running at once"),
     HostProgram("pg_role", "base", "siaga runbooks: PostgreSQL's actual role read, and changed (stop, promote, follow)"),
     HostProgram("apache_forward", "base", "siaga switchover: the old site's Apache forwards to the new site during the DNS TTL"),
     HostProgram("uploads_digest", "base", "siaga switchover: size and sha256 of every upload, compared across the sites"),
+    HostProgram("key_rotate", "base", "siaga secrets rotate <ssh key>: keys files, private keys, proofs (keys on stdin)"),
     HostProgram("backup_read", "backup", "siaga backup: this host's backup runs, log records and init time"),
     HostProgram("restore_probe", "backup", "siaga backup restore-test: scratch restores, checks and production queries"),
     HostProgram("prod_restore", "backup", "siaga backup restore: the production database restored in place, nothing left pending"),

@@ -22,8 +22,16 @@ program ends. One JSON object on stdout. Modes:
   when it holds the old value (text, an `ini:key` line, or a .pgpass's replication lines).
 - `role-password` (the primary): a role's password set from its SCRAM verifier (the password
   itself never reaches PostgreSQL nor its log), then replication checked.
+- `file-state` / `file-put` (any host): sha256 of files; one file written whole, only when it
+  holds what the caller expects (compare and swap); a secret in its text comes on stdin alone.
+- `repo1-prepare`, `repo1-backup`, `repo1-check`, `repo1-discard` (the repository host): the steps
+  of `siaga secrets rotate repo1` (drc/secrets/rotate_repo.py): a new pgBackRest repository made
+  with its own config, a full backup into it recorded in the backup log and `pgbackrest check`,
+  the state of a repository (info, check, verify), and a repository or a config directory removed.
 """
 
+import grp
+import hashlib
 import json
 import os
 import pwd
@@ -573,10 +581,211 @@ def mode_replication_restart(a, _secrets):
             "error": f"{a['standbys']} standby(s) not streaming again within {a.get('timeout_s', 90)} s"}
 
 
+# --- files and pgBackRest repositories (siaga secrets rotate repo1) -------------------------------
+
+def sha256_text(path):
+    try:
+        with open(path, "rb") as fh:
+            return hashlib.sha256(fh.read()).hexdigest()
+    except FileNotFoundError:
+        return None
+
+
+def mode_file_state(a, _secrets):
+    """sha256 of each named file's content (None: absent), and the text of the named small public
+    files (`read`: e.g. the repository generation)."""
+    out = {"ok": True, "sha256": {p: sha256_text(p) for p in a.get("paths", [])}, "text": {}}
+    for p in a.get("read", []):
+        try:
+            with open(p) as fh:
+                out["text"][p] = fh.read(4096)
+        except FileNotFoundError:
+            out["text"][p] = None
+    return out
+
+
+def ids_of(user, group):
+    return pwd.getpwnam(user).pw_uid, grp.getgrnam(group).gr_gid
+
+
+SECRET_PLACEHOLDER = "@@SIAGA-SECRET@@"
+
+
+def mode_file_put(a, secrets):
+    """`path` holds exactly `text` afterwards (`user`, `group`, `file_mode`), written through a new
+    file renamed over it. A secret in it is SECRET_PLACEHOLDER in `text`, its value on stdin.
+    Refused when its content is neither `expect` (a sha256, or "absent")
+    nor the new text already. `parent`: [mode, user, group] of missing parent directories and of
+    `subdirs` made in the parent."""
+    path, text = a["path"], a["text"]
+    if secrets.get("secret"):  # the one secret of the text comes on stdin (never a command line)
+        text = text.replace(SECRET_PLACEHOLDER, secrets["secret"])
+    have = sha256_text(path)
+    want = hashlib.sha256(text.encode()).hexdigest()
+    uid, gid = ids_of(a.get("user", "root"), a.get("group", "root"))
+    mode = int(a.get("file_mode", 0o600))
+    if have == want:
+        os.chown(path, uid, gid)
+        os.chmod(path, mode)
+        return {"ok": True, "changed": False}
+    expect = a.get("expect")
+    if expect is not None and have != (None if expect == "absent" else expect):
+        raise Refused(f"{path} is not as expected (sha256 {(have or 'absent')[:12]}, expected {expect[:12]}): "
+                      "not changed. Fix: run the site deploy first (it converges the file), then again")
+    parent = os.path.dirname(path)
+    if a.get("parent"):
+        # Missing directories up to the path, and `subdirs` in its own (pgBackRest's conf.d), as asked.
+        pmode, puser, pgroup = a["parent"]
+        todo, d = [], parent
+        while not os.path.isdir(d):
+            todo.append(d)
+            d = os.path.dirname(d)
+        todo = list(reversed(todo)) + [os.path.join(parent, sub) for sub in a.get("subdirs", [])]
+        for d in todo:
+            os.makedirs(d, exist_ok=True)
+            os.chown(d, *ids_of(puser, pgroup))
+            os.chmod(d, int(pmode))
+    if not os.path.isdir(parent):
+        raise Refused(f"{parent} does not exist")
+    tmp = f"{path}.siaga-new"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.chown(tmp, uid, gid)
+    os.chmod(tmp, mode)
+    os.rename(tmp, path)
+    return {"ok": True, "changed": True, "previous": have}
+
+
+def pgbr(a, *args, config_path=None, timeout=3600):
+    return run(["pgbackrest", f"--config-path={config_path or a['config_path']}", f"--stanza={a['stanza']}", *args],
+               user=a["user"], timeout=timeout)
+
+
+def config_value(path, key):
+    """A `key=value` of a pgBackRest config file (None: not there)."""
+    try:
+        with open(path) as fh:
+            for ln in fh:
+                if "=" in ln and ln.split("=", 1)[0].strip() == key:
+                    return ln.split("=", 1)[1].strip()
+    except FileNotFoundError:
+        return None
+    return None
+
+
+def repository_dir(a, path):
+    """`path` if it is one of siaga's pgBackRest repositories under the repository root (not the
+    root itself, nor restic's, nor the log)."""
+    root = os.path.realpath(a["repository_path"])
+    real = os.path.realpath(path)
+    if os.path.dirname(real) != root or not re.fullmatch(r"pgbackrest(-gen[1-9]\d*)?", os.path.basename(real)):
+        raise Refused(f"{path} is not a pgBackRest repository under {root}: refused")
+    return real
+
+
+def mode_repo1_prepare(a, _secrets):
+    """A new, empty repository directory and `stanza-create` in it with the config at `config_path`
+    (written before with file-put). Refuses a directory that exists and is not empty."""
+    path = repository_dir(a, a["path"])
+    if config_value(os.path.join(a["config_path"], "pgbackrest.conf"), "repo1-path") != path:
+        raise Refused(f"{a['config_path']}/pgbackrest.conf does not name {path} as repo1-path")
+    if os.path.exists(path) and os.listdir(path):
+        raise Refused(f"{path} exists and is not empty (left by an earlier attempt?): nothing changed. Fix: if no "
+                      f"config names it (grep -r {path} /etc/siaga /etc/pgbackrest), remove it, then rotate again")
+    os.makedirs(path, exist_ok=True)
+    os.chown(path, *ids_of(a["user"], a["user"]))
+    os.chmod(path, 0o750)
+    rc, so, se = pgbr(a, "stanza-create", timeout=600)
+    if rc != 0:
+        shutil.rmtree(path, ignore_errors=True)  # made here, holds nothing
+        return {"ok": False, "error": f"stanza-create in {path} failed: {tail(se or so, 800)}"}
+    return {"ok": True, "path": path}
+
+
+def mode_repo1_backup(a, _secrets):
+    """A full backup into the repository of `config_path`, run by siaga-backup (so the backup log
+    records it: BK-3) with a copy of its configuration pointing there, then `pgbackrest check`
+    (WAL reaches that repository). Writes `writer_record` (the pgBackRest that wrote it)."""
+    work = private_dir()
+    try:
+        with open(a.get("runner_config", "/etc/siaga/backup.json")) as fh:
+            cfg = json.load(fh)
+        cfg["pgbackrest"] = {**cfg["pgbackrest"], "config_path": a["config_path"], "repo1_location": a["location"]}
+        cfg_file = os.path.join(work, "backup.json")
+        with open(cfg_file, "w") as fh:
+            json.dump(cfg, fh)
+        rc, so, se = run([a.get("runner", "/usr/local/sbin/siaga-backup"), "run", "db", "--type", "full", "--trigger", "manual",
+                          "--by", a.get("by", "root"), "--why", a["why"]], env={"SIAGA_BACKUP_CONFIG": cfg_file},
+                         timeout=int(a.get("timeout_s", 14400)) + 60)
+        record = next((json.loads(ln[7:]) for ln in so.splitlines() if ln.startswith("RECORD ")), None)
+        if rc != 0 or not record or record.get("result") != "success":
+            return {"ok": False, "record": record, "error": f"full backup failed: {(record or {}).get('error') or tail(se or so, 800)}"}
+        rc, so, se = pgbr(a, "check", timeout=600)
+        if rc != 0:
+            return {"ok": False, "record": record, "error": f"pgbackrest check failed: {tail(se or so, 800)}"}
+        if a.get("writer_record"):
+            rc, v, _ = run(["dpkg-query", "-W", "-f=${Version}", "pgbackrest"], timeout=60)
+            if rc == 0 and v.strip():
+                os.makedirs(os.path.dirname(a["writer_record"]), mode=0o700, exist_ok=True)
+                with open(a["writer_record"], "w") as fh:
+                    fh.write(v.strip() + "\n")
+        return {"ok": True, "record": record, "label": (record.get("details") or {}).get("label")}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def mode_repo1_check(a, _secrets):
+    """The repository of `config_path`: its repo1-path, `info` (backups), and on request `check`
+    (WAL reaches it) and `verify` (every file of it reads back as written)."""
+    path = config_value(os.path.join(a["config_path"], "pgbackrest.conf"), "repo1-path")
+    if path is None:
+        return {"ok": False, "error": f"{a['config_path']}/pgbackrest.conf: not found or no repo1-path"}
+    out = {"ok": True, "path": path, "exists": os.path.isdir(path)}
+    rc, so, se = pgbr(a, "--output=json", "info", timeout=300)
+    info = json.loads(so) if rc == 0 and so.strip() else []
+    out["backups"] = [{"label": b["label"], "type": b["type"], "timestamp": b["timestamp"]}
+                      for b in ((info[0].get("backup") or []) if info else [])]
+    if rc != 0 or (info and (info[0].get("status") or {}).get("code") not in (0, 2)):
+        out.update(ok=False, error=f"pgbackrest info: {tail(se or so, 500) or info[0].get('status')}")
+    for step in [s for s in ("check", "verify") if a.get(s)]:
+        rc, so, se = pgbr(a, "--log-level-console=info", step, timeout=int(a.get("timeout_s", 3600)))
+        out[step] = {"ok": rc == 0, "output": tail(se or so, 800)}
+        if rc != 0:
+            out.update(ok=False, error=f"pgbackrest {step} failed: {tail(se or so, 500)}")
+    return out
+
+
+def mode_repo1_discard(a, _secrets):
+    """Remove a pgBackRest repository directory (`path`) and/or one of the rotation's config
+    directories (`config_dir`); never the repository the active config names (`active_config`)."""
+    removed = []
+    if a.get("path"):
+        path = repository_dir(a, a["path"])
+        for conf in (a["active_config"], "/etc/pgbackrest/pgbackrest.conf"):
+            if config_value(conf, "repo1-path") == path or config_value(conf, "repo2-path") == path:
+                raise Refused(f"{conf} names {path}: it is in use, not removed")
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+            removed.append(path)
+    if a.get("config_dir"):
+        d = os.path.realpath(a["config_dir"])
+        if not re.fullmatch(r"/etc/siaga/pgbackrest-(next|next-remote|retired/gen[1-9]\d*)", d):
+            raise Refused(f"{d}: not a config directory of a rotation")
+        if os.path.isdir(d):
+            shutil.rmtree(d)
+            removed.append(d)
+    return {"ok": True, "removed": removed}
+
+
 MODES = {"retired-get": mode_retired_get, "retired-put": mode_retired_put, "fingerprints": mode_fingerprints, "list-copies": mode_list_copies, "offline-restore": mode_offline_restore, "table-counts": mode_table_counts, "hash-files": mode_hash_files, "list-tree": list_tree,
          "store-escrow": mode_store_escrow, "restic-rotate": mode_restic_rotate, "write-secret": mode_write_secret, "role-password": mode_role_password,
-         "replication-restart": mode_replication_restart}
-NEEDS_SECRETS = ("offline-restore", "store-escrow", "retired-put", "restic-rotate", "write-secret", "role-password")
+         "replication-restart": mode_replication_restart, "file-state": mode_file_state, "file-put": mode_file_put,
+         "repo1-prepare": mode_repo1_prepare, "repo1-backup": mode_repo1_backup, "repo1-check": mode_repo1_check,
+         "repo1-discard": mode_repo1_discard}
+NEEDS_SECRETS = ("offline-restore", "store-escrow", "retired-put", "restic-rotate", "write-secret", "role-password", "file-put")
 
 
 def answer(a, stdin=sys.stdin):

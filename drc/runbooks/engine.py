@@ -43,6 +43,8 @@ class Reading:
     ok: bool
     why: str = ""
     data: dict = field(default_factory=dict)
+    # A failure that waiting will not mend (e.g. the backup the step ran failed): stop polling.
+    final: bool = False
 
 
 @dataclass(frozen=True)
@@ -113,7 +115,7 @@ def poll(check: Callable[[Any], Reading], ctx: Any, deadline_s: float) -> Readin
     end = time.monotonic() + deadline_s
     while True:
         r = safely(check, ctx)
-        if r.ok or time.monotonic() >= end:
+        if r.ok or r.final or time.monotonic() >= end:
             return r
         time.sleep(POLL_S)
 
@@ -197,6 +199,7 @@ class Engine:
                 self.progress("step", {"step": step.name, "state": "done before"})
                 continue
             failure = self._do(journal, step, resumed=state in ("started", "failed"))
+            self._mirror()
             if failure:
                 passed = self._no_return_passed(journal)
                 if passed:
@@ -263,11 +266,19 @@ class Engine:
                                      "the roll-back goes on")
             journal.write("undo-end", step=step.name, result="done", did=did)
             self.progress("undo", {"step": step.name, "state": "done"})
+            self._mirror()
         reason = next((e.get("reason") for e in journal.events if e["event"] == "rollback"), "")
         msg = f"rolled back to where it started ({reason})"
         journal.write("end", outcome=ROLLED_BACK, message=msg)
         self.lock.release(journal.run_id)
         return Outcome(journal.run_id, ROLLED_BACK, msg, journal.path)
+
+    def _mirror(self) -> None:
+        """The journal so far to the DRC's copy of the workstation, in the background (issue 11 point 4)."""
+        if hasattr(self.ctx, "site_file") and hasattr(self.ctx, "site"):
+            from drc.workstation.mirror import push_soon
+
+            push_soon(self.ctx.site, self.ctx.site_file)
 
     def _stopped(self, journal: Journal, msg: str) -> Outcome:
         """Stop without closing the run: the lock stays, the journal stays open for the re-run."""

@@ -10,8 +10,15 @@ refuses any implicit change).
   reaches PostgreSQL or its log), every host's .pgpass rewritten, the walsenders ended so each
   standby reconnects with the new password, and streaming checked; put back when it does not stream.
 
-Other secrets (the pgBackRest repository cipher: a new cipher means a new repository; the SSH keys)
-are refused by name with what to do; rotation of them is not built yet.
+- the SSH keys (`pgbackrest_key`, `restic_key`, `repo_key`, `uploads_sync`): a new pair, the new
+  public key beside the old one, the new private key installed, proven through its real path, the
+  old key removed and proven refused; all put back when a proof fails (drc/secrets/rotate_keys.py).
+
+- `repo1` (the pgBackRest repository cipher): pgBackRest cannot re-encrypt, so a new repository
+  one generation further, a full backup and check into it, then the hosts switched to it; the old
+  repository kept readable (its passphrase and path in the retired secrets) until `--remove-expired`
+  finds its backups expired (drc/secrets/rotate_repo.py).
+
 Each rotation is previewed with `--dry-run`, needs `--yes` or the name typed on the terminal,
 leaves a record (`<records_dir>/secret-rotations.jsonl`) and reminds to write a new escrow.
 """
@@ -41,15 +48,9 @@ from roles.secret_custody import fingerprint, spec_for, workstation_value
 from roles.workstation_secrets import ALPHABET, SecretError, write_private
 
 ROTATIONS = "secret-rotations.jsonl"
-SUPPORTED = ("restic", "replication")
-NOT_YET = {
-    "repo1": "a new pgBackRest cipher means a new repository (a new stanza path, a full backup into it at once, the old "
-             "one kept readable until its backups expire); not built yet: keep the current passphrase",
-    "pgbackrest_key": "SSH key rotation (new key beside the old, checked, old removed) is not built yet",
-    "restic_key": "SSH key rotation (new key beside the old, checked, old removed) is not built yet",
-    "repo_key": "SSH key rotation (new key beside the old, checked, old removed) is not built yet",
-    "uploads_sync": "SSH key rotation (new key beside the old, checked, old removed) is not built yet",
-}
+SSH_KEYS = ("pgbackrest_key", "restic_key", "repo_key", "uploads_sync")  # drc/secrets/rotate_keys.py
+SUPPORTED = ("restic", "replication", *SSH_KEYS, "repo1")
+NOT_YET: dict[str, str] = {}  # secrets refused by name, with why (none left)
 
 
 class RotateError(RuntimeError):
@@ -74,6 +75,14 @@ def scram_verifier(password: str, salt: bytes | None = None, iterations: int = 4
 
 
 def plan(site: Site, name: str) -> list[str]:
+    if name == "repo1":
+        from drc.secrets import rotate_repo
+
+        return rotate_repo.plan(site)
+    if name in SSH_KEYS:
+        from drc.secrets import rotate_keys
+
+        return rotate_keys.plan(site, name)
     tier = data_tier_of(site)
     if name == "restic":
         from roles.backup.deploy import backup_host
@@ -184,9 +193,19 @@ def rotate_replication(site: Site) -> dict:
     return {"ok": True, "steps": steps, "old": fingerprint(old), "new": fingerprint(new)}
 
 
+def rotate_repo1(site: Site) -> dict:
+    from drc.secrets import rotate_repo
+
+    return rotate_repo.rotate(site)
+
+
 def cmd_rotate(args: argparse.Namespace, console: Console) -> int:
     site = load_site(args.site)
     name = args.name
+    if getattr(args, "remove_expired", False):
+        from drc.secrets import rotate_repo
+
+        return rotate_repo.cmd_remove_expired(site, args, console)
     if name in NOT_YET:
         console.print(f"[red]refused:[/red] {name}: {NOT_YET[name]}", highlight=False)
         return 2
@@ -208,7 +227,12 @@ def cmd_rotate(args: argparse.Namespace, console: Console) -> int:
     started = dt.datetime.now().astimezone()
     try:
         confirm(args, name)
-        res = {"restic": rotate_restic, "replication": rotate_replication}[name](site)
+        if name in SSH_KEYS:
+            from drc.secrets import rotate_keys
+
+            res = rotate_keys.rotate(site, name)
+        else:
+            res = {"restic": rotate_restic, "replication": rotate_replication, "repo1": rotate_repo1}[name](site)
     except (RotateError, SecretError) as exc:
         res = {"ok": False, "error": str(exc)}
     rec = {"id": f"rotate-{uuid.uuid4().hex[:12]}", "name": name, "start": started.isoformat(timespec="seconds"),
@@ -218,6 +242,8 @@ def cmd_rotate(args: argparse.Namespace, console: Console) -> int:
     records.append_new(records.records_dir(site) / ROTATIONS, [rec])
     reminder = ("Write a new escrow now (siaga secrets escrow --out DIR --copy-to-medium) and print its sheet: "
                 "the escrows made before hold the old secret")
+    if name in SSH_KEYS:  # the escrow holds no SSH key: the offline copies are read without one
+        reminder = "No new escrow needed (it holds no SSH key); the next site deploy changes nothing"
     if args.json:
         console.file.write(json.dumps({**res, "record": rec, "reminder": reminder}, indent=2) + "\n")
     else:
@@ -236,5 +262,7 @@ def register(sub, common) -> None:
     r.add_argument("name", help=f"the secret ({', '.join(SUPPORTED)})")
     r.add_argument("--dry-run", action="store_true", help="show what would be done, change nothing")
     r.add_argument("--yes", action="store_true", help="confirm without typing the name")
+    r.add_argument("--remove-expired", action="store_true",
+                   help="with repo1: remove the retired repositories whose backups have expired (their passphrases stay)")
     common(r)
     r.set_defaults(func=cmd_rotate)

@@ -39,6 +39,7 @@ from roles import secret_custody
 from roles.workstation_secrets import secret_file
 
 from . import operations as backup_ops
+from . import repo1 as repo1_gen
 from . import versions
 from .defaults import BackupSettings
 from .keys import KEYS_DIR, REMOTE_WRAPPER, db_account_keys, keys_file
@@ -83,10 +84,56 @@ def repository_host(tier: DataTier) -> str:
     return tier.site.hosts_in(tier.site.backup.repository_site)[0]
 
 
-def runner_config(tier: DataTier, host_name: str) -> dict:
-    """/etc/siaga/backup.json: everything the runner needs, no secret (those are files)."""
+def repo1_generation(tier: DataTier) -> int:
+    """The pgBackRest repository generation the hosts are at (roles/backup/repo1.py): the highest
+    any host of this deploy holds, so a stale site file never points back at a retired repository."""
+    from roles.replication.deploy import inventory_host
+
+    seen = {}
+    for name in tier.site.hosts:
+        h = inventory_host(name)
+        if h is not None:
+            lines = h.get_fact(FileContents, path=repo1_gen.GENERATION_FILE)
+            seen[name] = "\n".join(lines) if lines else None
+    try:
+        return repo1_gen.current_generation(seen)
+    except repo1_gen.GenerationError as exc:
+        raise DeployError(f"backup: {exc}") from None
+
+
+def repo1_location(tier: DataTier, generation: int | None = None) -> str:
+    """The repository directory in use on the repository host."""
+    g = repo1_generation(tier) if generation is None else generation
+    return repo1_gen.repo1_path(tier.site.backup.repository_path, g)
+
+
+def db_config(tier: DataTier, path: str, next_path: str | None = None, repo_config_path: str = REPO_CONFIG_PATH) -> str:
+    """The database host's /etc/pgbackrest/pgbackrest.conf (no secret). A rotation's (drc/secrets/
+    rotate_repo.py) `next_path`: its new repository as repo2 beside repo1 (archive-push writes both);
+    `repo_config_path`: the repository host's config its remote reads."""
+    site, b = tier.site, tier.site.backup
+    repo = repository_host(tier)
+    repo_address = str(site.hosts[repo].address)
+    return render(ROLE_DIR, "pgbackrest.conf.j2", header=HEADER, b=b, pg=tier.postgresql, port=site.firewall.postgresql_port,
+                  repo_host=repo, repo_address=repo_address, repo_config_path=repo_config_path, repo_path=path,
+                  next_lines=repo1_gen.transitional_lines(repo_address, b.repository_user, next_path) if next_path else [])
+
+
+def repo_config(tier: DataTier, path: str, passphrase: str) -> str:
+    """The repository host's pgBackRest config (holds the cipher passphrase: 0640 root:<account>)."""
+    site, b = tier.site, tier.site.backup
+    src = backup_host(tier)
+    return render(ROLE_DIR, "pgbackrest-repo.conf.j2", header=HEADER, b=b, backup_host=src,
+                  block=versions.uses_block_incremental(site), db_address=str(site.hosts[src].address), pg=tier.postgresql,
+                  port=site.firewall.postgresql_port, passphrase=passphrase, repo_path=path)
+
+
+def runner_config(tier: DataTier, host_name: str, generation: int | None = None) -> dict:
+    """/etc/siaga/backup.json: everything the runner needs, no secret (those are files).
+    `generation`: the pgBackRest repository's (None: read from the hosts, in a deploy)."""
     b, site = tier.site.backup, tier.site
     repo = repository_host(tier)
+    g = repo1_generation(tier) if generation is None else generation
     repo_address = str(site.hosts[repo].address)
     restic_repo = f"sftp:{b.repository_user}@{repo_address}:{b.repository_path}/restic"
     return {
@@ -94,14 +141,14 @@ def runner_config(tier: DataTier, host_name: str) -> dict:
         "host": host_name,
         "log_file": b.log_file,
         "timeout_s": b.timeout_s,
-        "init_marker": init_marker(tier),
+        "init_marker": init_marker(tier, g),
         # The database set and the offline copy run on the repository host, the file sets on the data host.
         "runs": ["db", "offline"] if host_name == repo else [s.name for s in b.sets] + ["prune"],
         "pgbackrest": {
             "stanza": b.stanza,
             "user": b.repository_user if host_name == repo else "postgres",
             "config_path": REPO_CONFIG_PATH if host_name == repo else "/etc/pgbackrest",
-            "repo1_location": f"{repo}:{b.repository_path}/pgbackrest",
+            "repo1_location": f"{repo}:{repo1_location(tier, g)}",
         },
         "restic": {
             "repository": restic_repo,
@@ -112,21 +159,25 @@ def runner_config(tier: DataTier, host_name: str) -> dict:
             "keep": {"daily": b.keep_daily, "weekly": b.keep_weekly, "monthly": b.keep_monthly},
         },
         "offline": {"mount_point": b.offline.mount_point, "device": b.offline.device, "copy_program": OFFLINE_COPY,
-                    "copy_args": offline_copy_args(b)},
+                    "copy_args": offline_copy_args(b, repo1_location(tier, g))},
     }
 
 
-def offline_copy_args(b: BackupSettings) -> dict:
-    """What siaga-offline-copy needs (its mode is added by the caller)."""
+def offline_copy_args(b: BackupSettings, pgbackrest_path: str | None = None) -> dict:
+    """What siaga-offline-copy needs (its mode is added by the caller). `pgbackrest_path`: the
+    repository in use (after a rotation of repo1 not `<repository_path>/pgbackrest`)."""
     return {"mount_point": b.offline.mount_point, "repo_path": b.repository_path, "user": b.repository_user,
+            "pgbackrest_path": pgbackrest_path or repo1_gen.repo1_path(b.repository_path, 1),
             "config_path": REPO_CONFIG_PATH, "stanza": b.stanza, "keep": b.offline.retention_full,
             "timeout_s": b.timeout_s, "lock_wait_s": 900, "media": b.offline.media,
             "period_s": b.offline.rotation_days * 86400, "history_file": OFFLINE_HISTORY}
 
 
-def init_marker(tier: DataTier) -> str:
+def init_marker(tier: DataTier, generation: int | None = None) -> str:
     b = tier.site.backup
-    where = f"{repository_host(tier)}:{b.repository_path}:{b.stanza}"
+    g = repo1_generation(tier) if generation is None else generation
+    # Generation 1 keeps the marker of sites deployed before repositories were rotated.
+    where = f"{repository_host(tier)}:{b.repository_path if g == 1 else repo1_location(tier, g)}:{b.stanza}"
     return f"{STATE_DIR}/initialised-{hashlib.sha1(where.encode()).hexdigest()[:12]}"
 
 
@@ -150,6 +201,10 @@ def on_repository_host(job: str) -> bool:
     return job.startswith("db-") or job == "offline"
 
 
+def runner_config_text(tier: DataTier, host_name: str, generation: int | None = None) -> str:
+    return json.dumps(runner_config(tier, host_name, generation), indent=2, sort_keys=True) + "\n"
+
+
 def render_archive_conf(b: BackupSettings) -> str:
     return render(ROLE_DIR, "archive.conf.j2", header=HEADER, b=b)
 
@@ -165,10 +220,10 @@ def _host_key(tier: DataTier, name: str) -> str:
     return " ".join(lines[0].split()[:2])
 
 
-def writer_record(tier: DataTier) -> str:
+def writer_record(tier: DataTier, generation: int | None = None) -> str:
     """File on the repository host: the newest pgBackRest that wrote this repository (per repository
     location, as the init marker), so a later deploy never installs an older one (roles/backup/versions.py)."""
-    return init_marker(tier).replace("/initialised-", "/pgbackrest-writer-")
+    return init_marker(tier, generation).replace("/initialised-", "/pgbackrest-writer-")
 
 
 def _installed_pgbackrest(name: str) -> str | None:
@@ -189,11 +244,12 @@ def install_pgbackrest(tier: DataTier, host_name: str) -> None:
     repo = repository_host(tier)
     rh = inventory_host(repo)
     recorded = rh.get_fact(FileContents, path=writer_record(tier)) if rh else None
-    bundles = rh.get_fact(Command, command=f"ls -d {b.repository_path}/pgbackrest/backup/{b.stanza}/*/bundle 2>/dev/null "
+    path = repo1_location(tier)
+    bundles = rh.get_fact(Command, command=f"ls -d {path}/backup/{b.stanza}/*/bundle 2>/dev/null "
                                           "| head -n 1") if rh else None
     problem = versions.downgrade_problem(site, {h: _installed_pgbackrest(h) for h in site.hosts},
                                          recorded[0].strip() if recorded else None,
-                                         f"{repo}:{b.repository_path}/pgbackrest", block_backups=bool(bundles))
+                                         f"{repo}:{path}", block_backups=bool(bundles))
     if problem:
         raise DeployError(f"backup: {problem}")
     apt_repo = b.pgbackrest_apt
@@ -249,6 +305,13 @@ def backup(tier: DataTier, host_name: str) -> None:
         raise DeployError(f"backup.repository_site '{b.repository_site}' is the site of the database source {src}: "
                           "the repository must be away from the data (SOP BK-9). Fix: set backup.repository_site to the other site")
     archiving(tier, host_name)
+    generation = repo1_generation(tier)
+    if generation > 1:
+        # Every host keeps the generation (a rebuilt host learns it back from the others).
+        files.directory(name=STATE_DIR, path=STATE_DIR, user="root", group="root", mode="700")
+        backup_ops.owned_file(name=f"{repo1_gen.GENERATION_FILE}: pgBackRest repository generation {generation}",
+                              dest=repo1_gen.GENERATION_FILE, content=repo1_gen.generation_text(generation),
+                              user="root", group="root", mode=0o644)
     if host_name == repo:
         _repository_host(tier, src)
     if host_name == src:
@@ -294,14 +357,18 @@ def _repository_host(tier: DataTier, src: str) -> None:
     b, site = tier.site.backup, tier.site
     u = b.repository_user
     home = f"/var/lib/{u}"
+    # restic here too: reading the restic repository on this host (escrow restore, a lost data
+    # host) needs no other host. SOP BK-8.
+    ensure_installed(["restic"], "backups (restic, to read the repository here)")
     server.group(name=f"Group {u} (backup repository)", group=u, system=True)
     server.user(name=f"Account {u}: owns the repositories, SSH only with forced commands", user=u, group=u,
                 home=home, shell="/bin/sh", system=True, create_home=False)
     files.directory(name=f"{home} (home of {u})", path=home, user=u, group=u, mode="750")
     files.directory(name=f"{home}/.ssh", path=f"{home}/.ssh", user="root", group=u, mode="750")
     files.directory(name=f"{b.repository_path} (repositories)", path=b.repository_path, user=u, group=u, mode="750")
-    for sub in ("pgbackrest", "restic", "log"):
-        files.directory(name=f"{b.repository_path}/{sub}", path=f"{b.repository_path}/{sub}", user=u, group=u, mode="750")
+    # The repository in use only: a retired one (a rotation's) is left as it is until it is removed.
+    for d in (repo1_location(tier), f"{b.repository_path}/restic", f"{b.repository_path}/log"):
+        files.directory(name=d, path=d, user=u, group=u, mode="750")
     files.put(name=f"{REMOTE_WRAPPER} (forced command: pgBackRest remote only)", src=str(ROLE_DIR / "files/siaga-backup-remote"),
               dest=REMOTE_WRAPPER, user="root", group="root", mode="755")
     files.put(name=f"{OFFLINE_COPY} (copy to the offline media, verified there: SOP BK-9)", src=str(ROLE_DIR / "files/siaga-offline-copy"),
@@ -311,9 +378,7 @@ def _repository_host(tier: DataTier, src: str) -> None:
     src_address = str(site.hosts[src].address)
     secret_file(name=f"{REPO_CONFIG_PATH}/pgbackrest.conf (repo1, encrypted; 0640 root:{u})",
                 dest=f"{REPO_CONFIG_PATH}/pgbackrest.conf", user="root", group=u, mode=0o640,
-                content=render(ROLE_DIR, "pgbackrest-repo.conf.j2", header=HEADER, b=b, backup_host=src, block=versions.uses_block_incremental(site),
-                               db_address=src_address, pg=tier.postgresql, port=site.firewall.postgresql_port,
-                               passphrase=secret_custody.password(tier, "repo1")))
+                content=repo_config(tier, repo1_location(tier), secret_custody.password(tier, "repo1")))
     # The backup itself runs here (on the repository host, as pgBackRest 2.45 requires and 2.55 allows),
     # as {u}, over SSH to postgres@src.
     repo_key, _ = secret_custody.ssh_key(tier, "repo_key")
@@ -330,7 +395,7 @@ def _repository_host(tier: DataTier, src: str) -> None:
 
 
 def _backup_host(tier: DataTier, repo: str) -> None:
-    b, site, pg = tier.site.backup, tier.site, tier.postgresql
+    b, site = tier.site.backup, tier.site
     repo_address = str(site.hosts[repo].address)
     ensure_installed(["restic", "openssh-client"], "backups (restic)")
     for d, owner, mode in (("/etc/siaga", "root", "755"), (ETC, "root", "750"), (STATE_DIR, "root", "700"),
@@ -358,11 +423,9 @@ def _backup_host(tier: DataTier, repo: str) -> None:
     # pgBackRest: repo1 over SSH.
     for d in ("/etc/pgbackrest", "/etc/pgbackrest/conf.d"):
         files.directory(name=d, path=d, user="root", group="postgres", mode="750")
-    port = site.firewall.postgresql_port
     backup_ops.owned_file(name="/etc/pgbackrest/pgbackrest.conf (repo1 at the repository host)",
                           dest="/etc/pgbackrest/pgbackrest.conf", user="root", group="postgres", mode=0o640,
-                          content=render(ROLE_DIR, "pgbackrest.conf.j2", header=HEADER, b=b, pg=pg, port=port,
-                                         repo_host=repo, repo_address=repo_address, repo_config_path=REPO_CONFIG_PATH))
+                          content=db_config(tier, repo1_location(tier)))
     files.file(name="Debian's example /etc/pgbackrest.conf removed (one config only)", path="/etc/pgbackrest.conf", present=False)
     for path in RETIRED_SECRETS:
         files.file(name=f"{path} absent (retired: the offline copy is made on the repository host)", path=path, present=False)
@@ -379,7 +442,7 @@ def _runner(tier: DataTier, host_name: str, jobs: dict[str, tuple[str, str]]) ->
     files.put(name=f"{RUNNER} (runs a set, writes the backup log)", src=str(ROLE_DIR / "files/siaga-backup"),
               dest=RUNNER, user="root", group="root", mode="755")
     config_file(name=CONFIG_JSON, dest=CONFIG_JSON, mode=0o640,
-                content=json.dumps(runner_config(tier, host_name), indent=2, sort_keys=True) + "\n")
+                content=runner_config_text(tier, host_name))
     backup_ops.initialised(name="Repositories initialised", marker=init_marker(tier), runner=RUNNER)
     if host_name == repository_host(tier):
         rec = host.get_fact(FileContents, path=writer_record(tier))

@@ -125,8 +125,9 @@ def test_restore_from_the_offline_medium_with_only_the_escrow(lab, hosts, offlin
     assert d.file(f"/media/siaga-offline/siaga-offline/escrow/{escrow_file.name}").mode == 0o600
     secret_values = [Path(lab.site_file.parent / "secrets" / n).read_text().strip()
                      for n in ("pgbackrest-repo1.passphrase", "restic-repo1.password")]
-    # The recovery host needs restic to read the file copies (the sheet says so); the DRC lacks it.
-    d.check_output("DEBIAN_FRONTEND=noninteractive apt-get install -y -q restic >/dev/null")
+    # The recovery host needs restic to read the file copies (the sheet says so): roles/backup
+    # installs it on the repository host too.
+    assert d.package("restic").is_installed
     ws, site = clean_workstation(lab, tmp_path)
     target = "/var/tmp/siaga-escrow-test"
     d.run(f"rm -rf {target}")

@@ -64,6 +64,22 @@ def has_document(host, doc: dict, content: bytes) -> bool:
     return rows == "1" and f.exists and hashlib.sha256(f.content).hexdigest() == hashlib.sha256(content).hexdigest()
 
 
+def backups_and_a_restore_test_work(lab, serving: str) -> None:
+    """After a switch-over, every backup set runs from the new side into the repository at the other
+    site and a restore-test of those backups succeeds (issue 10 point 7; SOP BK-1, BK-4)."""
+    proc = siaga(lab, "backup", "run", "--json")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    out = json.loads(proc.stdout)
+    runs = {r["set"]: r for r in out["records"]}
+    assert out["ok"] and set(runs) == {"db", "uploads", "system"}, out
+    assert all(r["result"] == "success" for r in runs.values()) and runs["uploads"]["host"] == serving, runs
+    proc = siaga(lab, "backup", "restore-test", "--slack", "0", "--label", "latest", "--snapshot", "latest", "--json")
+    rt = json.loads(proc.stdout)
+    assert proc.returncode == 0 and rt["result"] == "success", rt.get("problems")
+    assert rt["db"]["tables"]["public.tender_document"]["match"] and all(f["match"] for f in rt["files"]["files"].values())
+    print(f"serving from {serving}: {len(runs)} backup sets ok; restore-test {rt['db']['label']} BERHASIL")
+
+
 @pytest.fixture(scope="module")
 def home(lab, deployed, primary):
     """A database backup within its period (the preflight asks for one; a fresh lab has none yet), and
@@ -130,6 +146,7 @@ def test_a_round_trip_loses_nothing_and_the_site_deploy_then_changes_nothing(lab
     assert_serves_from(lab, drc, primary, "drc", "primary")
     assert has_document(drc, doc, before)
     assert_no_change_rerun(lab)
+    backups_and_a_restore_test_work(lab, "drc")
 
     during = os.urandom(1024)
     doc2 = post(lab, "drc", during, "di-drc.pdf")  # the DRC serves writes through its app
@@ -149,42 +166,74 @@ def test_a_round_trip_loses_nothing_and_the_site_deploy_then_changes_nothing(lab
     assert_serves_from(lab, primary, drc, "primary", "drc")
     assert has_document(primary, doc, before) and has_document(primary, doc2, during)
     assert_no_change_rerun(lab)
+    backups_and_a_restore_test_work(lab, "primary")
     record = Path(out["journal"]).with_suffix(".html").read_text()
     assert "CATATAN PELAKSANAAN SWITCH-OVER KE PRIMARY" in record and "SELESAI" in record
 
 
-def kill_at(lab, step: str, to: str) -> str:
-    """Start a switch-over and SIGKILL it as soon as its journal shows `step` started."""
+def start_switchover(lab, to: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "drc.cli", "switchover", "--to", to, str(lab.site_file)], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def kill_at_each_step(lab, to: str, delay_s: float) -> tuple[journals.Journal, list[str]]:
+    """One switch-over run, SIGKILLed at each step in turn: started, killed `delay_s` after its next
+    step started, started again (it resumes the same run), and so on until it finishes by itself.
+    Returns the run's journal and the steps that were running when siaga was killed."""
     rdir = records_dir(load_site(lab.site_file))
     known = {j.run_id for j in journals.runs(rdir)}
-    proc = subprocess.Popen([sys.executable, "-m", "drc.cli", "switchover", "--to", to, str(lab.site_file)], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + TIMEOUT_S
-    try:
-        while True:
-            assert proc.poll() is None, f"the switch-over ended before step {step} (exit {proc.returncode})"
-            assert time.monotonic() < deadline, f"step {step} not reached"
-            new = [j for j in journals.runs(rdir) if j.run_id not in known]
-            if new and any(e["event"] == "step-start" and e.get("step") == step for e in new[-1].events):
+    run, killed = None, []
+    for _ in range(40):  # more than the plan has steps: a run that never ends fails here
+        seen = len(journals.Journal.load(run.path).events) if run else 0
+        proc = start_switchover(lab, to)
+        deadline = time.monotonic() + TIMEOUT_S
+        try:
+            while proc.poll() is None:
+                assert time.monotonic() < deadline, f"no step started within {TIMEOUT_S} s (killed so far: {killed})"
+                run = journals.Journal.load(run.path) if run else next(
+                    (j for j in journals.runs(rdir, "switchover") if j.run_id not in known), None)
+                plan = [p["step"] for p in run.begin.get("plan", [])] if run else []
+                nxt = plan.index(killed[-1]) + 1 if killed else 0
+                started = [e["step"] for e in run.events[seen:] if e["event"] == "step-start"] if run else []
+                if any(plan.index(st) >= nxt for st in started):
+                    time.sleep(delay_s)  # let the action get under way on the hosts
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    if proc.wait(30) == -signal.SIGKILL:
+                        running = [e["step"] for e in journals.Journal.load(run.path).events if e["event"] == "step-start"]
+                        killed.append(running[-1])
+                    break
+                time.sleep(0.05)
+        finally:
+            if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(30)
-                return new[-1].run_id
-            time.sleep(0.05)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+        if proc.returncode != -signal.SIGKILL:
+            break  # it ran to its end without being killed again
+    assert run is not None, "the switch-over never opened a journal"
+    return journals.Journal.load(run.path), killed
 
 
-# Before the promotion (undo-able), the promotion itself, and inside the site deploy after it (its
-# child process dies with siaga: never two deploys at once).
-@pytest.mark.parametrize("step,to", [("shutdown", "drc"), ("promote", "primary"), ("converge", "drc")])
-def test_siaga_killed_mid_switchover_then_run_again_ends_on_one_consistent_site(lab, primary, drc, home, step, to):
-    run_id = kill_at(lab, step, to)
-    proc = siaga(lab, "switchover", "--to", to, "--json")
-    out = outcome(proc)
-    assert out["outcome"] == "finished" and out["run_id"] == run_id, proc.stdout[-4000:]
-    j = journals.Journal.load(Path(out["journal"]))
-    promotions = [e for e in j.events if e.get("step") == "promote" and e["event"] == "step-end" and e["result"] == "done"]
+# To the DRC: killed as soon as each step starts; back home: half a second into each step's action.
+@pytest.mark.parametrize("to,delay_s", [("drc", 0.0), ("primary", 0.5)])
+def test_siaga_killed_at_each_step_in_turn_ends_on_one_consistent_site_with_nothing_lost(lab, primary, drc, home,
+                                                                                          tmp_path, to, delay_s):
+    """Issue 10 point 7: siaga killed at each step in turn and run again, under probe load."""
+    from drc.lab.probing import ProbeRun
+
+    with ProbeRun(lab, tmp_path) as probe:
+        j, killed = kill_at_each_step(lab, to, delay_s)
+    print(f"switch-over to {to}: killed in {len(killed)} steps: {', '.join(killed)}")
+    assert j.outcome == "finished", j.events[-3:]
+    plan = [p["step"] for p in j.begin["plan"]]
+    assert [plan.index(k) for k in killed] == sorted({plan.index(k) for k in killed})  # one kill per step, in order
+    # Killed as soon as it starts, every step is hit; half a second into it, the steps that take longer
+    # than that (those that act on the hosts: the others are over before the kill lands).
+    must = set(plan) if delay_s == 0 else {"shutdown", "uploads", "promote", "rejoin", "converge", "backup"}
+    assert must <= set(killed), (sorted(must - set(killed)), killed)
+    promotions = [e for e in j.events if e.get("step") == "promote" and e["event"] == "step-end" and e.get("result") == "done"]
     assert len(promotions) == 1  # never promoted twice
     serving, following = (drc, primary) if to == "drc" else (primary, drc)
     assert_serves_from(lab, serving, following, to, "primary" if to == "drc" else "drc")
+    report = probe.check()
+    assert report["acked"] > 50 and report["rpo_writes"] == 0, report
+    assert report["watcher"]["split_brain_rounds"] == 0, report["watcher"]
