@@ -26,6 +26,8 @@ RULES: list[tuple[tuple[str, ...], tuple[str, ...], str]] = [
     (("drc.backup",), ("drc.cli", "drc.status", "drc.runbooks", "drc.lab", "drc.secrets"), "backup commands stand beside status"),
     (("drc.secrets",), ("drc.cli", "drc.status", "drc.runbooks", "drc.lab"), "secrets commands stand beside backup (they may read its media rules)"),
     (("drc.runbooks",), ("drc.cli", "drc.lab"), "runbooks run on production; the lab is for tests"),
+    (("drc.workstation",), ("drc.cli", "drc.status", "drc.runbooks", "drc.lab"),
+     "the workstation's copy on the DRC serves the commands and the runbooks, never the reverse"),
     (("drc.traffic",), THIRD_PARTY_REMOTE + COMMANDS + ("drc.hosts", "drc.records"),
      "the traffic switch speaks DNS (or runs the site's command) and no SSH; runbooks use it"),
     (("drc.probe",), ("drc.cli", "drc.status", "drc.backup", "drc.runbooks", "drc.lab", "drc.secrets"),
