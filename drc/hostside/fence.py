@@ -413,11 +413,28 @@ def rewind(c, a):
     """pg_rewind this (stopped, fenced) former primary from the new primary, then standby.signal at
     once (nothing may start it as a primary again). The missing WAL of this host comes from its own
     pg_wal; the new primary's from its server."""
+    # pg_rewind logs in to database postgres (pg_hba allows the replication role there from the peer);
+    # the password is the replication role's, from its one passfile: a passfile for this run says so.
+    password = next((":".join(p[4:]) for ln in open(PASSFILE).read().splitlines()
+                     if len(p := ln.split(":")) >= 5 and p[0] == a["source"] and p[2] == "replication"), None)
+    if password is None:
+        return {"ok": False, "error": f"{PASSFILE} holds no replication password for {a['source']}"}
+    runfile = "/run/siaga-rewind.pgpass"
+    fd = os.open(runfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(f"{a['source']}:{c['port']}:postgres:{c['replication_user']}:{password}\n")
+    shutil.chown(runfile, "postgres", "postgres")
     src = (f"host={a['source']} port={c['port']} user={c['replication_user']} dbname=postgres "
-           f"passfile={PASSFILE} connect_timeout=10")
+           f"passfile={runfile} connect_timeout=10")
     t0 = time.monotonic()
-    rc, so, se = run([f"/usr/lib/postgresql/{c['version']}/bin/pg_rewind", "-D", data_dir(c), f"--source-server={src}",
-                      "--progress"], 7200, user="postgres")
+    try:
+        # Debian keeps the configuration in /etc/postgresql: pg_rewind's crash recovery of a host that
+        # stopped uncleanly (single-user mode) must be told where it is.
+        conf = f"/etc/postgresql/{c['version']}/{c['cluster']}/postgresql.conf"
+        rc, so, se = run([f"/usr/lib/postgresql/{c['version']}/bin/pg_rewind", "-D", data_dir(c), f"--source-server={src}",
+                          f"--config-file={conf}", "--progress"], 7200, user="postgres")
+    finally:
+        remove(runfile)
     out = (so + se).strip()
     if rc != 0:
         return {"ok": False, "error": f"pg_rewind: {out[-600:]}", "seconds": round(time.monotonic() - t0, 1)}

@@ -180,28 +180,79 @@ def lost_writes_reported(f: Failback) -> Reading:
     return Reading(f.lost_writes_file.exists(), f"{f.lost_writes_file} missing")
 
 
+def known_uploads(f: Failback) -> dict[str, str]:
+    """rel path → sha256 of the uploads the serving database knows (the application's own records,
+    when its profile names them): a row that reached the new primary whose file had not been synced."""
+    fr = f.site.spse_app.restore_test.file_records if f.site.spse_app.restore_test else None
+    if fr is None:
+        return {}
+    rec = H.pg(f.site, f.target, "records", database=f.site.postgresql.database, table=fr.table, path_column=fr.path_column,
+               sha256_column=fr.sha256_column, timeout=300)
+    if not rec.get("ok"):
+        raise RuntimeError(f"{f.target}: the application's upload records: {rec.get('error')}")
+    root = f.site.spse_app.uploads_dir.rstrip("/") + "/"
+    return {(path[len(root):] if path.startswith(root) else path): digest for path, digest in rec["records"]}
+
+
+def copy_uploads(f: Failback, files: list[str]) -> None:
+    """`files` (relative to the uploads) from the old primary to the serving host, over this
+    workstation's SFTP (a tar made and unpacked as root; the app's account owns them there)."""
+    import tempfile
+
+    app, up = f.site.spse_app, shlex.quote(f.site.spse_app.uploads_dir)
+    staged = f"/tmp/siaga-failback-{f.run_id}.tar"
+    listing = "\\n".join(files)
+    user = f.site.connection.user
+    r = remote.run(f.site, f.source, f"printf '%b' {shlex.quote(listing)} | sudo -n tar -C {up} -cf {staged} "
+                                     f"--verbatim-files-from -T - && sudo -n chown {shlex.quote(user)} {staged}", timeout=1800)
+    if not r.ok:
+        raise RuntimeError(f"{f.source}: {r.error or r.stderr.strip()}")
+    with tempfile.TemporaryDirectory() as tmp:
+        local = f"{tmp}/uploads.tar"
+        with remote.connection(f.site, f.source) as c:
+            c.get(staged, local)
+            c.run(f"rm -f {staged}", hide=True, warn=True)
+        with remote.connection(f.site, f.target) as c:
+            c.put(local, staged)
+    cmd = (f"sudo -n tar -C {up} --no-same-owner -xf {staged} && cd {up} && sudo -n tar -tf {staged} | "
+           f"sudo -n xargs -d '\\n' chown {shlex.quote(app.user)}: ; rc=$?; rm -f {staged}; exit $rc")
+    r = remote.run(f.site, f.target, cmd, timeout=1800)
+    if not r.ok:
+        raise RuntimeError(f"{f.target}: {r.error or r.stderr.strip()}")
+
+
 def keep_old_only_uploads(f: Failback) -> dict:
-    """Files only on the old primary (uploaded there after its last sync): archived on that host and
-    listed before the uploads sync from the serving site mirrors (and deletes) them."""
+    """Files only on the old primary, before the uploads sync from the serving site mirrors (and
+    deletes) them: those the serving database knows (their row reached it, their file had not been
+    synced) are copied to it, checked by sha256; the others (their rows are among the lost writes)
+    are archived on the old primary and listed."""
     src, dst = H.uploads_digest(f.site, f.source), H.uploads_digest(f.site, f.target)
     if not src.get("ok") or not dst.get("ok"):
         raise RuntimeError(f"uploads: {src.get('error') or dst.get('error')}")
     only_old = sorted(p for p in src["files"] if p not in dst["files"])
     only_new = sorted(p for p in dst["files"] if p not in src["files"])
+    known = known_uploads(f)
+    restore = [p for p in only_old if known.get(p) and known[p] == src["files"][p][1]]
+    orphans = [p for p in only_old if p not in restore]
+    if restore:
+        copy_uploads(f, restore)
     archive = f"/var/lib/siaga/fence/diverged-{f.run_id}/uploads-only-here.tar"
-    if only_old:
-        listing = "\\n".join(only_old)
+    if orphans:
+        listing = "\\n".join(orphans)
         cmd = (f"printf '%b' {shlex.quote(listing)} | sudo -n tar -C {shlex.quote(f.site.spse_app.uploads_dir)} "
                f"-cf {archive} --verbatim-files-from -T -")
         r = remote.run(f.site, f.source, cmd, timeout=1800)
         if not r.ok:
             raise RuntimeError(f"{f.source}: {r.error or r.stderr.strip()}")
-    f.readings["uploads"] = {"only_on_old": only_old, "only_on_serving": len(only_new), "archive": archive if only_old else None}
+    f.readings["uploads"] = {"only_on_old": only_old, "copied_to_serving": restore, "orphans": orphans,
+                             "only_on_serving": len(only_new), "archive": archive if orphans else None}
     data = json.loads(f.lost_writes_file.read_text())
-    data["uploads_only_on_old_primary"] = {"files": only_old, "archive_on_host": archive if only_old else None}
+    data["uploads_only_on_old_primary"] = {"copied_to_serving": restore, "orphans": orphans,
+                                           "orphans_archive_on_host": archive if orphans else None}
     data["uploads_made_while_serving_alone"] = len(only_new)
     f.lost_writes_file.write_text(json.dumps(data, indent=1) + "\n")
-    return {"only_on_old": len(only_old), "archive": archive if only_old else None, "only_on_serving": len(only_new)}
+    return {"copied_to_serving": len(restore), "orphans": len(orphans), "archive": archive if orphans else None,
+            "only_on_serving": len(only_new)}
 
 
 def old_only_uploads_kept(f: Failback) -> Reading:
@@ -210,10 +261,16 @@ def old_only_uploads_kept(f: Failback) -> Reading:
     kept = json.loads(f.lost_writes_file.read_text()).get("uploads_only_on_old_primary")
     if kept is None:
         return Reading(False, "the old primary's own uploads are not listed yet")
-    if not kept["files"]:
-        return Reading(True)
-    r = remote.run(f.site, f.source, f"sudo -n test -s {kept['archive_on_host']}", timeout=30)
-    return Reading(r.ok, f"{f.source}: {kept['archive_on_host']} missing")
+    if kept["copied_to_serving"]:
+        dst = H.uploads_digest(f.site, f.target)
+        src = H.uploads_digest(f.site, f.source)
+        bad = [p for p in kept["copied_to_serving"] if (dst.get("files") or {}).get(p) != (src.get("files") or {}).get(p)]
+        if bad:
+            return Reading(False, f"{f.target}: {len(bad)} copied uploads differ or are missing ({', '.join(bad[:3])})")
+    if kept["orphans"]:
+        r = remote.run(f.site, f.source, f"sudo -n test -s {kept['orphans_archive_on_host']}", timeout=30)
+        return Reading(r.ok, f"{f.source}: {kept['orphans_archive_on_host']} missing")
+    return Reading(True)
 
 
 def do_rewind(f: Failback) -> dict:
@@ -273,8 +330,8 @@ def failback(site_file: Path, echo: Callable[[str], None] = print) -> tuple[Runb
         Step("grants", "EM-3.8", f"the replication role may run pg_rewind's functions on {new}", grant_rewind, rewind_granted),
         Step("lost-writes", "EM-3", f"what {old} committed after the fork, read from its WAL and recorded (its WAL kept)",
              lost_writes, lost_writes_reported),
-        Step("old-uploads", "EM-3", f"uploads only on {old} archived there and listed", keep_old_only_uploads,
-             old_only_uploads_kept),
+        Step("old-uploads", "EM-3", f"uploads only on {old}: those {new}'s database knows copied there, the others "
+             f"archived on {old} and listed", keep_old_only_uploads, old_only_uploads_kept),
         Step("rewind", "EM-3.8", f"pg_rewind {old} from {new}; standby.signal", do_rewind, rewound, no_return=True),
         Step("release", "EM-3", f"{old}'s fence released (it can only start as a standby now)", release_fence, fence_released),
         Step("slot", "EM-3", f"replication slot for {old} on {new}", sw.slot_for_source, sw.source_slot_present),

@@ -170,10 +170,20 @@ def test_failback_lists_the_lost_writes_rewinds_the_old_primary_and_the_service_
     proc = siaga(labfo, "failback", "--json")
     out = last_json(proc)
     assert proc.returncode == 0 and out["outcome"] == "finished", proc.stdout[-5000:]
-    lost = out["readings"]["lost_writes"]
+    lost, uploads = out["readings"]["lost_writes"], out["readings"]["uploads"]
     documents = sum(n for t, n in lost["per_table"].items() if t.endswith(".tender_document"))
-    # Every acknowledged write the probe found missing is a transaction siaga lists as lost, and no more.
-    assert documents == lost_report["rpo_writes"], (lost, lost_report["rpo_writes"])
+    # Every acknowledged write the probe found missing is listed by the fail-back, and no more: its
+    # row among the transactions the old primary committed after the fork, its file among the uploads
+    # only the old primary holds (a row that reached the DRC whose file had not been synced yet).
+    run = lost_report["run"]
+    copied = [p for p in uploads["copied_to_serving"] if run in p]
+    orphans = [p for p in uploads["orphans"] if run in p]
+    assert documents == len(lost_report["missing"]) == len(orphans), (lost, lost_report["missing"], orphans)
+    # A row that reached the DRC whose file had not: the file is copied there from the old primary.
+    assert len(copied) == len(lost_report["file_differs"]), (copied, lost_report["file_differs"])
+    print(f"fail-back: {lost['transactions']} transactions lost on the old primary {lost['per_table']}, "
+          f"{len(copied)} uploads copied from it to the DRC, {len(orphans)} kept there; the probe lost {lost_report['rpo_writes']} "
+          f"({len(lost_report['missing'])} rows, {len(lost_report['file_differs'])} files)")
     record = json.loads(Path(next(ln.split("listed in ")[1].strip() for ln in proc.stdout.splitlines() if "listed in" in ln))
                         .read_text())
     assert record["fork"]["lsn"] and len(record["transactions"]) == lost["transactions"]
@@ -184,6 +194,9 @@ def test_failback_lists_the_lost_writes_rewinds_the_old_primary_and_the_service_
     proc = siaga(labfo, "switchover", "--to", "primary", "--json")
     assert last_json(proc)["outcome"] == "finished", proc.stdout[-5000:]
     assert primary.check_output("runuser -u postgres -- psql -XAtqc 'select pg_is_in_recovery()'") == "f"
+    for path in copied:  # the documents whose files only the old primary held are whole on both sites
+        for host in (primary, drc):
+            assert host.file(f"{load_site(labfo.site_file).spse_app.uploads_dir}/{path}").exists, (host, path)
     assert_no_change_rerun(labfo)
     report = json.loads(siaga(labfo, "status", "--json").stdout)
     assert report["ok"], report["problems"]
