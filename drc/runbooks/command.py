@@ -85,13 +85,24 @@ def cmd_switchover(args: argparse.Namespace, console: Console) -> int:
     from drc.runbooks.switchover import switchover
 
     book, ctx = switchover(Path(args.site), args.to, echo=lambda line: console.print(line, highlight=False))
+    show_plan(console, book, ctx)
+    lock = HostLock(ctx.site, [ctx.source, ctx.target])
+    engine = Engine(book, ctx, store.records_dir(ctx.site), lock, progress_printer(console))
+    return finish(args, console, ctx, engine)
+
+
+def show_plan(console: Console, book, ctx) -> None:
     console.print(f"[bold]{book.title}[/bold] (site {ctx.site.site}); steps:", highlight=False)
     for i, s in enumerate(book.steps, 1):
         flags = " [no way back]" if s.no_return else (" [undo]" if s.undo else "")
         console.print(f"  {i:2}. {s.name}: {s.does} ({s.sop}){flags}", highlight=False, markup=False)
-    lock = HostLock(ctx.site, [ctx.source, ctx.target])
-    engine = Engine(book, ctx, store.records_dir(ctx.site), lock, progress_printer(console))
-    return finish(args, console, ctx, engine)
+
+
+def runbook_options(parser, dry_run: str = "print the plan and the live preflight results; change nothing") -> None:
+    """The options every runbook command has; the site file last."""
+    parser.add_argument("--dry-run", action="store_true", help=dry_run)
+    parser.add_argument("--json", action="store_true", help="also print the outcome as JSON (last line)")
+    parser.add_argument("site", nargs="?", help="site file (default: the lab's)")
 
 
 def confirm_decision(args: argparse.Namespace, console: Console, ctx):
@@ -121,10 +132,7 @@ def cmd_failover(args: argparse.Namespace, console: Console) -> int:
         console.print(f"[red]error:[/red] --force {args.force}: type the old primary's name ({ctx.source}) to fence it and "
                       "fail over while it still answers", highlight=False)
         return 2
-    console.print(f"[bold]{book.title}[/bold] (site {ctx.site.site}); steps:", highlight=False)
-    for i, s in enumerate(book.steps, 1):
-        flags = " [no way back]" if s.no_return else (" [undo]" if s.undo else "")
-        console.print(f"  {i:2}. {s.name}: {s.does} ({s.sop}){flags}", highlight=False, markup=False)
+    show_plan(console, book, ctx)
     lock = HostLock(ctx.site, [ctx.target])  # the old primary is gone; every runbook locks the target too
     engine = Engine(book, ctx, store.records_dir(ctx.site), lock, progress_printer(console), confirm_decision(args, console, ctx))
     return finish(args, console, ctx, engine)
@@ -134,10 +142,7 @@ def cmd_failback(args: argparse.Namespace, console: Console) -> int:
     from drc.runbooks.failback import failback
 
     book, ctx = failback(Path(args.site), echo=lambda line: console.print(line, highlight=False))
-    console.print(f"[bold]{book.title}[/bold] (site {ctx.site.site}); steps:", highlight=False)
-    for i, s in enumerate(book.steps, 1):
-        flags = " [no way back]" if s.no_return else (" [undo]" if s.undo else "")
-        console.print(f"  {i:2}. {s.name}: {s.does} ({s.sop}){flags}", highlight=False, markup=False)
+    show_plan(console, book, ctx)
     lock = HostLock(ctx.site, [ctx.source, ctx.target])
     code = finish(args, console, ctx, Engine(book, ctx, store.records_dir(ctx.site), lock, progress_printer(console)))
     lost = ctx.readings.get("lost_writes")
@@ -205,10 +210,8 @@ def register(sub) -> None:
                         description="Prints the plan, runs the preflight, then each step with its check. Re-run after an "
                                     "interruption to resume. Exit 0 when the service runs on the target site.")
     sw.add_argument("--to", required=True, choices=["drc", "primary"], help="the site that will serve")
-    sw.add_argument("--dry-run", action="store_true", help="print the plan and the live preflight results; change nothing")
     sw.add_argument("--rollback", action="store_true", help="roll an interrupted run back (before its promotion only)")
-    sw.add_argument("--json", action="store_true", help="also print the outcome as JSON (last line)")
-    sw.add_argument("site", nargs="?", help="site file (default: the lab's)")
+    runbook_options(sw)
     sw.set_defaults(func=cmd_switchover)
 
     fo = sub.add_parser("failover", help="unplanned failover: the old primary's site is lost (EM-2, EM-3.2-3.5)",
@@ -221,18 +224,14 @@ def register(sub) -> None:
     fo.add_argument("--decided-by", required=True, help="who decided (recorded), e.g. the head of the LPSE")
     fo.add_argument("--force", metavar="OLD_PRIMARY", help="the old primary still answers: type its name to fence it and fail over")
     fo.add_argument("--yes", action="store_true", help="confirm the decision without typing FAILOVER")
-    fo.add_argument("--dry-run", action="store_true", help="print the plan, the preflight and the data at risk; change nothing")
-    fo.add_argument("--json", action="store_true", help="also print the outcome as JSON (last line)")
-    fo.add_argument("site", nargs="?", help="site file (default: the lab's)")
+    runbook_options(fo, "print the plan, the preflight and the data at risk; change nothing")
     fo.set_defaults(func=cmd_failover)
 
     fb = sub.add_parser("failback", help="after a failover: the fenced old primary rejoins as a standby by pg_rewind (EM-3.8)",
                         description="Lists what the old primary wrote after the fork (never silently discarded), rewinds it, "
                                     "releases its fence and makes it stream from the serving site; then the site deploy. "
                                     "The service comes home with siaga switchover afterwards.")
-    fb.add_argument("--dry-run", action="store_true", help="print the plan and the preflight; change nothing")
-    fb.add_argument("--json", action="store_true", help="also print the outcome as JSON (last line)")
-    fb.add_argument("site", nargs="?", help="site file (default: the lab's)")
+    runbook_options(fb)
     fb.set_defaults(func=cmd_failback)
 
     rb = sub.add_parser("runbook", help="runbook journals and locks")
