@@ -57,3 +57,21 @@ def primary(lab, deployed):
 @pytest.fixture(scope="session")
 def drc(lab, deployed):
     return lab_host(lab, "drc")
+
+
+@pytest.fixture(scope="module")
+def hosts(lab, deployed):
+    """The lab's two servers as testinfra hosts, by site."""
+    return {"primary": lab_host(lab, "primary"), "drc": lab_host(lab, "drc")}
+
+
+@pytest.fixture(scope="module")
+def passphrase(tmp_path_factory):
+    """An escrow passphrase in a 0600 file (never on a command line)."""
+    import secrets
+
+    f = tmp_path_factory.mktemp("pp") / "passphrase"
+    fd = os.open(f, os.O_WRONLY | os.O_CREAT, 0o600)
+    os.write(fd, (secrets.token_urlsafe(24) + "\n").encode())
+    os.close(fd)
+    return f

@@ -14,9 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 
-from tests.helpers import lab_host, pg_version
+from tests.helpers import pg_version
 
 REPO = Path(__file__).resolve().parents[2]
 RUN_DEADLINE_S = 600.0
@@ -34,11 +33,6 @@ def siaga(lab, *args: str, deadline: float = RUN_DEADLINE_S) -> tuple[int, dict,
     took = time.monotonic() - start
     assert proc.returncode in (0, 1), (proc.returncode, proc.stderr[-3000:], proc.stdout[-3000:])
     return proc.returncode, json.loads(proc.stdout), took
-
-
-@pytest.fixture(scope="module")
-def hosts(lab, deployed):
-    return {"primary": lab_host(lab, "primary"), "drc": lab_host(lab, "drc")}
 
 
 def by_set(recs: list[dict]) -> dict[str, dict]:

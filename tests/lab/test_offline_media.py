@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import lab_host
 from tests.lab.test_backup import siaga
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,11 +24,6 @@ MNT = "/media/siaga-offline"
 RESTIC_DATA = "/srv/siaga-backup/restic/data"
 PASSWORD = "/etc/siaga/backup/restic-repo1.password"
 LABELS = ("OFFLINE-A", "OFFLINE-B", "OFFLINE-C")  # the lab site's rotation (the default)
-
-
-@pytest.fixture(scope="module")
-def hosts(lab, deployed):
-    return {"primary": lab_host(lab, "primary"), "drc": lab_host(lab, "drc")}
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import assert_no_change_rerun, lab_host
+from tests.helpers import assert_no_change_rerun
 from tests.lab.test_data_tier import poll, sha256_on, upload
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,11 +36,6 @@ def site(lab, deployed):
     from drc.site import load_site
 
     return load_site(lab.site_file)
-
-
-@pytest.fixture(scope="module")
-def hosts(lab, deployed):
-    return {"primary": lab_host(lab, "primary"), "drc": lab_host(lab, "drc")}
 
 
 def cli(lab, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:

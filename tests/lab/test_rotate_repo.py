@@ -19,10 +19,9 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 
 from drc.hostside import LIB
-from tests.helpers import assert_no_change_rerun, lab_host
+from tests.helpers import assert_no_change_rerun
 
 REPO = Path(__file__).resolve().parents[2]
 ROOT = "/srv/siaga-backup"
@@ -52,11 +51,6 @@ def repo_path(g: int) -> str:
 
 def conf_value(host, path: str, key: str) -> str:
     return next(ln.split("=", 1)[1] for ln in host.file(path).content_string.splitlines() if ln.startswith(key + "="))
-
-
-@pytest.fixture(scope="module")
-def hosts(lab, deployed):
-    return {"primary": lab_host(lab, "primary"), "drc": lab_host(lab, "drc")}
 
 
 def test_rotating_the_repository_cipher_makes_a_new_repository_and_keeps_the_old_one_readable(lab, hosts, tmp_path):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import lab_host, run_deploy
+from tests.helpers import run_deploy
 
 REPO = Path(__file__).resolve().parents[2]
 PG_HOME, BAK_HOME = "/var/lib/postgresql", "/var/lib/siagabak"
@@ -34,11 +34,6 @@ def site(lab):
     from drc.site import load_site
 
     return load_site(lab.site_file)
-
-
-@pytest.fixture(scope="module")
-def hosts(lab, deployed):
-    return {"primary": lab_host(lab, "primary"), "drc": lab_host(lab, "drc")}
 
 
 def secret_paths(site) -> list[str]:

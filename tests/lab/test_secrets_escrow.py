@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import lab_host, run_deploy
+from tests.helpers import run_deploy
 
 REPO = Path(__file__).resolve().parents[2]
 REPOSITORY = "/srv/siaga-backup"
@@ -44,18 +44,6 @@ def backup(lab, *args: str) -> dict:
     return json.loads(p.stdout)
 
 
-@pytest.fixture(scope="module")
-def hosts(lab, deployed):
-    return {"primary": lab_host(lab, "primary"), "drc": lab_host(lab, "drc")}
-
-
-@pytest.fixture(scope="module")
-def passphrase(tmp_path_factory) -> Path:
-    f = tmp_path_factory.mktemp("pp") / "passphrase"
-    fd = os.open(f, os.O_WRONLY | os.O_CREAT, 0o600)
-    os.write(fd, (secrets.token_urlsafe(24) + "\n").encode())
-    os.close(fd)
-    return f
 
 
 @pytest.fixture(scope="module")

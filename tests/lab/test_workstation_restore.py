@@ -18,7 +18,6 @@ import base64
 import io
 import json
 import os
-import secrets
 import stat
 import subprocess
 import sys
@@ -26,9 +25,7 @@ import tarfile
 import time
 from pathlib import Path
 
-import pytest
 
-from tests.helpers import lab_host
 
 REPO = Path(__file__).resolve().parents[2]
 MIRROR = "/var/lib/siaga/workstation-mirror"
@@ -39,18 +36,6 @@ def cli(*args: str, cwd=REPO, env: dict | None = None, timeout: float = 1800) ->
                           env={**os.environ, **(env or {})})
 
 
-@pytest.fixture(scope="module")
-def hosts(lab, deployed):
-    return {"primary": lab_host(lab, "primary"), "drc": lab_host(lab, "drc")}
-
-
-@pytest.fixture(scope="module")
-def passphrase(tmp_path_factory) -> Path:
-    f = tmp_path_factory.mktemp("pp") / "passphrase"
-    fd = os.open(f, os.O_WRONLY | os.O_CREAT, 0o600)
-    os.write(fd, (secrets.token_urlsafe(24) + "\n").encode())
-    os.close(fd)
-    return f
 
 
 def drc_copy(drc, site_name: str) -> tuple[dict, dict[str, bytes]]:
