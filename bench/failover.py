@@ -1,0 +1,164 @@
+"""An unplanned failover and its fail-back at about 1 GiB of data, with the figures issue 11 names.
+
+Usage: .venv/bin/python bench/failover.py [--lab bench-fo] [--ttl 60] [--gib 1.0] [--keep]
+
+Raises its own lab ("bench-fo"), converges it, sets the public name's TTL to --ttl, loads about
+--gib GiB into a database of its own on the primary (pgbench's tables) and waits for the DRC to
+replay it. Then, with the probe (a client outside both sites writing through the public name every
+100 ms) and the watcher running:
+- the primary's machine is killed (a site loss) and `siaga failover --to drc --yes` runs;
+- afterwards the primary boots again (its fence guard finds the DRC promoted and fences it);
+- `siaga failback` rewinds it into a standby of the DRC;
+- a fresh copy of the same data (pg_basebackup from the DRC, into a scratch directory on the old
+  primary: what a rebuild would have to transfer) is timed against the rewind.
+
+Printed, each beside its goal and the machine's load:
+- decision confirmed → PostgreSQL accepting writes on the DRC, and → the app serving behind open
+  ports (goal ≤ 10 s, server side);
+- the probe's largest gap between acknowledged writes, with the DNS TTL beside it (client side);
+- the rewind's time against the fresh copy's (goal ≤ 20 % at 1 GiB).
+
+Exit 0 when measured (goals printed as met / NOT met), 2 when the measurement itself failed.
+The lab is removed at the end unless --keep.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from drc.hosts.deploy import REPO, converged_lab, machine_load, release_lab
+from drc.lab.lab import Lab
+from drc.lab.probing import ProbeRun
+from drc.runbooks.journal import Journal
+from drc.site import load_site
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from switchover import goal, set_ttl  # bench/switchover.py: the same TTL setting and goal words
+
+LAB = "bench-fo"
+GOAL_WRITES_S = 10.0
+GOAL_REWIND_SHARE = 0.20
+BENCH_DB = "bench_failover"
+PGBENCH_ROWS_PER_SCALE = 100_000  # pgbench_accounts rows per scale unit, about 15 MiB with indexes
+
+
+def siaga(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "drc.cli", *args], cwd=REPO, capture_output=True, text=True, timeout=3600)
+
+
+def on(lab: Lab, host: str, command: str, timeout: float = 3600) -> subprocess.CompletedProcess:
+    return subprocess.run(lab.ssh_cmd(host) + [f"sudo -n sh -c {shlex.quote(command)}"], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def last_json(proc: subprocess.CompletedProcess, what: str) -> dict:
+    line = next((ln for ln in reversed(proc.stdout.splitlines()) if ln.startswith("{")), None)
+    if proc.returncode != 0 or not line:
+        print(proc.stdout[-4000:], proc.stderr[-2000:], file=sys.stderr)
+        raise SystemExit(f"{what} failed (exit {proc.returncode})")
+    return json.loads(line)
+
+
+def step_at(j: Journal, step: str, event: str = "step-end") -> float:
+    at = next(e["at"] for e in j.events if e.get("step") == step and e["event"] == event and e.get("result", "done") != "failed")
+    return dt.datetime.fromisoformat(at).timestamp()
+
+
+def load_data(lab: Lab, pgv: str, gib: float) -> float:
+    """About `gib` GiB in BENCH_DB on the primary; returns its size in GiB once the DRC has replayed it."""
+    scale = max(1, round(gib * 1024 / 15))
+    r = on(lab, "primary", f"runuser -u postgres -- createdb {BENCH_DB} 2>/dev/null; "
+                           f"runuser -u postgres -- /usr/lib/postgresql/{pgv}/bin/pgbench -i -q -s {scale} {BENCH_DB}")
+    if r.returncode != 0:
+        raise SystemExit(f"pgbench -i: {r.stderr[-1000:]}")
+    lsn = on(lab, "primary", "runuser -u postgres -- psql -XAtc 'select pg_current_wal_lsn()'").stdout.strip()
+    end = time.monotonic() + 1800
+    while time.monotonic() < end:
+        replayed = on(lab, "drc", f"runuser -u postgres -- psql -XAtc \"select pg_last_wal_replay_lsn() >= '{lsn}'\"").stdout
+        if replayed.strip() == "t":
+            break
+        time.sleep(2)
+    size = on(lab, "primary", f"runuser -u postgres -- psql -XAtc \"select pg_database_size('{BENCH_DB}')\"").stdout
+    return int(size.strip()) / 2**30
+
+
+def fresh_copy_seconds(lab: Lab, pgv: str, user: str) -> float:
+    """pg_basebackup of the DRC into a scratch directory on the old primary: a rebuild's transfer."""
+    scratch = "/var/lib/postgresql/siaga-bench-copy"
+    on(lab, "primary", f"rm -rf {scratch}")
+    t0 = time.monotonic()
+    r = on(lab, "primary", f"runuser -u postgres -- /usr/lib/postgresql/{pgv}/bin/pg_basebackup -h {lab.address('drc')} "
+                           f"-U {user} -D {scratch} -X stream -c fast -w")
+    took = time.monotonic() - t0
+    on(lab, "primary", f"rm -rf {scratch}")
+    if r.returncode != 0:
+        raise SystemExit(f"pg_basebackup: {r.stderr[-1000:]}")
+    return took
+
+
+def acks_from(log: Path, address: str) -> int:
+    rows = [json.loads(ln) for ln in log.read_text().splitlines()] if log.exists() else []
+    return sum(1 for r in rows if r.get("event") == "ack" and r.get("address") == address)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--lab", default=LAB)
+    ap.add_argument("--ttl", type=int, default=60)
+    ap.add_argument("--gib", type=float, default=1.0)
+    ap.add_argument("--keep", action="store_true")
+    a = ap.parse_args()
+    lab = Lab(a.lab)
+    try:
+        if not converged_lab(lab, a.lab).ok:
+            return 2
+        set_ttl(lab.site_file, a.ttl)
+        site = load_site(lab.site_file)
+        pgv = str(site.postgresql.version)
+        size = load_data(lab, pgv, a.gib)
+        with tempfile.TemporaryDirectory(prefix="siaga-bench-fo-") as tmp:
+            with ProbeRun(lab, Path(tmp)) as probe:
+                lab.stop_host("primary", kill=True)
+                fo = last_json(siaga("failover", "--to", "drc", "--reason", "bench: site loss", "--decided-by", "bench",
+                                     "--yes", "--json", str(lab.site_file)), "failover")
+                # The probe's writes go on through the DRC once the old address has expired (the TTL).
+                end, drc = time.monotonic() + a.ttl + 180, lab.address("drc")
+                while acks_from(Path(tmp) / "probe.jsonl", drc) < 20:
+                    if time.monotonic() > end:
+                        raise SystemExit("the probe never wrote through the DRC")
+                    time.sleep(1)
+            report = probe.check()
+        j = Journal.load(Path(fo["journal"]))
+        decided = step_at(j, "decision", "step-start")
+        writes_s, serving_s = step_at(j, "promote") - decided, step_at(j, "web") - decided
+        lab.restart_host("primary")
+        fb = last_json(siaga("failback", "--json", str(lab.site_file)), "failback")
+        rewind_s = next(e["seconds"] for e in Journal.load(Path(fb["journal"])).events
+                        if e.get("step") == "rewind" and e["event"] == "step-end" and e.get("result") == "done")
+        copy_s = fresh_copy_seconds(lab, pgv, site.replication.user)
+        load = machine_load()
+    finally:
+        release_lab(lab, a.keep)
+    share = rewind_s / copy_s if copy_s else None
+    print(f"\nfailover and fail-back, {size:.2f} GiB of data, DNS TTL {a.ttl} s (lab '{a.lab}')")
+    print(f"decision → writes accepted by PostgreSQL on the DRC {writes_s:.1f} s, → the app serving behind open ports "
+          f"{serving_s:.1f} s (goal ≤ {GOAL_WRITES_S:g} s, server side: {goal(serving_s, GOAL_WRITES_S)})")
+    print(f"client side: the probe's largest gap between acknowledged writes {report['rto_s']} s with a {a.ttl} s TTL; "
+          f"{report['acked']} acknowledged, {report['rpo_writes']} lost (listed by the fail-back); two writable primaries "
+          f"in {report['watcher']['split_brain_rounds']} of {report['watcher']['rounds']} rounds (goal 0: "
+          f"{goal(report['watcher']['split_brain_rounds'], 0)})")
+    print(f"fail-back: pg_rewind {rewind_s:.1f} s against a fresh copy (pg_basebackup) {copy_s:.1f} s = "
+          f"{(share or 0):.0%} (goal ≤ {GOAL_REWIND_SHARE:.0%}: {goal(share, GOAL_REWIND_SHARE)}); {load}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
