@@ -214,7 +214,7 @@ def copy_uploads(f: Failback, files: list[str]) -> None:
             c.run(f"rm -f {staged}", hide=True, warn=True)
         with remote.connection(f.site, f.target) as c:
             c.put(local, staged)
-    cmd = (f"sudo -n tar -C {up} --no-same-owner -xf {staged} && cd {up} && sudo -n tar -tf {staged} | "
+    cmd = (f"sudo -n tar -C {up} --no-same-owner -xf {staged} && sudo -n tar -tf {staged} | sed 's|^|{app.uploads_dir}/|' | "
            f"sudo -n xargs -d '\\n' chown {shlex.quote(app.user)}: ; rc=$?; rm -f {staged}; exit $rc")
     r = remote.run(f.site, f.target, cmd, timeout=1800)
     if not r.ok:
