@@ -225,3 +225,48 @@ def test_remove_expired_keeps_the_passphrase_and_records_the_removal(tmp_path, m
     assert ("drc", "repo1-discard", f"{ROOT}/pgbackrest") in calls
     kept = written[-1]
     assert [e["key"] for e in kept] == ["repo1", "restic"] and kept[0]["value"] == "old-pass" and kept[0]["repository_removed_at"]
+
+
+def test_a_rotation_that_stopped_after_the_switch_is_finished_on_the_workstation(tmp_path, monkeypatch):
+    """The hosts use generation 2 with the passphrase still pending on the workstation (the rotation
+    stopped before its last step): the next rotation finishes that one, changes no host."""
+    from drc.secrets import rotate_repo
+    from roles.backup.deploy import (
+        CONFIG_JSON,
+        REPO_CONFIG_PATH,
+        db_config,
+        repo_config,
+        runner_config_text,
+    )
+    from roles.secret_custody import spec_for
+
+    sdir = tmp_path / "secrets"
+    site = load_site(write(tmp_path, LAB + f"backup:\n  secrets_dir: {sdir}\n"))
+    t = data_tier_of(site)
+    spec = spec_for(t, "repo1")
+    old, new = "o" * 64, "n" * 64
+    sdir.mkdir(mode=0o700)
+    for path, value in ((spec.path, old), (spec.path.with_name(spec.name + ".next"), new)):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+        os.write(fd, (value + "\n").encode())
+        os.close(fd)
+    path2 = gen.repo1_path(t.site.backup.repository_path, 2)
+    on_host = {f"{REPO_CONFIG_PATH}/pgbackrest.conf": repo_config(t, path2, new), rotate_repo.DB_CONF: db_config(t, path2),
+               "/etc/siaga/pgbackrest-retired/gen1/pgbackrest.conf": "kept"}
+    calls, retired = [], []
+
+    def fake_call(site_, host, args, secrets=None, timeout=0):
+        calls.append(args["mode"])
+        assert args["mode"] == "file-state", args  # reads only: nothing on a host changes
+        sums = {p: hashlib.sha256(on_host[p].encode()).hexdigest() if p in on_host else None for p in args.get("paths", [])}
+        if CONFIG_JSON in sums:
+            sums[CONFIG_JSON] = hashlib.sha256(runner_config_text(t, host, 2).encode()).hexdigest()
+        return {"ok": True, "sha256": sums, "text": {p: "2\n" for p in args.get("read", [])}}
+
+    monkeypatch.setattr(rotate_repo, "call", fake_call)
+    monkeypatch.setattr(rotate_repo.esc, "add_retired", lambda s, e: retired.append(e))
+    monkeypatch.setattr(rotate_repo.esc, "sync_retired", lambda s: [])
+    res = rotate_repo.rotate(site)
+    assert res["ok"] and res["generation"] == 2 and "finished an earlier rotation" in res["steps"][0]
+    assert spec.path.read_text().strip() == new and not spec.path.with_name(spec.name + ".next").exists()
+    assert retired[0]["value"] == old and retired[0]["generation"] == 1 and retired[0]["repository_path"].endswith("/pgbackrest")

@@ -23,6 +23,9 @@ on every host). The old one stays on disk, readable, until its backups have expi
 6. The workstation: the old passphrase in retired.json WITH its repository (host, path, generation,
    config), the new one in the secrets directory; the retired secrets synced to the hosts.
 
+A rotation that stopped after its switch (the hosts hold the pending passphrase) is finished by the
+next `siaga secrets rotate repo1`: only step 6, no host changed.
+
 `siaga secrets rotate repo1 --remove-expired` removes a retired repository from disk (never its
 passphrase from the retired secrets: offline copies made before still need it) only when
 roles.backup.repo1.removal_problem finds nothing against it.
@@ -148,6 +151,29 @@ def file_put(site: Site, host: str, path: str, text: str, user: str, group: str,
     return call(site, host, args, {"secret": secret} if secret else {}, 120)
 
 
+def finish_unfinished(site: Site, tier, spec, pending, old: str, generation: int, repo: str) -> dict:
+    """Step 6 of a rotation that switched the hosts to `generation` (the passphrase in `pending`)
+    and stopped before this workstation's part: the old passphrase retired with its repository (its
+    config must be on the repository host), the pending one made the workstation's."""
+    b = site.backup
+    prev = generation - 1
+    conf = f"{gen.retired_config_dir(prev)}/pgbackrest.conf"
+    r = call(site, repo, {"mode": "file-state", "paths": [conf]}, None, 60)
+    if not r.get("ok") or r["sha256"].get(conf) is None:
+        raise RepoRotateError(f"the hosts use generation {generation} with the passphrase in {pending}, but {repo}:{conf} "
+                              f"is missing ({r.get('error') or 'absent'}): nothing changed. Fix: compare the passphrases by "
+                              f"hand (roles/backup/README.md), then move {pending} over {spec.path}")
+    new = pending.read_text().strip()
+    esc.add_retired(site, gen.retired_entry(old, fingerprint(old), prev, gen.repo1_path(b.repository_path, prev), repo, b.stanza,
+                                            dt.datetime.now().astimezone(), generation))
+    os.replace(pending, spec.path)
+    steps = [(f"finished an earlier rotation: the hosts use generation {generation}; workstation: {spec.path} holds its "
+              "passphrase, the old one and its repository are in retired.json")]
+    steps += [f"WARNING: {w}" for w in esc.sync_retired(site)]
+    return {"ok": True, "steps": steps, "old": fingerprint(old), "new": fingerprint(new), "generation": generation,
+            "path": gen.repo1_path(b.repository_path, generation), "retired_path": gen.repo1_path(b.repository_path, prev)}
+
+
 def plan(site: Site) -> list[str]:
     """The `--dry-run` plan (reads the generation from the hosts; changes nothing)."""
     from roles.backup.deploy import backup_host, repository_host
@@ -207,6 +233,11 @@ def rotate_repo1(site: Site) -> dict:
                                               (f"{src}:{DB_CONF}", ss[DB_CONF], sha(old_db_conf)),
                                               (f"{repo}:{CONFIG_JSON}", rs[CONFIG_JSON], sha(old_runner[repo])),
                                               (f"{src}:{CONFIG_JSON}", ss[CONFIG_JSON], sha(old_runner[src]))) if have != want]
+    pending = spec.path.with_name(spec.name + PENDING_SUFFIX)
+    if differ and pending.exists() and p.old_generation > 1 \
+            and rs[main_conf] == sha(repo_config(tier, p.old_path, pending.read_text().strip())):
+        # An earlier rotation switched the hosts, then stopped before this workstation's step 6: finish it.
+        return finish_unfinished(site, tier, spec, pending, old, p.old_generation, repo)
     if differ:
         raise RepoRotateError(f"not as the deploy writes them: {', '.join(differ)}. Nothing changed. Fix: run the site deploy "
                               "(with this workstation's secrets), then rotate")
@@ -221,8 +252,7 @@ def rotate_repo1(site: Site) -> dict:
         steps.append(f"{repo}: the leftovers of an interrupted rotation removed ({', '.join(leftovers)}, {p.new_path})")
 
     new = new_password(spec.length)
-    pending = spec.path.with_name(spec.name + PENDING_SUFFIX)
-    pending.unlink(missing_ok=True)
+    pending.unlink(missing_ok=True)  # the hosts hold the old passphrase (checked above): a leftover, never used
     write_private(pending, new + "\n")  # before any host holds it: no step can lose it
     new_repo_conf = repo_config(tier, p.new_path, new)
     trans_db = db_config(tier, p.old_path, next_path=p.new_path)

@@ -7,7 +7,9 @@ rotation makes the next generation's repository, switches the hosts to it and re
 from it, the OLD repository's backup still restores (with its retired passphrase, through the
 config the rotation left on the repository host) and shows the marker, an escrow written after lists
 the old passphrase and path, the retired repository is kept by `--remove-expired` (its backups have
-not expired), and a second site deploy changes nothing.
+not expired), and a second site deploy changes nothing. A rotation that fails before the switch
+changes nothing; once the repository in use holds backup.retention_full full backups and verifies,
+`--remove-expired` removes the retired repositories from disk, never their passphrases.
 """
 
 from __future__ import annotations
@@ -190,3 +192,52 @@ def test_a_rotation_that_fails_before_the_switch_changes_nothing(lab, hosts):
         d.run(f"rm -rf {blocker}")
     run = cli_json("backup", "run", "--set", "db", str(lab.site_file), timeout=900)
     assert next(r for r in run["records"] if r["set"] == "db")["details"]["location"] == f"drc:{repo_path(g)}"
+
+
+def test_a_retired_repository_is_removed_once_its_backups_expired_its_passphrase_kept(lab, hosts):
+    """--remove-expired: kept while the repository in use holds fewer than backup.retention_full full
+    backups; removed (directory and config) once it holds them and verifies; the passphrase stays in
+    the retired secrets (offline copies made before still need it), marked removed; recorded."""
+    from drc.secrets.escrow import read_retired
+    from drc.site import load_site
+
+    site = load_site(lab.site_file)
+    p, d = hosts["primary"], hosts["drc"]
+
+    def on_disk() -> list[dict]:
+        return [e for e in read_retired(site) if e["key"] == "repo1" and e.get("repository_path") and not e.get("repository_removed_at")]
+
+    if not on_disk():
+        cli_json("secrets", "rotate", "repo1", str(lab.site_file), "--yes", timeout=1800)
+    retired = on_disk()
+    g = generation(d)
+    info = "runuser -u siagabak -- pgbackrest --config-path=/etc/siaga/pgbackrest-repo --stanza=spse --output=json info"
+
+    def fulls() -> list[dict]:
+        return [b for b in json.loads(d.check_output(info))[0]["backup"] if b["type"] == "full"]
+
+    keep = site.backup.retention_full
+    if len(fulls()) < keep:
+        res = cli_json("secrets", "rotate", "repo1", str(lab.site_file), "--remove-expired", "--yes", timeout=900)
+        assert res["removed"] == [] and all(d.file(e["repository_path"]).is_directory for e in retired), res
+    deadline = time.monotonic() + 900
+    while len(fulls()) < keep:  # the weekly fulls of backup.retention_full weeks, taken now
+        assert time.monotonic() < deadline, "full backups not taken in time"
+        d.check_output("/usr/local/sbin/siaga-backup run db --type full --trigger manual --why 'test: expire a retired repository'")
+    t0 = time.monotonic()
+    res = cli_json("secrets", "rotate", "repo1", str(lab.site_file), "--remove-expired", "--yes", timeout=1800)
+    print(f"remove-expired: {len(res['removed'])} retired repositories removed in {time.monotonic() - t0:.1f} s")
+    assert sorted(res["removed"]) == sorted(f"drc:{e['repository_path']} (generation {e['generation']})" for e in retired), res
+    for e in retired:
+        assert not d.file(e["repository_path"]).exists and not d.file(e["config_path"]).exists
+    after = {e["generation"]: e for e in read_retired(site) if e["key"] == "repo1" and e.get("generation")}
+    for e in retired:
+        assert after[e["generation"]]["value"] == e["value"] and after[e["generation"]]["repository_removed_at"]
+    on_host = json.loads(p.file("/etc/siaga/backup/retired-secrets.json").content_string)
+    assert all(any(h.get("value") == e["value"] and h.get("repository_removed_at") for h in on_host) for e in retired)
+    rec = [json.loads(ln) for ln in (Path(site.records_dir) / "secret-rotations.jsonl").read_text().splitlines()][-1]
+    assert rec["action"] == "remove-expired" and rec["result"] == "success" and len(rec["removed"]) == len(retired)
+    # The repository in use is untouched and still takes backups.
+    assert generation(d) == g and d.file(repo_path(g)).is_directory and len(fulls()) >= keep
+    run = cli_json("backup", "run", "--set", "db", str(lab.site_file), timeout=900)
+    assert next(r for r in run["records"] if r["set"] == "db")["result"] == "success"

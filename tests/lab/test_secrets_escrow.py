@@ -164,7 +164,9 @@ def test_restore_from_the_offline_medium_with_only_the_escrow(lab, hosts, offlin
     finally:
         d.run(f"rm -rf {target}")
         d.run(f"test -d {ASIDE} && rm -rf {REPOSITORY} && mv {ASIDE} {REPOSITORY}")
-    assert d.file(f"{REPOSITORY}/pgbackrest").is_directory
+    in_use = next(ln.split("=", 1)[1] for ln in d.file("/etc/siaga/pgbackrest-repo/pgbackrest.conf").content_string.splitlines()
+                  if ln.startswith("repo1-path="))  # <repository>/pgbackrest, or pgbackrest-genN after a rotation of repo1
+    assert in_use.startswith(f"{REPOSITORY}/pgbackrest") and d.file(in_use).is_directory
 
 
 def streaming(primary) -> list[str]:
@@ -212,7 +214,7 @@ def test_rotating_restic_and_replication_keeps_backups_and_streaming(lab, hosts,
                             "--sets", "uploads")
         res = json.loads(p.stdout)
         assert p.returncode == 0 and res["ok"], p.stdout[-3000:]
-        retired = json.loads((sdir / "retired.json").read_text())
+        retired = [r for r in json.loads((sdir / "retired.json").read_text()) if r["key"] == "restic"]  # not repo1's
         assert retired[-1]["value"] == before["restic-repo1.password"].strip()
         assert res["files"]["password"] == f"retired #{len(retired)}"  # the one this rotation retired
     finally:
