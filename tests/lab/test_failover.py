@@ -176,11 +176,17 @@ def test_failback_lists_the_lost_writes_rewinds_the_old_primary_and_the_service_
     # row among the transactions the old primary committed after the fork, its file among the uploads
     # only the old primary holds (a row that reached the DRC whose file had not been synced yet).
     run = lost_report["run"]
-    copied = [p for p in uploads["copied_to_serving"] if run in p]
-    orphans = [p for p in uploads["orphans"] if run in p]
-    assert documents == len(lost_report["missing"]) == len(orphans), (lost, lost_report["missing"], orphans)
+
+    def seqs(paths: list[str]) -> set[int]:  # the probe's files end with its write's sequence number
+        return {int(p.rsplit("-", 1)[1]) for p in paths if run in p}
+
+    copied, orphans = seqs(uploads["copied_to_serving"]), seqs(uploads["orphans"])
+    assert documents == len(lost_report["missing"]) and set(lost_report["missing"]) <= orphans, (lost, lost_report, orphans)
     # A row that reached the DRC whose file had not: the file is copied there from the old primary.
-    assert len(copied) == len(lost_report["file_differs"]), (copied, lost_report["file_differs"])
+    assert copied == set(lost_report["file_differs"]), (copied, lost_report["file_differs"])
+    # The other files only the old primary held belong to writes never acknowledged (in flight at the loss).
+    acked = {json.loads(ln)["seq"] for ln in Path(lost_report["log"]).read_text().splitlines() if '"event": "ack"' in ln}
+    assert not (orphans - set(lost_report["missing"])) & acked, (orphans, lost_report["missing"])
     print(f"fail-back: {lost['transactions']} transactions lost on the old primary {lost['per_table']}, "
           f"{len(copied)} uploads copied from it to the DRC, {len(orphans)} kept there; the probe lost {lost_report['rpo_writes']} "
           f"({len(lost_report['missing'])} rows, {len(lost_report['file_differs'])} files)")
@@ -194,7 +200,7 @@ def test_failback_lists_the_lost_writes_rewinds_the_old_primary_and_the_service_
     proc = siaga(labfo, "switchover", "--to", "primary", "--json")
     assert last_json(proc)["outcome"] == "finished", proc.stdout[-5000:]
     assert primary.check_output("runuser -u postgres -- psql -XAtqc 'select pg_is_in_recovery()'") == "f"
-    for path in copied:  # the documents whose files only the old primary held are whole on both sites
+    for path in (p for p in uploads["copied_to_serving"] if run in p):  # those documents are whole on both sites
         for host in (primary, drc):
             assert host.file(f"{load_site(labfo.site_file).spse_app.uploads_dir}/{path}").exists, (host, path)
     assert_no_change_rerun(labfo)

@@ -109,15 +109,19 @@ def test_a_paused_standby_lagging_behind_is_refused_and_nothing_changes(lab, pri
 
 
 def test_an_unreachable_backup_repository_is_refused_and_nothing_changes(lab, primary, drc, home):
-    repo = load_site(lab.site_file).backup.repository_path
-    assert drc.run("chmod 000 %s/pgbackrest", repo).rc == 0
+    from roles.backup.repo1 import GENERATION_FILE, parse_generation, repo1_path
+
+    # The repository in use (a repo1 rotation, run earlier in the session, moves it one generation on).
+    generation = parse_generation(drc.run("cat %s", GENERATION_FILE).stdout) or 1
+    repo = repo1_path(load_site(lab.site_file).backup.repository_path, generation)
+    assert drc.run("chmod 000 %s", repo).rc == 0
     try:
         proc = siaga(lab, "switchover", "--to", "drc", "--json")
         out = outcome(proc)
         assert proc.returncode == 1 and out["outcome"] == "refused", out
         assert "pgbackrest check" in out["message"]
     finally:
-        assert drc.run("chmod 750 %s/pgbackrest", repo).rc == 0
+        assert drc.run("chmod 750 %s", repo).rc == 0
     assert_serves_from(lab, primary, drc, "primary", "drc")
 
 
