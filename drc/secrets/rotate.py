@@ -34,7 +34,6 @@ import hmac
 import json
 import os
 import socket
-import sys
 import uuid
 
 from rich.console import Console
@@ -42,25 +41,16 @@ from rich.console import Console
 from drc.records import store as records
 from drc.secrets import escrow as esc
 from drc.secrets.host import call
+# The pieces every rotation shares; rotate_keys and rotate_repo import them from there too.
+from drc.secrets.rotation import ROTATIONS, SSH_KEYS, RotateError, confirm, new_password  # noqa: F401
 from drc.site import Site, load_site
 from drc.site.data_tier import data_tier_of
 from roles.secret_custody import fingerprint, spec_for, workstation_value
-from roles.workstation_secrets import ALPHABET, SecretError, write_private
+from roles.workstation_secrets import SecretError, write_private
 
-ROTATIONS = "secret-rotations.jsonl"
-SSH_KEYS = ("pgbackrest_key", "restic_key", "repo_key", "uploads_sync")  # drc/secrets/rotate_keys.py
+
 SUPPORTED = ("restic", "replication", *SSH_KEYS, "repo1")
 NOT_YET: dict[str, str] = {}  # secrets refused by name, with why (none left)
-
-
-class RotateError(RuntimeError):
-    pass
-
-
-def new_password(length: int) -> str:
-    import secrets
-
-    return "".join(secrets.choice(ALPHABET) for _ in range(length))
 
 
 def scram_verifier(password: str, salt: bytes | None = None, iterations: int = 4096) -> str:
@@ -97,16 +87,6 @@ def plan(site: Site, name: str) -> list[str]:
             "end the primary's walsenders; wait until every standby streams again with the new password "
             "(put everything back if not)",
             "this workstation: the new password in the secrets directory"]
-
-
-def confirm(args: argparse.Namespace, name: str) -> None:
-    if args.yes:
-        return
-    if not sys.stdin.isatty():
-        raise RotateError("not confirmed: pass --yes, or run it on a terminal and type the secret's name")
-    typed = input(f"Type '{name}' to rotate it: ")
-    if typed.strip() != name:
-        raise RotateError("not confirmed: nothing changed")
 
 
 def replace_workstation(path, value: str) -> None:

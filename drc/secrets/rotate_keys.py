@@ -33,7 +33,7 @@ from pathlib import Path
 
 from drc.hosts import remote
 from drc.hostside.key_rotate import split_line
-from drc.secrets.rotate import SSH_KEYS, RotateError
+from drc.secrets.rotation import SSH_KEYS, RotateError
 from drc.site import Site
 from drc.site.data_tier import data_tier_of
 from roles.secret_custody import SecretSpec, spec_for, workstation_value

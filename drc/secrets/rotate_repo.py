@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 from drc.secrets import escrow as esc
 from drc.secrets.host import call
-from drc.secrets.rotate import ROTATIONS, RotateError
+from drc.secrets.rotation import ROTATIONS, RotateError
 from drc.site import Site
 from drc.site.data_tier import data_tier_of
 from roles.backup import repo1 as gen
@@ -196,7 +196,7 @@ def rotate(site: Site) -> dict:
 
 
 def rotate_repo1(site: Site) -> dict:
-    from drc.secrets.rotate import new_password
+    from drc.secrets.rotation import new_password
     from roles.backup.deploy import (
         CONFIG_JSON,
         REPO_CONFIG_PATH,
@@ -410,7 +410,7 @@ def cmd_remove_expired(site: Site, args, console) -> int:
     import uuid
 
     from drc.records import store as records
-    from drc.secrets.rotate import confirm
+    from drc.secrets.rotation import confirm
 
     if args.name != "repo1":
         console.print("[red]error:[/red] --remove-expired goes with repo1 only", highlight=False)
