@@ -61,6 +61,7 @@ RECEIVER_SQL = ("SELECT json_build_object('status', status, 'sender_host', sende
                 "'latest_end_lsn', latest_end_lsn::text, 'latest_end_time', latest_end_time, 'received_tli', received_tli) "
                 "FROM pg_stat_wal_receiver")
 NFT_TABLE = "siaga_fence"
+FENCE_STOP_S = 10  # how long the fence waits for a clean shutdown before an immediate one
 PASSFILE = "/var/lib/postgresql/.pgpass"
 
 
@@ -206,8 +207,7 @@ def fence_now(c, why, by="", peer=None, starting=False):
             did.append(f"{unit} stopped (held while fenced)")
     rc, so, _ = run(["systemctl", "is-active", pg_unit(c)], 30)
     if not starting and so.strip() in ("active", "reloading"):
-        rc, so, se = run(["systemctl", "stop", pg_unit(c)], 180)
-        did.append("PostgreSQL stopped" if rc == 0 else f"PostgreSQL stop failed: {(se or so).strip()[-200:]}")
+        did.append(stop_postgresql(c))
     if c.get("stanza") and os.path.exists("/usr/bin/pgbackrest"):
         rc, so, se = run(["pgbackrest", f"--stanza={c['stanza']}", "stop"], 60, user="postgres")
         if "already" not in (se + so) and rc == 0:
@@ -215,6 +215,23 @@ def fence_now(c, why, by="", peer=None, starting=False):
     if close_ports(c, peer):
         did.append(f"ports {', '.join(map(str, c['closed_ports']))} closed except from {peer or 'nobody'}")
     return did
+
+
+def stop_postgresql(c, clean_s=FENCE_STOP_S):
+    """Stop PostgreSQL now: a clean (fast) shutdown if it comes within `clean_s`, else an immediate
+    one (SIGQUIT to the postmaster). Cut off from its standby, a primary's clean shutdown waits for
+    its walsender up to wal_sender_timeout; a fence cannot wait that long, and the fail-back's
+    pg_rewind recovers an immediate stop like a crash (its WAL is all there)."""
+    unit = pg_unit(c)
+    if run(["systemctl", "stop", unit], clean_s)[0] == 0:
+        return "PostgreSQL stopped"
+    run(["systemctl", "kill", "--kill-whom=main", "--signal=SIGQUIT", unit], 30)
+    end = time.monotonic() + 60
+    while time.monotonic() < end:
+        if run(["systemctl", "is-active", unit], 30)[1].strip() not in ("active", "deactivating", "reloading"):
+            return f"PostgreSQL stopped (immediate: no clean shutdown within {clean_s} s)"
+        time.sleep(0.5)
+    return "PostgreSQL stop failed: still running 60 s after SIGQUIT"
 
 
 def nft_script(c, peer):

@@ -80,9 +80,11 @@ def failed_over(labfo, tmp_path_factory):
     return out, probe.check()
 
 
-def probe_acks(log_dir) -> int:
+def probe_acks(log_dir, via: str | None = None) -> int:
+    """The probe's acknowledged writes so far (answered from address `via`, if given)."""
     path = log_dir / "probe.jsonl"
-    return sum('"event": "ack"' in ln for ln in path.read_text().splitlines()) if path.exists() else 0
+    rows = [json.loads(ln) for ln in path.read_text().splitlines() if '"event": "ack"' in ln] if path.exists() else []
+    return sum(1 for r in rows if via is None or r.get("address") == via)
 
 
 def test_site_loss_under_probe_load_then_failover_the_drc_serves_what_siaga_said_was_at_risk(labfo, failed_over):
@@ -206,3 +208,36 @@ def test_failback_lists_the_lost_writes_rewinds_the_old_primary_and_the_service_
     assert_no_change_rerun(labfo)
     report = json.loads(siaga(labfo, "status", "--json").stdout)
     assert report["ok"], report["problems"]
+
+
+def test_a_wan_partition_then_a_forced_failover_fences_the_old_primary_before_the_promotion(labfo, tmp_path):
+    """The WAN cut, the workstation still reaching both sites: a failover is refused (the old primary
+    answers), `--force primary` fences it first, then promotes; never two writable primaries; healed,
+    it stays fenced; then fail-back and home again (issue 11 point 5)."""
+    primary = lab_host(labfo, "primary")
+    reason = ("--reason", "uji: WAN ke DRC putus", "--decided-by", "Kepala LPSE", "--yes", "--json")
+    with ProbeRun(labfo, tmp_path) as probe:
+        labfo.set_wan(True)
+        try:
+            refused = siaga(labfo, "failover", "--to", "drc", *reason)
+            assert refused.returncode == 1 and "answers this workstation" in last_json(refused)["message"], refused.stdout[-3000:]
+            proc = siaga(labfo, "failover", "--to", "drc", "--force", "primary", *reason)
+            out = last_json(proc)
+            assert proc.returncode == 0 and out["outcome"] == "finished", proc.stdout[-4000:]
+            st = fence_state(primary)
+            assert st["fenced"] and st["firewall"] and st["postgresql"] != "active", st
+        finally:
+            labfo.set_wan(False)
+        j = journals.Journal.load(Path(out["journal"]))
+        assert step_time(j, "fence-old") <= step_time(j, "promote", "step-start")  # fenced before the promotion
+        drc = labfo.address("drc")
+        poll("the probe's writes through the DRC", lambda: probe_acks(tmp_path, via=drc) >= 10, 180)
+    report = probe.check()
+    assert report["watcher"]["split_brain_rounds"] == 0, report["watcher"]
+    assert fence_state(primary)["fenced"]  # healed: it stays fenced
+    assert primary.run("runuser -u postgres -- psql -XAtqc 'create table lost_write(i int)'").rc != 0
+    back = siaga(labfo, "failback", "--json")
+    assert last_json(back)["outcome"] == "finished", back.stdout[-4000:]
+    home = siaga(labfo, "switchover", "--to", "primary", "--json")
+    assert last_json(home)["outcome"] == "finished", home.stdout[-4000:]
+    assert json.loads(siaga(labfo, "status", "--json").stdout)["ok"]
