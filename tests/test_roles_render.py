@@ -348,3 +348,18 @@ def test_role_readme_lists_every_setting(role, model):
     readme = (REPO / "roles" / role / "README.md").read_text()
     documented = set(re.findall(r"^\| `([a-z0-9_]+)` \|", readme, re.M))
     assert documented == set(model.model_fields), "README settings table != defaults.py"
+
+
+def test_the_sites_own_hosts_and_workstations_are_exempt_from_sshd_penalties_where_openssh_has_them():
+    """OpenSSH >= 9.8 (Debian 13) penalises a source after failed logins: a peer's stale lsyncd or a
+    key rotation's refused old key would shut the peer's backups and sync out for minutes. Debian 12's
+    OpenSSH 9.2 does not know the option (sshd -t would refuse it)."""
+    from drc.site import load_site
+
+    site = load_site(REPO / "inventory/production.example.yaml")
+    line = next(ln for ln in render_sshd_config(site).splitlines() if ln.startswith("PerSourcePenaltyExemptList"))
+    exempt = set(line.split()[1].split(","))
+    assert {f"{h.address}/32" for h in site.hosts.values()} <= exempt
+    assert {str(n) for n in site.admin_workstations} <= exempt
+    old = site.model_copy(update={"platform": "debian12"})
+    assert "PerSourcePenalty" not in render_sshd_config(old)

@@ -17,18 +17,21 @@ class Platform:
     version_id: str    # VERSION_ID in /etc/os-release
     postgresql: str    # the release's PostgreSQL major
     pgbackrest: str    # the release's pgBackRest (major.minor)
+    openssh: str       # the release's OpenSSH (major.minor)
 
     @property
     def label(self) -> str:
         return f"Debian {self.version_id} ({self.suite})"
 
 
+# sshd penalises a source address after failed logins (PerSourcePenalties) from this version on.
+PER_SOURCE_PENALTIES_FROM = (9, 8)
 # pgBackRest stores changed blocks in incrementals (repo-block) from this version on.
 BLOCK_INCREMENTAL_FROM = (2, 52)
 
 PLATFORMS = {
-    "debian12": Platform("debian12", "bookworm", "12", postgresql="15", pgbackrest="2.45"),
-    "debian13": Platform("debian13", "trixie", "13", postgresql="17", pgbackrest="2.55"),
+    "debian12": Platform("debian12", "bookworm", "12", postgresql="15", pgbackrest="2.45", openssh="9.2"),
+    "debian13": Platform("debian13", "trixie", "13", postgresql="17", pgbackrest="2.55", openssh="10.0"),
 }
 DEFAULT_PLATFORM = "debian13"
 

@@ -53,7 +53,22 @@ def sshd_config_context(site: Site, host_key_dir: str = HOST_KEY_DIR) -> dict:
         "backup": backup_restrictions(site),
         "banner_file": BANNER_FILE,
         "host_key_dir": host_key_dir,
+        "penalty_exempt": penalty_exempt(site),
     }
+
+
+def penalty_exempt(site: Site) -> list[str]:
+    """Where sshd's per-source penalties (OpenSSH >= 9.8) must not apply: the site's own hosts and
+    the admin workstations. A peer's failed login (a stale lsyncd on the old side after a switch-over,
+    a key rotation's proof that the old key is refused) would otherwise shut that peer out for up to
+    ten minutes, and with it the backups, the uploads sync and the next switch-over's final sync.
+    Empty on an older OpenSSH, which does not know the option (sshd -t would refuse it)."""
+    from drc.site.platform import PER_SOURCE_PENALTIES_FROM, version_tuple
+
+    if version_tuple(site.os.openssh) < PER_SOURCE_PENALTIES_FROM:
+        return []
+    nets = [f"{h.address}/{32 if h.address.version == 4 else 128}" for h in site.hosts.values()]
+    return sorted({*nets, *(str(n) for n in site.admin_workstations)})
 
 
 def render_sshd_config(site: Site, host_key_dir: str = HOST_KEY_DIR) -> str:
