@@ -234,8 +234,10 @@ def test_siaga_killed_at_each_step_in_turn_ends_on_one_consistent_site_with_noth
     # than that (those that act on the hosts: the others are over before the kill lands).
     must = set(plan) if delay_s == 0 else {"shutdown", "uploads", "promote", "rejoin", "converge", "backup"}
     assert must <= set(killed), (sorted(must - set(killed)), killed)
-    promotions = [e for e in j.events if e.get("step") == "promote" and e["event"] == "step-end" and e.get("result") == "done"]
-    assert len(promotions) == 1  # never promoted twice
+    # Promoted once: by one run ("done"), or by a run killed before it could say so and found promoted
+    # by the next ("already done": its check passed, so the action did not run again).
+    ends = [e["result"] for e in j.events if e.get("step") == "promote" and e["event"] == "step-end"]
+    assert ends.count("done") <= 1 and ("done" in ends or "already done" in ends), ends
     serving, following = (drc, primary) if to == "drc" else (primary, drc)
     assert_serves_from(lab, serving, following, to, "primary" if to == "drc" else "drc")
     report = probe.check()
