@@ -64,7 +64,7 @@ def target_answers(f: Failover) -> Reading:
 
 def fence_on_target(f: Failover) -> Reading:
     """The fence is installed on the target (roles/fencing): it will hold the authority."""
-    st = f.fence(f.target, {"mode": "state"}, timeout=30)
+    st = f.readings["target_fence"] = f.fence(f.target, {"mode": "state"}, timeout=30)
     return Reading(bool(st.get("ok")), f"{f.target}: the fence program: {st.get('error')}. Fix: run the site deploy first",
                    {k: st.get(k) for k in ("fenced", "authority", "receiver")})
 
@@ -92,7 +92,8 @@ def data_at_risk(f: Failover) -> Reading:
     The last position the old primary reported to the target (recorded by the target's fence watch
     while it streamed) against what the target has received."""
     st = f.known(f.target)
-    seen = (f.fence(f.target, {"mode": "state"}, timeout=30).get("receiver")) or {}
+    fence = f.readings.get("target_fence") or f.fence(f.target, {"mode": "state"}, timeout=30)  # read by the check before
+    seen = fence.get("receiver") or {}
     received, reported = lsn(st.get("receive_lsn")), lsn(seen.get("latest_end_lsn"))
     risk = {"received_lsn": st.get("receive_lsn"), "primary_reported_lsn": seen.get("latest_end_lsn"),
             "primary_reported_at": seen.get("latest_end_time"), "recorded_at": seen.get("recorded_at"),

@@ -32,15 +32,9 @@ def fence_call(site: Site, host: str, args: dict, timeout: float = 120) -> dict:
     return H.program_json(remote.run_program(site, host, "fence", args, timeout=timeout, connect_timeout=5))
 
 
-def peers_primary(site: Site, host: str) -> list[str]:
-    """The other hosts that answer as a writable primary now (read from PostgreSQL)."""
-    out = []
-    for h in site.hosts:
-        if h != host:
-            st = H.pg(site, h, "state", timeout=20)
-            if st.get("running") and st.get("in_recovery") is False:
-                out.append(h)
-    return out
+def peer_states(site: Site, host: str) -> dict[str, dict]:
+    """PostgreSQL's state on every other host, read now (never the site file)."""
+    return {h: H.pg(site, h, "state", timeout=20) for h in site.hosts if h != host}
 
 
 def cmd_status(args: argparse.Namespace, console: Console) -> int:
@@ -69,13 +63,13 @@ def cmd_release(args: argparse.Namespace, console: Console) -> int:
     if args.host not in site.hosts:
         console.print(f"[red]error:[/red] {args.host}: not a host of {args.site} ({', '.join(site.hosts)})", highlight=False)
         return 2
-    primaries = peers_primary(site, args.host)
+    peers = peer_states(site, args.host)
+    primaries = [h for h, st in peers.items() if st.get("running") and st.get("in_recovery") is False]
     if primaries:
         console.print(f"[red]refused:[/red] {', '.join(primaries)} answers as the primary: released, {args.host} would be a "
                       f"second writable copy. It rejoins as a standby: siaga failback", highlight=False)
         return 2
-    answering = [h for h in site.hosts if h != args.host and H.pg(site, h, "state", timeout=20).get("running")]
-    grant = not answering
+    grant = not any(st.get("running") for st in peers.values())
     console.print(f"release {args.host}: marker, pgBackRest stop and closed ports removed"
                   + ("; no other host answers, so it also gets the authority to start read-write alone" if grant else ""),
                   highlight=False)
