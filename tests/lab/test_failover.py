@@ -136,7 +136,9 @@ def test_the_old_primary_rebooted_in_the_partition_stays_down_and_fences_itself_
                 assert primary.run(f"systemctl is-active {unit}").stdout.strip() != "active", unit
         finally:
             labfo.set_wan(False)
-        st, took = poll("the old primary fenced after the heal", lambda: (s := fence_state(primary))["fenced"] and s, 60)
+        # The marker comes first (it holds the units), the firewall last: wait for the whole fence.
+        st, took = poll("the old primary fenced after the heal",
+                        lambda: (s := fence_state(primary))["fenced"] and s["firewall"] and s["postgresql"] != "active" and s, 60)
         print(f"fenced {took:.1f} s after the heal: {st['marker']['why']}")
         assert "superseded" in st["marker"]["why"] and st["firewall"] and st["postgresql"] != "active"
     report = probe.check()
