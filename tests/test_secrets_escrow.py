@@ -181,3 +181,26 @@ def test_retired_secrets_merge_each_value_once_oldest_first():
     b = {"key": "restic", "value": "B", "retired_at": "2026-11-20T00:00:00+07:00"}
     assert esc.merge_retired([b], [a, b], []) == [a, b]
     assert esc.merge_retired([]) == []
+
+
+def test_the_escrow_names_the_repository_generation_in_use(site):
+    # After `siaga secrets rotate repo1` the repository is <repository_path>/pgbackrest-genN (SOP BK-8).
+    assert esc.escrow_document(site)["pgbackrest"]["repository_path"] == f"{site.backup.repository_path}/pgbackrest"
+    assert esc.escrow_document(site, generation=3)["pgbackrest"]["repository_path"] == f"{site.backup.repository_path}/pgbackrest-gen3"
+
+
+def test_the_dns_update_key_is_in_the_escrow_or_said_missing(site, tmp_path):
+    # A new workstation moves users' traffic with it (issue 11 point 4, SOP EM-2 step 6).
+    key = tmp_path / "dns-update.key"
+    traffic = {"public_name": "lpse.example.go.id", "ttl": 60, "addresses": {"primary": "203.0.113.10", "drc": "198.51.100.10"},
+               "method": "dns-update", "dns_update": {"servers": ["192.0.2.53"], "zone": "example.go.id",
+                                                      "key_name": "lpse-update", "key_file": str(key)}}
+    with_dns = make_site(traffic=traffic)
+    assert "missing" in esc.dns_update_key(with_dns) and "text" not in esc.dns_update_key(with_dns)
+    fd = os.open(key, os.O_WRONLY | os.O_CREAT, 0o600)
+    os.write(fd, b'key "lpse-update" { algorithm hmac-sha256; secret "c2VjcmV0"; };\n')
+    os.close(fd)
+    got = esc.dns_update_key(with_dns)
+    assert got["text"].startswith('key "lpse-update"') and got["key_name"] == "lpse-update"
+    assert esc.escrow_document(site)["dns_update_key"] is None  # a site without DNS updates
+    assert "c2VjcmV0" in esc.escrow_text({**esc.escrow_document(site), "dns_update_key": got})

@@ -22,7 +22,13 @@ def cmd_escrow(args: argparse.Namespace, console: Console) -> int:
     site = load_site(args.site)
     try:
         warnings = esc.check_hosts(site) + esc.sync_retired(site)
-        doc = esc.escrow_document(site)
+        from drc.secrets.rotate_repo import RepoRotateError, generation_in_use
+
+        try:
+            generation = generation_in_use(site)
+        except RepoRotateError as exc:
+            raise esc.EscrowError(str(exc)) from None
+        doc = esc.escrow_document(site, generation=generation)
         passphrase = esc.read_passphrase(args.passphrase_file, confirm=True)
         paths = esc.write_outputs(doc, passphrase, Path(args.out).expanduser())
     except (esc.EscrowError, SecretError) as exc:

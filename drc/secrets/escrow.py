@@ -30,6 +30,7 @@ from pathlib import Path
 from drc.records.render import render_report
 from drc.site import Site
 from drc.site.data_tier import data_tier_of
+from roles.backup.repo1 import repo1_path
 from roles.secret_custody import fingerprint, secret_specs, workstation_value
 from roles.workstation_secrets import SecretError, check_private, write_private
 
@@ -141,8 +142,9 @@ def sync_retired(site: Site) -> list[str]:
     return warnings
 
 
-def escrow_document(site: Site, now: dt.datetime | None = None) -> dict:
-    """Everything needed to read the offline copies without a server or a workstation."""
+def escrow_document(site: Site, now: dt.datetime | None = None, generation: int = 1) -> dict:
+    """Everything needed to read the offline copies without a server or a workstation.
+    `generation`: the pgBackRest repository's in use (after `siaga secrets rotate repo1`)."""
     tier = data_tier_of(site)
     b, pg = site.backup, site.postgresql
     if not b.enabled:
@@ -166,7 +168,7 @@ def escrow_document(site: Site, now: dt.datetime | None = None) -> dict:
         "pgbackrest": {
             "stanza": b.stanza,
             "repository_host": repo_host,
-            "repository_path": f"{b.repository_path}/pgbackrest",
+            "repository_path": repo1_path(b.repository_path, generation),
             "cipher_type": CIPHER_TYPE,
             "cipher_pass": values["repo1"],
             "fingerprint": fingerprint(values["repo1"]),
@@ -187,7 +189,25 @@ def escrow_document(site: Site, now: dt.datetime | None = None) -> dict:
         },
         # Reading a copy on the medium needs no SSH key: the keys only reach hosts that may be gone.
         "ssh_keys": "not needed: the copies on the medium are read locally with the passphrase and password above",
+        # The TSIG key that moves users' traffic: only on the workstation, which the main site may take
+        # with it; a new workstation (siaga workstation restore) needs it for the failover's traffic step.
+        "dns_update_key": dns_update_key(site),
     }
+
+
+def dns_update_key(site: Site) -> dict | None:
+    """The DNS update key as this workstation holds it (None: the site moves traffic otherwise)."""
+    t = site.traffic
+    if not t or t.method != "dns-update" or not t.dns_update:
+        return None
+    d = t.dns_update
+    k = {"key_name": d.key_name, "algorithm": d.key_algorithm, "zone": d.zone, "file_name": d.key_file.name}
+    try:
+        check_private(d.key_file)
+        return {**k, "text": d.key_file.read_text()}
+    except OSError as exc:  # the backups' escrow is still written: it is what reads them
+        return {**k, "missing": f"traffic.dns_update.key_file {d.key_file}: {exc.strerror} on the workstation that wrote "
+                                "this escrow: get the key from the DNS server's admins"}
 
 
 def check_hosts(site: Site) -> list[str]:
@@ -267,6 +287,10 @@ def escrow_text(doc: dict) -> str:
              f"pgBackRest repository cipher ({doc['pgbackrest']['cipher_type']}) passphrase: {doc['pgbackrest']['cipher_pass']}",
              f"restic password: {doc['restic']['password']}",
              f"offline copies: {doc['offline']['layout']}", ""]
+    if doc.get("dns_update_key"):
+        k = doc["dns_update_key"]
+        lines += [f"DNS update key (TSIG {k['algorithm']}, name {k['key_name']}, zone {k['zone']}):",
+                  (k.get("text") or k.get("missing", "")).rstrip(), ""]
     for r in doc["pgbackrest"]["retired"] + doc["restic"]["retired"]:
         lines.append(f"retired {r['key']} ({r.get('retired_at')}, still needed by {r.get('needed_by')}): {r['value']}")
     lines.append("")

@@ -95,9 +95,8 @@ def sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def read_generation(site: Site) -> int:
-    """The generation every host holds (an unreachable host or one lagging stops the rotation: the
-    rotation must know which repository is in use, and leave every host knowing the new one)."""
+def generations_held(site: Site) -> tuple[dict[str, str | None], list[str]]:
+    """Each reachable host's generation file (text or None), and why the others could not be read."""
     seen, bad = {}, []
     for h in site.hosts:
         r = call(site, h, {"mode": "file-state", "read": [gen.GENERATION_FILE]}, None, 60)
@@ -105,6 +104,22 @@ def read_generation(site: Site) -> int:
             bad.append(f"{h}: {r.get('error')}")
             continue
         seen[h] = r["text"].get(gen.GENERATION_FILE)
+    return seen, bad
+
+
+def generation_in_use(site: Site) -> int:
+    """The repository generation the hosts that answer hold (the escrow is written in a disaster
+    too: a lost site's hosts cannot be asked)."""
+    seen, bad = generations_held(site)
+    if not seen:
+        raise RepoRotateError("cannot read the repository generation from any host: " + "; ".join(bad))
+    return gen.current_generation(seen)
+
+
+def read_generation(site: Site) -> int:
+    """The generation every host holds (an unreachable host or one lagging stops the rotation: the
+    rotation must know which repository is in use, and leave every host knowing the new one)."""
+    seen, bad = generations_held(site)
     if bad:
         raise RepoRotateError("cannot read the repository generation: " + "; ".join(bad))
     current = gen.current_generation(seen)

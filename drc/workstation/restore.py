@@ -198,6 +198,12 @@ def put_escrow_secrets(site: Site, doc: dict) -> list[str]:
         private_dir(spec.directory)
         write_private(spec.path, value + "\n")
         written.append(spec.name)
+    dns = doc.get("dns_update_key") or {}
+    key_file = m.setting(site, "traffic.dns_update.key_file")
+    if dns.get("text") and key_file is not None:  # SOP EM-2 step 6: the failover's traffic step needs it
+        private_dir(Path(key_file).parent)
+        write_private(Path(key_file), dns["text"])
+        written.append(Path(key_file).name)
     retired = doc["pgbackrest"].get("retired", []) + doc["restic"].get("retired", [])
     if retired:
         esc.write_retired(site, esc.merge_retired(retired))
@@ -340,8 +346,8 @@ def restore(doc: dict, address: str, site_dir: Path, user: str, key_file: Path, 
                        "Fix: put the certificate's private key there (0600)")
     dns_key = m.setting(site, "traffic.dns_update.key_file")
     if dns_key is not None and not Path(dns_key).exists():
-        missing.append(f"traffic.dns_update.key_file ({dns_key}): the DNS update key is on no site host. Fix: get it from "
-                       "the DNS server's admins and put it there (0600) before a switch-over")
+        missing.append(f"traffic.dns_update.key_file ({dns_key}): the DNS update key is on no site host nor in the escrow. "
+                       "Fix: get it from the DNS server's admins and put it there (0600) before a switch-over")
     state = adopt_copies(site, man, host_name, msha)
     proof = prove_secrets(site)
     deploy = deploy_proof(site_file) if deploy_check and proof["ok"] else None

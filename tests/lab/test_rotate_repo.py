@@ -57,6 +57,7 @@ def conf_value(host, path: str, key: str) -> str:
 
 def test_rotating_the_repository_cipher_makes_a_new_repository_and_keeps_the_old_one_readable(lab, hosts, tmp_path):
     from drc.secrets.escrow import escrow_document, read_retired
+    from drc.secrets.rotate_repo import generation_in_use
     from drc.site import load_site
 
     site = load_site(lab.site_file)
@@ -115,8 +116,8 @@ def test_rotating_the_repository_cipher_makes_a_new_repository_and_keeps_the_old
     assert entry["generation"] == g
     on_host = json.loads(p.file("/etc/siaga/backup/retired-secrets.json").content_string)
     assert any(e["key"] == "repo1" and e["value"] == old_pass and e["repository_path"] == repo_path(g) for e in on_host)
-    doc = escrow_document(site)
-    assert doc["pgbackrest"]["cipher_pass"] == new_pass
+    doc = escrow_document(site, generation=generation_in_use(site))
+    assert doc["pgbackrest"]["cipher_pass"] == new_pass and doc["pgbackrest"]["repository_path"] == repo_path(g + 1)
     assert any(r["value"] == old_pass and r["repository_path"] == repo_path(g) for r in doc["pgbackrest"]["retired"])
 
     # siaga backup run --set db: into the new repository.

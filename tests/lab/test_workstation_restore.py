@@ -132,6 +132,11 @@ def test_a_new_workstation_takes_over_from_the_drc_copy_and_the_escrow(lab, host
 
     # What the restored workstation holds, where siaga expects it.
     restored = load_site(new / "site.yaml")
+    # The DNS update key (only ever on the workstation) came back from the escrow: the failover's
+    # traffic step works from the new workstation (SOP EM-2 step 6).
+    assert not [x for x in res["missing"] if "dns_update" in x], res["missing"]
+    key = restored.traffic.dns_update.key_file
+    assert key.parent == new / "secrets" and key.read_text() == site.traffic.dns_update.key_file.read_text()
     assert restored.records_dir == new / "records" and restored.replication.secrets_dir == str(new / "secrets")
     sec = new / "secrets"
     assert stat.S_IMODE(sec.stat().st_mode) == 0o700
