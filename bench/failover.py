@@ -1,16 +1,20 @@
 """An unplanned failover and its fail-back at about 1 GiB of data, with the figures issue 11 names.
 
-Usage: .venv/bin/python bench/failover.py [--lab bench-fo] [--ttl 60] [--gib 1.0] [--keep]
+Usage: .venv/bin/python bench/failover.py [--lab bench-fo] [--ttl 60] [--gib 1.0] [--wan-mbit 100] [--keep]
 
 Raises its own lab ("bench-fo"), converges it, sets the public name's TTL to --ttl, loads about
---gib GiB into a database of its own on the primary (pgbench's tables) and waits for the DRC to
-replay it. Then, with the probe (a client outside both sites writing through the public name every
+--gib GiB into a database of its own on the primary (pgbench's tables), waits for the DRC to
+replay it and for a CHECKPOINT (a site in service has one at least every checkpoint_timeout: what
+the killed primary's crash recovery replays is the writes since, not the whole load). Then, with the probe (a client outside both sites writing through the public name every
 100 ms) and the watcher running:
 - the primary's machine is killed (a site loss) and `siaga failover --to drc --yes` runs;
 - afterwards the primary boots again (its fence guard finds the DRC promoted and fences it);
 - `siaga failback` rewinds it into a standby of the DRC;
 - a fresh copy of the same data (pg_basebackup from the DRC, into a scratch directory on the old
   primary: what a rebuild would have to transfer) is timed against the rewind.
+The fail-back and the fresh copy cross the lab's WAN limited to --wan-mbit Mbit/s (a token bucket
+on both sites' bridges; 0: the bare lab bridge, a local copy from the same disk); the fresh copy is
+also timed on the bare bridge, for reference.
 
 Printed, each beside its goal and the machine's load:
 - decision confirmed → PostgreSQL accepting writes on the DRC, and → the app serving behind open
@@ -114,6 +118,7 @@ def main() -> int:
     ap.add_argument("--lab", default=LAB)
     ap.add_argument("--ttl", type=int, default=60)
     ap.add_argument("--gib", type=float, default=1.0)
+    ap.add_argument("--wan-mbit", type=int, default=100, help="the inter-site link's bandwidth (0: unlimited)")
     ap.add_argument("--keep", action="store_true")
     a = ap.parse_args()
     lab = Lab(a.lab)
@@ -124,6 +129,7 @@ def main() -> int:
         site = load_site(lab.site_file)
         pgv = str(site.postgresql.version)
         size = load_data(lab, pgv, a.gib)
+        on(lab, "primary", "runuser -u postgres -- psql -XAtqc checkpoint")
         with tempfile.TemporaryDirectory(prefix="siaga-bench-fo-") as tmp:
             with ProbeRun(lab, Path(tmp)) as probe:
                 lab.stop_host("primary", kill=True)
@@ -140,10 +146,13 @@ def main() -> int:
         decided = step_at(j, "decision", "step-start")
         writes_s, serving_s = step_at(j, "promote") - decided, step_at(j, "web") - decided
         lab.restart_host("primary")
+        lab.set_wan_rate(a.wan_mbit or None)
         fb = last_json(siaga("failback", "--json", str(lab.site_file)), "failback")
         rewind_s = next(e["seconds"] for e in Journal.load(Path(fb["journal"])).events
                         if e.get("step") == "rewind" and e["event"] == "step-end" and e.get("result") == "done")
         copy_s = fresh_copy_seconds(lab, pgv, site.replication.user)
+        lab.set_wan_rate(None)
+        bare_copy_s = fresh_copy_seconds(lab, pgv, site.replication.user)
         load = machine_load()
     finally:
         release_lab(lab, a.keep)
@@ -155,8 +164,10 @@ def main() -> int:
           f"{report['acked']} acknowledged, {report['rpo_writes']} lost (listed by the fail-back); two writable primaries "
           f"in {report['watcher']['split_brain_rounds']} of {report['watcher']['rounds']} rounds (goal 0: "
           f"{goal(report['watcher']['split_brain_rounds'], 0)})")
-    print(f"fail-back: pg_rewind {rewind_s:.1f} s against a fresh copy (pg_basebackup) {copy_s:.1f} s = "
-          f"{(share or 0):.0%} (goal ≤ {GOAL_REWIND_SHARE:.0%}: {goal(share, GOAL_REWIND_SHARE)}); {load}")
+    link = f"a {a.wan_mbit} Mbit/s WAN" if a.wan_mbit else "the bare lab bridge"
+    print(f"fail-back across {link}: pg_rewind {rewind_s:.1f} s against a fresh copy (pg_basebackup) {copy_s:.1f} s = "
+          f"{(share or 0):.0%} (goal ≤ {GOAL_REWIND_SHARE:.0%}: {goal(share, GOAL_REWIND_SHARE)}); the same copy on the "
+          f"bare lab bridge {bare_copy_s:.1f} s; {load}")
     return 0
 
 

@@ -532,6 +532,22 @@ class Lab:
         st["wan_cut"] = cut
         self._save(st)
 
+    def set_wan_rate(self, mbit: int | None) -> None:
+        """Limit what enters each site's network to `mbit` Mbit/s (a token bucket on both site bridges:
+        an inter-site link's bandwidth, also felt by the admin's traffic), or lift it (None)."""
+        st = self.state()
+        if st is None:
+            raise LabError(f"lab {self.name} is not up")
+        for seg in ("1", "2"):
+            bridge = st["segments"][seg]["bridge"]
+            if mbit:
+                run(["tc", "qdisc", "replace", "dev", bridge, "root", "tbf", "rate", f"{int(mbit)}mbit", "burst", "256kb",
+                     "latency", "50ms"])
+            else:
+                run(["tc", "qdisc", "del", "dev", bridge, "root"], check=False)  # none set: nothing to lift
+        st["wan_mbit"] = mbit
+        self._save(st)
+
     # --- disks plugged into a host: the removable media (SOP BK-9 offline copy), small test disks --
     def disk_image(self, name: str) -> Path:
         return self.dir / "disks" / f"{name}.img"
