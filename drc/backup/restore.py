@@ -266,14 +266,22 @@ def files_part(site, data, rng, args, problems, t) -> dict | None:
         problems.append(f"uploads: restic check failed: {(res.get('check') or {}).get('output', '')[-600:]}")
     if not (res.get("restore") or {}).get("ok"):
         problems.append(f"uploads: restic restore failed: {(res.get('restore') or {}).get('output', '')[-600:]}")
-    part["files"] = compare.file_verdict(wanted, res.get("files") or {})
+    gone = set(res.get("not_in_production") or [])
+    part["files"] = compare.file_verdict({p: v for p, v in wanted.items() if p not in gone}, res.get("files") or {})
+    if gone:
+        # The app's record names a file production does not have either: no backup could hold it.
+        # After a failover these are the uploads lost with the other site (siaga failback copies
+        # them back from the old primary); otherwise a fault of the app's data to look into.
+        part["not_in_production"] = sorted(gone)
+        part["note"] = (f"{len(gone)} file(s) in the app's records are missing from production too (not a backup "
+                        "fault; after a failover: lost with the other site until siaga failback)")
     source = "the app's record" if profile.files == "records" else "production's file"
     for path, f in part["files"].items():
         if not f["match"]:
             got = f["restored"]
             problems.append(f"uploads: {path}: sha256 {'missing from the snapshot' if got is None else got[:16] + '...'} "
                             f"!= {source} {(f['expected'] or 'unreadable')[:16]}...")
-    if not wanted:
+    if not wanted and not gone:
         part["note"] = ("no document older than the snapshot in the app's records: no file to sample" if profile.files == "records"
                         else "no file in production older than the snapshot: no file to sample")
     part["restore_seconds"] = (res.get("restore") or {}).get("seconds")

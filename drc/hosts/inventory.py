@@ -45,7 +45,17 @@ def pyinfra_groups(site_path: str | Path) -> dict[str, list[HostEntry]]:
     except SiteError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    return {role: [(name, host_data(site, path, name)) for name in site.hosts_in(role)] for role in SITE_ROLES}
+    return site_groups(site, path)
+
+
+def site_groups(site: Site, path: Path) -> dict[str, list[HostEntry]]:
+    """The site's hosts by group, but a lost site's: after a failover they are out of deploys until
+    `siaga failback` (SOP EM-3.2-3.5)."""
+    if site.lost_hosts:
+        print(f"siaga: {', '.join(site.lost_hosts)} left out: site '{site.lost_site}' is lost (lost_site in {path.name})",
+              file=sys.stderr)
+    return {role: [(name, host_data(site, path, name)) for name in site.hosts_in(role) if name not in site.lost_hosts]
+            for role in SITE_ROLES}
 
 
 def this_host_in_site() -> tuple[Site, str]:

@@ -135,8 +135,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # Bad input is refused before pyinfra is even imported: no host is contacted.
     from drc.hosts.deploy import deploys_dir
-    from drc.hosts.inventory import host_data
-    from drc.site import SITE_ROLES, SiteError, load_site
+    from drc.hosts.inventory import site_groups
+    from drc.site import SiteError, load_site
 
     site_path = Path(args.site).expanduser().resolve()
     try:
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     except SiteError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return finish(2, str(exc))
-    groups = {role: [(n, host_data(site, site_path, n)) for n in site.hosts_in(role)] for role in SITE_ROLES}
+    groups = site_groups(site, site_path)
     deploys = [str(Path(d).resolve()) for d in args.deploys]
     missing = [d for d in deploys if not Path(d).is_file() or not d.endswith(".py")]
     if missing:

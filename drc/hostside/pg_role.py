@@ -218,6 +218,23 @@ def history_archived(a):
     return {"ok": found, "file": name, "error": None if found else (se or so).strip()[-400:] or f"{name} not in the archive"}
 
 
+def history_push(a):
+    """Every timeline history file in pg_wal that the repository in use lacks, pushed to it: a
+    repository set up after a promotion (the fail-back moves it back to the other site) never got
+    the history its restores across timelines need, since PostgreSQL archived it elsewhere."""
+    wal = os.path.join(paths(a)["data"], "pg_wal")
+    pushed = []
+    for tl in range(2, int(a["timeline"]) + 1):
+        if history_archived({**a, "timeline": tl})["ok"] or not os.path.exists(os.path.join(wal, f"{tl:08X}.history")):
+            continue
+        rc, so, se = run(["pgbackrest", f"--stanza={a['stanza']}", "--log-level-console=warn", "archive-push",
+                          os.path.join(wal, f"{tl:08X}.history")], 120, user="postgres")
+        if rc != 0:
+            return {"ok": False, "pushed": pushed, "error": f"archive-push {tl:08X}.history: {(se or so).strip()[-400:]}"}
+        pushed.append(f"{tl:08X}.history")
+    return {"ok": True, "pushed": pushed}
+
+
 IDENT = re.compile(r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?$")
 
 
@@ -280,7 +297,7 @@ def _postgres():
     return pw.pw_uid, pw.pw_gid
 
 
-MODES = {"state": state, "stop": stop, "start": start, "promote": promote, "slot": slot, "reach": reach, "unfollow": unfollow, "follow": follow,
+MODES = {"history_push": history_push, "state": state, "stop": stop, "start": start, "promote": promote, "slot": slot, "reach": reach, "unfollow": unfollow, "follow": follow,
          "pgbackrest_check": pgbackrest_check, "history_archived": history_archived, "records": records}
 
 

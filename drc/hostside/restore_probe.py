@@ -315,6 +315,9 @@ def mode_files(a):
             except OSError as exc:
                 res["files"][p] = None
                 res.setdefault("missing", {})[p] = str(exc)
+                # Production lacks it too (a file lost with the other site): not the backup's fault.
+                if not os.path.lexists(p):
+                    res.setdefault("not_in_production", []).append(p)
         return res
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

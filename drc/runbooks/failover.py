@@ -11,7 +11,9 @@ Then, read as a table: the old primary fenced if it answers (otherwise its guard
 comes back: roles/fencing), the authority granted to the target (it may start read-write while its
 peer is gone), the promotion (no way back), the app and the web ports on the target, users'
 traffic, the target's standby settings removed, the lost host's replication slot dropped (it would
-hold WAL until the disk fills) and the site file saying what is true: `active_site` the target.
+hold WAL until the disk fills) and the site file saying what is true: `active_site` the target,
+`lost_site` the other. Then the site deploy of the serving site alone, its WAL in the repository at
+its own site (the repository site before the failover: degraded, SOP BK-9) and a backup there.
 """
 
 from __future__ import annotations
@@ -214,6 +216,30 @@ def no_inbound_sync(f: Failover) -> Reading:
     return Reading(r.ok, f"{f.target}: {path} still there")
 
 
+def mark_site_lost(f: Failover) -> dict:
+    from drc.site.write import set_active_site
+
+    f.site = set_active_site(f.site_file, f.to, lost=sw.other_site(f.to))
+    return {"active_site": f.to, "lost_site": sw.other_site(f.to)}
+
+
+def site_file_says_lost(f: Failover) -> Reading:
+    f.site = sw.load_site(f.site_file)
+    ok = f.site.active_site == f.to and f.site.lost_site == sw.other_site(f.to)
+    return Reading(ok, f"active_site is {f.site.active_site}, lost_site {f.site.lost_site}")
+
+
+def converged_alone(f: Failover) -> Reading:
+    """The deploy of the serving site alone left nothing to change, and the app runs there (the
+    lost site is neither deployed nor asked)."""
+    from drc.hosts.deploy import no_change_problem, run_deploy
+
+    problem = no_change_problem(run_deploy(f.site_file, "deploys/site.py", "--dry", env=sw.skip_prechange_reason(f), echo=None))
+    on_target = H.is_active(f.site, f.target, f.site.spse_app.unit)
+    return Reading(problem is None and on_target, f"site deploy preview: {problem or 'no change'}; "
+                                                  f"{f.site.spse_app.unit} active on {f.target}={on_target}")
+
+
 def failover(site_file: Path, to: str, reason: str, decided_by: str, force: bool = False,
              echo: Callable[[str], None] = print) -> tuple[Runbook, Failover]:
     f = Failover(Path(site_file), to, echo, reason=reason, decided_by=decided_by, force=force)
@@ -235,6 +261,13 @@ def failover(site_file: Path, to: str, reason: str, decided_by: str, force: bool
         Step("primary-conf", "EM-3", f"{dst}'s standby settings removed", sw.drop_standby_conf, sw.no_standby_conf),
         Step("slot", "EM-3", f"{src}'s replication slot dropped on {dst} (it would keep WAL until the disk fills)",
              drop_source_slot, source_slot_absent),
-        Step("site-file", "EM-2", f"the site file says active_site: {to}", sw.write_site_file, sw.site_file_says),
+        Step("site-file", "EM-2", f"the site file says active_site: {to}, lost_site: {sw.other_site(to)}", mark_site_lost,
+             site_file_says_lost),
+        Step("converge", "EM-2", f"the site deploy on {dst} alone: no sync or slot for {src}, backups into the repository "
+             f"at {to} (degraded)", sw.converge, converged_alone, deadline_s=1),
+        Step("archive", "BK-1", f"{dst}'s WAL reaches the repository at its own site (pgbackrest check, its timeline's "
+             "history file)", sw.archive_check_target, sw.archive_follows, deadline_s=5),
+        Step("backup", "BK-1", f"a database backup of {dst} into the repository at its own site (the offline media are "
+             "the copy away from it until the fail-back)", sw.backup_after_switch, sw.backup_ok, deadline_s=900),
     )
     return Runbook("failover", to, f"Failover to {to.upper()}: {src} lost, {dst} serves", PREFLIGHT, steps), f

@@ -565,7 +565,13 @@ def app_healthy(s: Switch) -> Reading:
 
 
 def archive_check_target(s: Switch) -> dict:
-    return {}  # the check runs pgbackrest check itself; nothing to do first
+    """The serving timeline's history into the repository in use, if PostgreSQL archived it to
+    another one (before a fail-back moved the repository); the check runs pgbackrest check."""
+    st = s.state(s.target)
+    out = H.pg(s.site, s.target, "history_push", stanza=s.site.backup.stanza, timeline=st.get("timeline") or 1, timeout=300)
+    if not out.get("ok"):
+        raise RuntimeError(f"{s.target}: {out.get('error')}")
+    return {"history_pushed": out.get("pushed")}
 
 
 def archive_follows(s: Switch) -> Reading:

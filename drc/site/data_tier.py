@@ -38,7 +38,9 @@ class DataTier:
 
     @property
     def db_standby_hosts(self) -> list[str]:
-        return [h for h in self.site.hosts if h not in self.db_source_hosts]
+        """Hosts that stream from the source: every other host but a lost site's (a slot kept for
+        a lost host would hold WAL until the disk fills)."""
+        return [h for h in self.site.hosts if h not in self.db_source_hosts and h not in self.site.lost_hosts]
 
 
 def data_tier_of(site: Site) -> DataTier:

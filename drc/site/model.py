@@ -155,6 +155,11 @@ class Site(Strict):
     # database primary and the uploads sync's source are here, the backup repository at the other
     # site, the app runs and the web ports open here (derived_from_active_site).
     active_site: str = "primary"
+    # The site lost in a disaster, written by `siaga failover` and removed by `siaga failback`
+    # (EM-3.2-3.5): its hosts are left out of deploys, nothing is replicated or synced to them, and
+    # backups go on into the repository at the serving site (degraded: SOP BK-9 wants it away from
+    # the data; the offline media are then the copy away from it).
+    lost_site: str | None = None
     # Where siaga runs (SOP RA-1); every address must be inside ssh_allowlist.
     admin_workstations: list[IPvAnyNetwork] = Field(min_length=1)
     # SOP RA-2: remote access only from the office network and permitted addresses.
@@ -212,6 +217,15 @@ class Site(Strict):
     def site_of(self) -> dict[str, str]:
         """Host name -> site role ('primary' or 'drc')."""
         return {h: role for role, group in self.sites.items() for h in group.hosts}
+
+    @property
+    def lost_hosts(self) -> list[str]:
+        """The hosts of the lost site (none unless a failover left one): out of deploys and syncs."""
+        return self.hosts_in(self.lost_site) if self.lost_site else []
+
+    @property
+    def serving_alone(self) -> bool:
+        return self.lost_site is not None
 
     def hosts_in(self, role: str) -> list[str]:
         return list(self.sites[role].hosts) if role in self.sites else []
@@ -317,15 +331,21 @@ def other_site(role: str) -> str:
     return next(r for r in SITE_ROLES if r != role)
 
 
-def derived_from_active_site(active: str) -> dict[tuple[str, str], str]:
+def derived_from_active_site(active: str, lost: str | None = None) -> dict[tuple[str, str], str]:
     """(section, key) -> value of every setting that follows the active site (issue 10: one fact
-    decides which site serves)."""
+    decides which site serves). With the other site lost, the repository is the one at the serving
+    site: it was the standby's, the repository site before the failover."""
     return {("replication", "source_site"): active, ("uploads_sync", "source_site"): active,
-            ("backup", "repository_site"): other_site(active)}
+            ("backup", "repository_site"): active if lost else other_site(active)}
 
 
 def _derive_from_active_site(s: Site) -> None:
-    for (section, key), value in derived_from_active_site(s.active_site).items():
+    if s.lost_site is not None and s.lost_site not in SITE_ROLES:
+        raise SiteRuleError("lost_site", f"'{s.lost_site}' is not a site", "use 'primary' or 'drc', or remove lost_site")
+    if s.lost_site is not None and s.lost_site == s.active_site:
+        raise SiteRuleError("lost_site", f"the lost site '{s.lost_site}' is the active site",
+                            "a lost site cannot serve: `siaga failover` sets both; remove lost_site after `siaga failback`")
+    for (section, key), value in derived_from_active_site(s.active_site, s.lost_site).items():
         settings = getattr(s, section)
         given = getattr(settings, key)
         if given is not None and given != value:

@@ -17,9 +17,10 @@ from pathlib import Path
 from drc.site.model import SITE_ROLES, Site, derived_from_active_site, parse_site
 
 
-def rewritten(path: str | Path, active: str) -> tuple[str, str, Site]:
-    """The site file's text now, its text with `active` as the active site (comments kept), and
-    the validated site that text describes. Nothing is written."""
+def rewritten(path: str | Path, active: str, lost: str | None = None) -> tuple[str, str, Site]:
+    """The site file's text now, its text with `active` as the active site and `lost` as the lost
+    site (None: no lost_site key; comments kept), and the validated site that text describes.
+    Nothing is written."""
     from ruamel.yaml import YAML
 
     if active not in SITE_ROLES:
@@ -31,11 +32,26 @@ def rewritten(path: str | Path, active: str) -> tuple[str, str, Site]:
     yaml.indent(mapping=2, sequence=4, offset=2)  # the example file's style: "  - item"
     yaml.width = 4096  # never re-wrap a long line
     data = yaml.load(text)
-    if data.get("active_site") == active and all(
-            (data.get(section) or {}).get(key, value) == value for (section, key), value in derived_from_active_site(active).items()):
+    derived = derived_from_active_site(active, lost)
+    if data.get("active_site") == active and data.get("lost_site") == lost and all(
+            (data.get(section) or {}).get(key, value) == value for (section, key), value in derived.items()):
         return text, text, parse_site(_plain(text), path, text)
     data["active_site"] = active
-    for (section, key), value in derived_from_active_site(active).items():
+    keys = list(data)
+    # ruamel keeps the comment lines after a key with that key: they move with the key before them.
+    if lost and "lost_site" not in data:  # right after active_site, where an admin reads it
+        after = data.ca.items.pop("active_site", None)
+        data.insert(keys.index("active_site") + 1, "lost_site", lost)
+        if after:
+            data.ca.items["lost_site"] = after
+    elif lost:
+        data["lost_site"] = lost
+    elif "lost_site" in data:
+        after, before = data.ca.items.pop("lost_site", None), keys[keys.index("lost_site") - 1]
+        data.pop("lost_site")
+        if after:
+            data.ca.items[before] = after
+    for (section, key), value in derived.items():
         if isinstance(data.get(section), dict) and key in data[section]:
             data[section][key] = value
     out = io.StringIO()
@@ -44,16 +60,16 @@ def rewritten(path: str | Path, active: str) -> tuple[str, str, Site]:
     return text, new, parse_site(_plain(new), path, new)  # refused here, before anything changes
 
 
-def with_active_site(path: str | Path, active: str) -> Site:
+def with_active_site(path: str | Path, active: str, lost: str | None = None) -> Site:
     """The site as it will be once `active` serves (e.g. the new active site's firewall ruleset)."""
-    return rewritten(path, active)[2]
+    return rewritten(path, active, lost)[2]
 
 
-def set_active_site(path: str | Path, active: str) -> Site:
-    """Make `active` the active site in the site file at `path`; returns the validated site.
-    A file that already says so is left untouched."""
+def set_active_site(path: str | Path, active: str, lost: str | None = None) -> Site:
+    """Make `active` the active site (and `lost` the lost site, None: none) in the site file at
+    `path`; returns the validated site. A file that already says so is left untouched."""
     path = Path(path)
-    old, new, site = rewritten(path, active)
+    old, new, site = rewritten(path, active, lost)
     if new == old:
         return site
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -277,6 +277,10 @@ def evaluate(site: Site, probes: dict[str, Probe], now: datetime.datetime | None
             problems.append(f"{h}: PostgreSQL held down by the fence guard ({fence['held'].get('why')})")
         if fence.get("authority") and d["role"] == "primary" and not standbys:
             problems.append(f"{h}: serving alone since a failover ({fence['authority'].get('why')}): DEGRADED, no standby")
+    if site.lost_site:
+        problems.append(f"site {site.lost_site} lost (lost_site in the site file): backups go into the repository at "
+                        f"{site.backup.repository_site}, the serving site: DEGRADED (SOP BK-9: keep the offline media away "
+                        "from it); siaga failback when the site is back")
 
     if len(primaries) == 1:
         src = primaries[0]

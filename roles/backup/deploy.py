@@ -143,7 +143,9 @@ def runner_config(tier: DataTier, host_name: str, generation: int | None = None)
         "timeout_s": b.timeout_s,
         "init_marker": init_marker(tier, g),
         # The database set and the offline copy run on the repository host, the file sets on the data host.
-        "runs": ["db", "offline"] if host_name == repo else [s.name for s in b.sets] + ["prune"],
+        # Both on one host while the other site is lost (lost_site: repository at the serving site).
+        "runs": (["db", "offline"] if host_name == repo else [])
+        + ([s.name for s in b.sets] + ["prune"] if host_name != repo or host_name == backup_host(tier) else []),
         "pgbackrest": {
             "stanza": b.stanza,
             "user": b.repository_user if host_name == repo else "postgres",
@@ -301,7 +303,7 @@ def backup(tier: DataTier, host_name: str) -> None:
     if not b.enabled:
         return
     src, repo = backup_host(tier), repository_host(tier)
-    if site.site_of[src] == b.repository_site:
+    if site.site_of[src] == b.repository_site and not site.serving_alone:
         raise DeployError(f"backup.repository_site '{b.repository_site}' is the site of the database source {src}: "
                           "the repository must be away from the data (SOP BK-9). Fix: set backup.repository_site to the other site")
     archiving(tier, host_name)
@@ -318,7 +320,8 @@ def backup(tier: DataTier, host_name: str) -> None:
         _backup_host(tier, repo)
     if host_name in (src, repo):
         # One call site for both hosts: pyinfra orders operations by where they are called.
-        _runner(tier, host_name, {k: v for k, v in timers(b).items() if on_repository_host(k) == (host_name == repo)})
+        _runner(tier, host_name, {k: v for k, v in timers(b).items()
+                                  if (host_name == repo if on_repository_host(k) else host_name == src)})
 
 
 @deploy("siaga backup: SSH keys of the backup accounts")

@@ -32,7 +32,7 @@ from roles.workstation_secrets import secret_file
 
 from . import operations as sync_ops
 from .facts import SshHostKey
-from .topology import KEYS_DIR, forced_command, is_source, is_target, receiving_account, source_hosts, target_hosts
+from .topology import KEYS_DIR, forced_command, is_source, is_target, receiving_account, sends, source_hosts, target_hosts
 
 if TYPE_CHECKING:  # drc.site imports this package's defaults
     from drc.site import Site
@@ -169,10 +169,11 @@ def uploads_sync(tier: DataTier, host_name: str) -> None:
     units = [config_file(name=f"Unit {unit}", dest=f"/etc/systemd/system/{unit}", content=render_file(site, f"{unit}.j2"))
              for unit in (SYNC_UNIT, RESYNC_UNIT, RESYNC_TIMER)]
     systemd.daemon_reload(name="systemd reloaded after a unit change", _if=any_changed(*units))
-    systemd.service(name=f"{SYNC_UNIT} (lsyncd) running on the uploads source only", service=SYNC_UNIT,
-                    running=source, enabled=source)
-    systemd.service(name=f"{RESYNC_TIMER} active on the uploads source only", service=RESYNC_TIMER,
-                    running=source, enabled=source)
-    if source:
+    sending = sends(site, host_name)
+    systemd.service(name=f"{SYNC_UNIT} (lsyncd) running on the uploads source only (with a target in the site)",
+                    service=SYNC_UNIT, running=sending, enabled=sending)
+    systemd.service(name=f"{RESYNC_TIMER} active on the uploads source only (with a target in the site)",
+                    service=RESYNC_TIMER, running=sending, enabled=sending)
+    if sending:
         systemd.service(name=f"{SYNC_UNIT} restarted after a change", service=SYNC_UNIT, restarted=True,
                         _if=any_changed(key_op, known, conf, units[0]))

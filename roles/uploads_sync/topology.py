@@ -22,11 +22,18 @@ def source_hosts(site: Site) -> list[str]:
 
 
 def target_hosts(site: Site) -> list[str]:
-    return [h for h in site.hosts if site.site_of[h] != site.uploads_sync.source_site]
+    """Receivers: the other site's hosts, none while that site is lost (lost_site)."""
+    return [h for h in site.hosts if site.site_of[h] != site.uploads_sync.source_site and h not in site.lost_hosts]
 
 
 def is_source(site: Site, host_name: str) -> bool:
     return site.uploads_sync.enabled and host_name in source_hosts(site)
+
+
+def sends(site: Site, host_name: str) -> bool:
+    """lsyncd runs here: the source, while a target is in the site (none while the other site is
+    lost: the key and config stay, nothing tries a host that is gone)."""
+    return is_source(site, host_name) and bool(target_hosts(site))
 
 
 def is_target(site: Site, host_name: str) -> bool:

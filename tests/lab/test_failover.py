@@ -24,6 +24,7 @@ from drc.runbooks.failover import DECISIONS
 from drc.site import load_site
 from tests.helpers import REPO, assert_no_change_rerun, lab_host, run_deploy
 from tests.lab.test_data_tier import poll
+from tests.lab.test_switchover import assert_killed_at_each_step_once, kill_at_each_step, plan_of
 
 TIMEOUT_S = 600
 FENCE = "/usr/local/lib/siaga/fence"
@@ -120,6 +121,25 @@ def test_site_loss_under_probe_load_then_failover_the_drc_serves_what_siaga_said
           f"known missing {risk['bytes']} bytes of WAL")
     assert serving <= 10, serving
     assert fence_state(drc)["authority"], "the DRC must be able to restart read-write while the primary is gone"
+    # Backups go on while the main site is gone: into the repository at the DRC (degraded), every
+    # set, and a restore test of them (SOP BK-1, BK-4, BK-9); nothing tries to sync to the lost site.
+    site = load_site(labfo.site_file)
+    assert site.lost_site == "primary" and site.backup.repository_site == "drc"
+    assert [e.get("result") for e in j.events if e.get("step") == "backup" and e["event"] == "step-end"] == ["done"]
+    proc = siaga(labfo, "backup", "run", "--json")
+    runs = {r["set"]: r for r in json.loads(proc.stdout)["records"]}
+    assert proc.returncode == 0 and all(r["result"] == "success" and r["host"] == "drc" for r in runs.values()), runs
+    # Every document sampled: those whose file never reached the DRC (lost with the primary) are
+    # missing from production too, so no backup fault; every other file restores whole (SOP BK-4).
+    proc = siaga(labfo, "backup", "restore-test", "--slack", "0", "--label", "latest", "--snapshot", "latest",
+                 "--files", "100000", "--json")
+    rt = json.loads(proc.stdout)
+    assert proc.returncode == 0 and rt["result"] == "success", rt.get("problems")
+    gone = {int(p.rsplit("-", 1)[1]) for p in rt["files"].get("not_in_production", []) if report["run"] in p}
+    acked = {json.loads(ln)["seq"] for ln in Path(report["log"]).read_text().splitlines() if '"event": "ack"' in ln}
+    assert set(report["file_differs"]) <= gone and not (gone - set(report["file_differs"])) & acked, (gone, report)
+    assert rt["files"]["files"], rt["files"]
+    assert drc.run("systemctl is-active siaga-uploads-sync.service").stdout.strip() != "active"
 
 
 def test_the_old_primary_rebooted_in_the_partition_stays_down_and_fences_itself_when_the_wan_heals(labfo, failed_over,
@@ -167,6 +187,7 @@ def test_the_old_primary_rebooted_in_the_partition_stays_down_and_fences_itself_
     assert report["roles"]["primary"] == ["drc"] and not report["ok"], report["roles"]
     assert any(x.startswith("primary: FENCED") for x in report["problems"]), report["problems"]
     assert any("drc: serving alone since a failover" in x for x in report["problems"]), report["problems"]
+    assert any(x.startswith("site primary lost") and "DEGRADED" in x for x in report["problems"]), report["problems"]
 
 
 def test_failback_lists_the_lost_writes_rewinds_the_old_primary_and_the_service_comes_home(labfo, failed_over):
@@ -200,6 +221,7 @@ def test_failback_lists_the_lost_writes_rewinds_the_old_primary_and_the_service_
     primary, drc = lab_host(labfo, "primary"), lab_host(labfo, "drc")
     assert primary.check_output("runuser -u postgres -- psql -XAtqc 'select status from pg_stat_wal_receiver'") == "streaming"
     assert not fence_state(primary)["fenced"] and not fence_state(drc)["authority"]
+    assert load_site(labfo.site_file).lost_site is None  # two sites again: deployed, synced, backed up away
     # The service comes home with the planned switch-over; the site deploy then changes nothing.
     proc = siaga(labfo, "switchover", "--to", "primary", "--json")
     assert last_json(proc)["outcome"] == "finished", proc.stdout[-5000:]
@@ -223,14 +245,14 @@ def test_a_wan_partition_then_a_forced_failover_fences_the_old_primary_before_th
         try:
             refused = siaga(labfo, "failover", "--to", "drc", *reason)
             assert refused.returncode == 1 and "answers this workstation" in last_json(refused)["message"], refused.stdout[-3000:]
-            proc = siaga(labfo, "failover", "--to", "drc", "--force", "primary", *reason)
-            out = last_json(proc)
-            assert proc.returncode == 0 and out["outcome"] == "finished", proc.stdout[-4000:]
+            # siaga killed as each step starts, and run again, until the failover ends by itself.
+            j, killed_fo = kill_at_each_step(labfo, ["failover", "--to", "drc", "--force", "primary", *reason[:-1]], 0.0)
+            assert j.outcome == "finished", j.events[-3:]
+            assert_killed_at_each_step_once(j, killed_fo, set(plan_of(j)))
             st = fence_state(primary)
             assert st["fenced"] and st["firewall"] and st["postgresql"] != "active", st
         finally:
             labfo.set_wan(False)
-        j = journals.Journal.load(Path(out["journal"]))
         assert step_time(j, "fence-old") <= step_time(j, "promote", "step-start")  # fenced before the promotion
         drc = labfo.address("drc")
         poll("the probe's writes through the DRC", lambda: probe_acks(tmp_path, via=drc) >= 10, 180)
@@ -238,8 +260,14 @@ def test_a_wan_partition_then_a_forced_failover_fences_the_old_primary_before_th
     assert report["watcher"]["split_brain_rounds"] == 0, report["watcher"]
     assert fence_state(primary)["fenced"]  # healed: it stays fenced
     assert primary.run("runuser -u postgres -- psql -XAtqc 'create table lost_write(i int)'").rc != 0
-    back = siaga(labfo, "failback", "--json")
-    assert last_json(back)["outcome"] == "finished", back.stdout[-4000:]
+    # The fail-back killed half a second into each step (those that act on the hosts), run again.
+    back, killed = kill_at_each_step(labfo, ["failback"], 0.5)
+    assert back.outcome == "finished", back.events[-3:]
+    assert_killed_at_each_step_once(back, killed, {"lost-writes", "rewind", "follow", "converge", "backup"}, "rewind")
+    print(f"killed in {len(killed_fo)} steps of the failover ({', '.join(killed_fo)}) and {len(killed)} of the "
+          f"fail-back ({', '.join(killed)})")
+    assert load_site(labfo.site_file).lost_site is None and not fence_state(primary)["fenced"]
+    assert primary.check_output("runuser -u postgres -- psql -XAtqc 'select status from pg_stat_wal_receiver'") == "streaming"
     home = siaga(labfo, "switchover", "--to", "primary", "--json")
     assert last_json(home)["outcome"] == "finished", home.stdout[-4000:]
     assert json.loads(siaga(labfo, "status", "--json").stdout)["ok"]

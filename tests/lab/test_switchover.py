@@ -175,27 +175,28 @@ def test_a_round_trip_loses_nothing_and_the_site_deploy_then_changes_nothing(lab
     assert "CATATAN PELAKSANAAN SWITCH-OVER KE PRIMARY" in record and "SELESAI" in record
 
 
-def start_switchover(lab, to: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "drc.cli", "switchover", "--to", to, str(lab.site_file)], cwd=REPO,
+def start_runbook(lab, args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "drc.cli", *args, str(lab.site_file)], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
-def kill_at_each_step(lab, to: str, delay_s: float) -> tuple[journals.Journal, list[str]]:
-    """One switch-over run, SIGKILLed at each step in turn: started, killed `delay_s` after its next
-    step started, started again (it resumes the same run), and so on until it finishes by itself.
-    Returns the run's journal and the steps that were running when siaga was killed."""
+def kill_at_each_step(lab, args: list[str], delay_s: float) -> tuple[journals.Journal, list[str]]:
+    """One runbook run (`siaga ARGS...`: switchover, failover, failback), SIGKILLed at each step in
+    turn: started, killed `delay_s` after its next step started, started again (it resumes the same
+    run), and so on until it finishes by itself. Returns the run's journal and the steps that were
+    running when siaga was killed."""
     rdir = records_dir(load_site(lab.site_file))
     known = {j.run_id for j in journals.runs(rdir)}
     run, killed = None, []
     for _ in range(40):  # more than the plan has steps: a run that never ends fails here
         seen = len(journals.Journal.load(run.path).events) if run else 0
-        proc = start_switchover(lab, to)
+        proc = start_runbook(lab, args)
         deadline = time.monotonic() + TIMEOUT_S
         try:
             while proc.poll() is None:
                 assert time.monotonic() < deadline, f"no step started within {TIMEOUT_S} s (killed so far: {killed})"
                 run = journals.Journal.load(run.path) if run else next(
-                    (j for j in journals.runs(rdir, "switchover") if j.run_id not in known), None)
+                    (j for j in journals.runs(rdir, args[0]) if j.run_id not in known), None)
                 plan = [p["step"] for p in run.begin.get("plan", [])] if run else []
                 nxt = plan.index(killed[-1]) + 1 if killed else 0
                 started = [e["step"] for e in run.events[seen:] if e["event"] == "step-start"] if run else []
@@ -213,8 +214,22 @@ def kill_at_each_step(lab, to: str, delay_s: float) -> tuple[journals.Journal, l
                 proc.wait(30)
         if proc.returncode != -signal.SIGKILL:
             break  # it ran to its end without being killed again
-    assert run is not None, "the switch-over never opened a journal"
+    assert run is not None, f"siaga {args[0]} never opened a journal"
     return journals.Journal.load(run.path), killed
+
+
+def plan_of(j: journals.Journal) -> list[str]:
+    return [p["step"] for p in j.begin["plan"]]
+
+
+def assert_killed_at_each_step_once(j: journals.Journal, killed: list[str], must: set[str], once: str = "promote") -> None:
+    """Killed in `must` at least, each step at most once and in order; the no-return step `once`
+    done by exactly one run (or found done by the run after one killed before it could say so)."""
+    plan = plan_of(j)
+    assert [plan.index(k) for k in killed] == sorted({plan.index(k) for k in killed}), killed
+    assert must <= set(killed), (sorted(must - set(killed)), killed)
+    ends = [e["result"] for e in j.events if e.get("step") == once and e["event"] == "step-end"]
+    assert ends.count("done") <= 1 and ("done" in ends or "already done" in ends), ends
 
 
 # To the DRC: killed as soon as each step starts; back home: half a second into each step's action.
@@ -225,19 +240,13 @@ def test_siaga_killed_at_each_step_in_turn_ends_on_one_consistent_site_with_noth
     from drc.lab.probing import ProbeRun
 
     with ProbeRun(lab, tmp_path) as probe:
-        j, killed = kill_at_each_step(lab, to, delay_s)
+        j, killed = kill_at_each_step(lab, ["switchover", "--to", to], delay_s)
     print(f"switch-over to {to}: killed in {len(killed)} steps: {', '.join(killed)}")
     assert j.outcome == "finished", j.events[-3:]
-    plan = [p["step"] for p in j.begin["plan"]]
-    assert [plan.index(k) for k in killed] == sorted({plan.index(k) for k in killed})  # one kill per step, in order
     # Killed as soon as it starts, every step is hit; half a second into it, the steps that take longer
-    # than that (those that act on the hosts: the others are over before the kill lands).
-    must = set(plan) if delay_s == 0 else {"shutdown", "uploads", "promote", "rejoin", "converge", "backup"}
-    assert must <= set(killed), (sorted(must - set(killed)), killed)
-    # Promoted once: by one run ("done"), or by a run killed before it could say so and found promoted
-    # by the next ("already done": its check passed, so the action did not run again).
-    ends = [e["result"] for e in j.events if e.get("step") == "promote" and e["event"] == "step-end"]
-    assert ends.count("done") <= 1 and ("done" in ends or "already done" in ends), ends
+    # than that (those that act on the hosts: the others are over before the kill lands). Promoted once.
+    must = set(plan_of(j)) if delay_s == 0 else {"shutdown", "uploads", "promote", "rejoin", "converge", "backup"}
+    assert_killed_at_each_step_once(j, killed, must)
     serving, following = (drc, primary) if to == "drc" else (primary, drc)
     assert_serves_from(lab, serving, following, to, "primary" if to == "drc" else "drc")
     report = probe.check()
