@@ -21,7 +21,10 @@ Modes given as one JSON word (by siaga over SSH):
   started (the runbook or the operator does that, knowing why).
 - `diverged` (fail-back, PostgreSQL down): the transactions this former primary committed after the
   fork, read from its WAL (pg_waldump), and that WAL kept in STATE_DIR/diverged-<run>/.
-- `rewind` (fail-back): pg_rewind from the new primary, then standby.signal; `rewound` says when.
+- `rewind` (fail-back): pg_rewind from the new primary, then standby.signal, in a systemd unit of
+  its own (`siaga-rewind-<run>`: a killed siaga, or a dropped SSH connection, never interrupts it,
+  which would leave the data directory beyond rewinding); called again for the same run, it waits
+  for that unit and answers its result. `rewound` says when.
 - `authority`: `grant` or `drop` this host's authority: a host granted it (by a failover, or
   `siaga fence release`) may start read-write when it cannot reach its peer.
 
@@ -426,10 +429,48 @@ def diverged(c, a):
             "segments": len(segs), "note": se.strip().splitlines()[-1][-200:] if se.strip() else ""}
 
 
-def rewind(c, a):
+def rewind_result_path(run_id):
+    return os.path.join(STATE_DIR, f"rewind-{re.sub(r'[^A-Za-z0-9_.-]', '_', run_id)}.json")
+
+
+def rewind(c, a, wait_s=7200):
+    """The rewind of run `run_id`, run once in its own unit; its result (waiting for it to end)."""
+    result = rewind_result_path(a["run_id"])
+    unit = "siaga-rewind-" + re.sub(r"[^A-Za-z0-9_-]", "_", a["run_id"]) + ".service"
+    if not os.path.exists(result):
+        active = run(["systemctl", "is-active", unit], 30)[1].strip()
+        if active not in ("active", "activating", "deactivating"):
+            # Started, and ended without a result (the host went down mid-way): pg_rewind interrupted
+            # leaves no safe second try.
+            if os.path.exists(result + ".started"):
+                return {"ok": False, "error": f"the rewind of {a['run_id']} was interrupted (journalctl -u {unit}): the data "
+                                              "directory may be half rewound; a fresh copy of this host is needed"}
+            rc, so, se = run(["systemd-run", f"--unit={unit}", "--quiet", "--no-block", "--property=Type=oneshot",
+                              "--property=RemainAfterExit=no", sys.executable, os.path.abspath(__file__),
+                              json.dumps({"mode": "rewind-now", "source": a["source"], "run_id": a["run_id"]})], 60)
+            if rc != 0:
+                return {"ok": False, "error": f"systemd-run: {(se or so).strip()[-300:]}"}
+        end, start_by = time.monotonic() + wait_s, time.monotonic() + 60
+        while not os.path.exists(result) and time.monotonic() < end:
+            running = run(["systemctl", "is-active", unit], 30)[1].strip() in ("active", "activating", "deactivating")
+            if not running and (os.path.exists(result + ".started") or time.monotonic() > start_by):
+                break  # ended (its result is read below), or never started
+            time.sleep(0.5)
+    return read_json(result) or {"ok": False, "error": f"{unit} gave no result (journalctl -u {unit})"}
+
+
+def rewind_now(c, a):
     """pg_rewind this (stopped, fenced) former primary from the new primary, then standby.signal at
     once (nothing may start it as a primary again). The missing WAL of this host comes from its own
-    pg_wal; the new primary's from its server."""
+    pg_wal; the new primary's from its server. The result is kept for `rewind` to answer."""
+    result = rewind_result_path(a["run_id"])
+    write_json(result + ".started", {"at": now()})
+    out = _rewind(c, a)
+    write_json(result, out)
+    return out
+
+
+def _rewind(c, a):
     # pg_rewind logs in to database postgres (pg_hba allows the replication role there from the peer);
     # the password is the replication role's, from its one passfile: a passfile for this run says so.
     password = next((":".join(p[4:]) for ln in open(PASSFILE).read().splitlines()
@@ -491,6 +532,8 @@ def main(argv=None):
             out = diverged(c, a)
         elif mode == "rewind":
             out = rewind(c, a)
+        elif mode == "rewind-now":
+            out = rewind_now(c, a)
         elif mode == "rewound":
             out = {"ok": True, "rewound": read_json(os.path.join(STATE_DIR, "rewound.json"))}
         elif mode == "authority":
