@@ -59,9 +59,10 @@ FAILED = (
     (re.compile(r"^User (?P<user>\S+) from " + ADDR + r" not allowed because"), "user not allowed"),
 )
 REFUSED_FIELD = re.compile(r"\b(SRC|SPT|DPT)=(\S+)")
-# The strongest kind wins when one connection logs several lines.
-KIND_ORDER = ("refused by firewall", "not authenticated", "failed publickey", "failed password", "too many attempts",
-              "user not allowed", "invalid user")
+# When one connection logs several lines, the most telling kind names it (a wrong key's connection
+# also logs "Connection closed by authenticating user").
+KIND_ORDER = ("refused by firewall", "invalid user", "user not allowed", "failed publickey", "failed password",
+              "too many attempts", "not authenticated")
 
 
 def _when(entry):
@@ -109,7 +110,9 @@ def assemble(entries, boot_id, prefix=PREFIX):
         if m:
             s = by_source.get((boot, m["address"], int(m["port"])))
             if s is not None:
-                s["channels"].append(m["what"] + (f" on {m['tty']}" if m["tty"] else ""))
+                what = m["what"] + (f" on {m['tty']}" if m["tty"] else "")
+                if what not in s["channels"]:  # a deploy runs hundreds of commands: each kind once
+                    s["channels"].append(what)
             continue
         m = PAM_CLOSED.match(msg)
         s = by_pid.get((boot, _pid(e))) if m else None
