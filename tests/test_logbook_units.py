@@ -56,7 +56,7 @@ def site(**over):
 # --- the journal (drc/hostside/logbook_read.py) -----------------------------------------------------
 
 def test_sessions_from_real_journal_lines():
-    sessions, failures = logbook_read.assemble(captured(), BOOT)
+    sessions, _ = logbook_read.assemble(captured(), BOOT)
     assert [(s["user"], s["port"]) for s in sessions] == [("budi", 52982), ("budi", 52996), ("budi", 53006),
                                                           ("sari", 55200), ("budi", 55218)]
     sari = sessions[3]
@@ -165,7 +165,7 @@ def test_states_open_overdue_closed_automated_and_groups():
     done, _ = book.session_records(s, "primary", answer(), TZ)
     sari = next(r for r in done if r["user"] == "sari")
     end = dt.datetime.fromisoformat(sari["end"])
-    state = lambda notes, now: next(e for e in book.entries(s, done, notes, now) if e["id"] == sari["id"])["state"]  # noqa: E731
+    state = lambda notes, now: next(e for e in book.entries(s, done, notes, now) if e["id"] == sari["id"])["state"]
     assert state([], end + dt.timedelta(days=2)) == "open"
     assert state([], end + dt.timedelta(days=3, minutes=1)) == "overdue"  # analysis_due_days: 3
     assert book.entries(site(logbook={"analysis_due_days": 5}), done, [], end + dt.timedelta(days=4))[3]["state"] == "open"
@@ -236,3 +236,31 @@ def test_firewall_logs_refused_ssh_to_the_logbook_nflog_group():
     assert rules.index("ssh from ssh_allowlist") < rules.index("siaga-ssh-refused")
     off, _ = render_ruleset(site(logbook={"log_refused": False}), "primary")
     assert "siaga-ssh-refused" not in off
+
+
+def test_collect_keeps_what_answered_and_names_the_unreachable_host(tmp_path, monkeypatch, capsys):
+    from drc.hosts import remote
+    from drc.logbook import command
+
+    s = site(records_dir=str(tmp_path))
+    seen = []
+
+    def run_program(site_, host, name, args, timeout, connect_timeout=5.0, sudo=True):
+        seen.append((host, name, sudo, round(args["since"] + s.logbook.lookback_days * 86400 - __import__("time").time())))
+        if host == "drc":
+            return remote.Result(host, reachable=False, error="NoValidConnectionsError: Unable to connect to port 22")
+        return remote.Result(host, reachable=True, exited=0, stdout=json.dumps(answer()))
+
+    monkeypatch.setattr(remote, "run_program", run_program)
+    res = command.collect(s)
+    assert sorted(h for h, *_ in seen) == ["drc", "primary"] and all(n == "logbook_read" and sudo and abs(d) <= 1 for _, n, sudo, d in seen)
+    assert res["drc"]["error"].startswith("NoValidConnectionsError") and res["primary"]["new_sessions"] == 5
+    assert res["primary"]["new_failures"] == 3
+    assert command.collect(s)["primary"] == {"error": None, "new_sessions": 0, "new_failures": 0, "ongoing": []}
+    args = type("A", (), {"site": None, "timeout": 5.0, "json": False})()
+    monkeypatch.setattr(command, "load_site", lambda _: s)
+    from rich.console import Console
+
+    assert command.cmd_collect(args, Console(width=200)) == 1
+    out = capsys.readouterr().out
+    assert "drc: not collected" in out and "collected next time" in out and "primary: 0 new session(s)" in out

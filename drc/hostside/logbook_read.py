@@ -166,7 +166,7 @@ def journal(since, prefix=PREFIX):
     matches += [f"SYSLOG_IDENTIFIER={ULOGD}"]
     cmd = ["journalctl", "-o", "json", "--no-pager", "-q", f"--since=@{int(since)}",
            "--output-fields=MESSAGE,_BOOT_ID,_PID,SYSLOG_PID,__REALTIME_TIMESTAMP", *matches]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=JOURNAL_TIMEOUT_S, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=JOURNAL_TIMEOUT_S, stdin=subprocess.DEVNULL, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"journalctl exited {proc.returncode}: {proc.stderr.strip()[-300:]}")
     out = []

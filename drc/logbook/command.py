@@ -70,7 +70,7 @@ def collect(site: Site, timeout: float = CONNECT_TIMEOUT_S) -> dict:
             answer = json.loads(r.stdout)
         except ValueError:
             return {"error": f"unreadable answer (exit {r.exited}): {(r.stdout or r.stderr).strip()[:200]!r}"}
-        return answer if "error" not in answer or answer.get("sessions") else {"error": answer["error"]}
+        return {"error": f"logbook-read: {answer['error']}"} if answer.get("error") else answer
 
     answers = remote.parallel(logbook_hosts(site), work, READ_TIMEOUT_S + 4 * timeout,
                               lambda h: {"error": f"no answer within {READ_TIMEOUT_S + 4 * timeout:.0f} s"})
@@ -97,6 +97,17 @@ def _month(value: str | None, tz: dt.tzinfo) -> tuple[int, int] | None:
     return parse_month(value) if value else None
 
 
+def _as_of(value: str | None, tz: dt.tzinfo) -> dt.datetime:
+    """The moment the overdue flag is judged at: now, or a given date/time (site's timezone)."""
+    if not value:
+        return dt.datetime.now(tz)
+    try:
+        t = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"--as-of {value!r}: expected YYYY-MM-DD or YYYY-MM-DDTHH:MM") from None
+    return t if t.tzinfo else t.replace(tzinfo=tz)
+
+
 def _hm(value: str | None, tz: dt.tzinfo) -> str:
     t = book.parse_time(value)
     return t.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S") if t else "-"
@@ -112,9 +123,14 @@ def _print_json(console: Console, data) -> None:
 def cmd_list(args: argparse.Namespace, console: Console) -> int:
     site = load_site(args.site)
     tz = _tz(site)
-    month = _month(args.month, tz)
+    try:
+        month = _month(args.month, tz)
+        as_of = _as_of(args.as_of, tz)
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        return 2
     sessions, failures, notes = read_book(site)
-    rows = book.entries(site, sessions, notes, dt.datetime.now(tz))
+    rows = book.entries(site, sessions, notes, as_of)
     if month:
         rows = [e for e in rows if book.in_month(e, *month, tz)]
         failures = [f for f in failures if book.in_month(f, *month, tz)]
@@ -323,6 +339,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     def list_options(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--month", help="only sessions that started in this month, YYYY-MM")
         sp.add_argument("--open", action="store_true", help="only manual sessions without an analysis")
+        sp.add_argument("--as-of", help="judge 'overdue' at this date/time (YYYY-MM-DD[THH:MM]) instead of now")
 
     common(p, site=False)
     list_options(p)

@@ -134,7 +134,7 @@ _NETWORK = TypeAdapter(IPvAnyNetwork)
 def _allowlist_entry(value: Any) -> Any:
     """A bare network is an entry without a label; its error keeps the entry's own key
     (ssh_allowlist[0]) and pydantic's network error, so the usual fix is given."""
-    if isinstance(value, dict) or isinstance(value, AllowlistEntry):
+    if isinstance(value, (dict, AllowlistEntry)):
         return value
     try:
         return AllowlistEntry(network=_NETWORK.validate_python(value))

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pyinfra import host
+from pyinfra.api import deploy
 from pyinfra.facts.server import Arch
 from pyinfra.operations import systemd
-from pyinfra.api import deploy
 
 from roles import host_programs
 from roles.managed_files import MANAGED_HEADER, config_file
