@@ -24,6 +24,7 @@ import hashlib
 import ipaddress
 import re
 
+from drc.records.render import month_of
 from drc.site import Site
 
 SESSIONS = "logbook-sessions.jsonl"
@@ -172,8 +173,7 @@ def entries(site: Site, sessions: list[dict], notes: list[dict], now: dt.datetim
 
 
 def in_month(rec: dict, year: int, month: int, tz: dt.tzinfo) -> bool:
-    t = parse_time(rec.get("start"))
-    return bool(t) and t.astimezone(tz).year == year and t.astimezone(tz).month == month
+    return month_of(rec, tz) == (year, month)
 
 
 def automated_groups(entries_: list[dict], tz: dt.tzinfo) -> list[dict]:

@@ -40,7 +40,7 @@ from drc.hosts.remote import CONNECT_TIMEOUT_S
 from drc.hostside.logbook_read import PREFIX
 from drc.logbook import book
 from drc.records import store
-from drc.records.render import render_report
+from drc.records.render import month_label, parse_month, render_report
 from drc.site import SITE_ROLES, Site, load_site
 
 READ_TIMEOUT_S = 120.0
@@ -91,9 +91,7 @@ def read_book(site: Site) -> tuple[list[dict], list[dict], list[dict]]:
     return store.read(rdir / book.SESSIONS), store.read(rdir / book.FAILURES), store.read(rdir / book.NOTES)
 
 
-def _month(value: str | None, tz: dt.tzinfo) -> tuple[int, int] | None:
-    from drc.backup.report import parse_month
-
+def _month(value: str | None) -> tuple[int, int] | None:
     return parse_month(value) if value else None
 
 
@@ -124,7 +122,7 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
     site = load_site(args.site)
     tz = _tz(site)
     try:
-        month = _month(args.month, tz)
+        month = _month(args.month)
         as_of = _as_of(args.as_of, tz)
     except ValueError as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False)
@@ -270,8 +268,6 @@ def cmd_note(args: argparse.Namespace, console: Console) -> int:
 
 def report_context(site: Site, sessions: list[dict], failures: list[dict], notes: list[dict], year: int, month: int,
                    now: dt.datetime) -> dict:
-    from drc.backup.report import month_label
-
     tz = _tz(site)
     rows = [e for e in book.entries(site, sessions, notes, now) if book.in_month(e, year, month, tz)]
 
@@ -300,8 +296,6 @@ def report_context(site: Site, sessions: list[dict], failures: list[dict], notes
 
 
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
-    from drc.backup.report import parse_month
-
     site = load_site(args.site)
     tz = _tz(site)
     now = dt.datetime.now(tz)
