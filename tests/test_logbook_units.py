@@ -245,18 +245,28 @@ def test_collect_keeps_what_answered_and_names_the_unreachable_host(tmp_path, mo
     s = site(records_dir=str(tmp_path))
     seen = []
 
+    host_now = 1795690800.0
+
     def run_program(site_, host, name, args, timeout, connect_timeout=5.0, sudo=True):
-        seen.append((host, name, sudo, round(args["since"] + s.logbook.lookback_days * 86400 - __import__("time").time())))
+        seen.append((host, name, sudo, args["since"], args["report_from"]))
         if host == "drc":
             return remote.Result(host, reachable=False, error="NoValidConnectionsError: Unable to connect to port 22")
-        return remote.Result(host, reachable=True, exited=0, stdout=json.dumps(answer()))
+        return remote.Result(host, reachable=True, exited=0, stdout=json.dumps({**answer(), "now": host_now}))
 
     monkeypatch.setattr(remote, "run_program", run_program)
     res = command.collect(s)
-    assert sorted(h for h, *_ in seen) == ["drc", "primary"] and all(n == "logbook_read" and sudo and abs(d) <= 1 for _, n, sudo, d in seen)
+    assert sorted(h for h, *_ in seen) == ["drc", "primary"] and all(n == "logbook_read" and sudo for _, n, sudo, *_ in seen)
+    # The first read: the whole lookback.
+    oldest = __import__("time").time() - s.logbook.lookback_days * 86400
+    assert all(abs(since - oldest) < 5 and report_from == since + book.MARGIN_S for *_, since, report_from in seen)
     assert res["drc"]["error"].startswith("NoValidConnectionsError") and res["primary"]["new_sessions"] == 5
     assert res["primary"]["new_failures"] == 3
+    seen.clear()
     assert command.collect(s)["primary"] == {"error": None, "new_sessions": 0, "new_failures": 0, "ongoing": []}
+    # The next read of primary starts a margin before where the last one ended; drc, never read, from the lookback.
+    window = {h: (since, report_from) for h, _, _, since, report_from in seen}
+    resumed = host_now - book.LAG_S
+    assert window["primary"] == (resumed - book.MARGIN_S, resumed) and abs(window["drc"][0] - oldest) < 5
     args = type("A", (), {"site": None, "timeout": 5.0, "json": False})()
     monkeypatch.setattr(command, "load_site", lambda _: s)
     from rich.console import Console
@@ -264,3 +274,44 @@ def test_collect_keeps_what_answered_and_names_the_unreachable_host(tmp_path, mo
     assert command.cmd_collect(args, Console(width=200)) == 1
     out = capsys.readouterr().out
     assert "drc: not collected" in out and "collected next time" in out and "primary: 0 new session(s)" in out
+
+
+def test_read_window_and_resume_point():
+    s = site()
+    assert book.read_window(None, 1000.0) == (1000.0, 1000.0 + book.MARGIN_S)
+    assert book.read_window(5000.0, 1000.0) == (5000.0 - book.MARGIN_S, 5000.0)
+    assert book.read_window(1100.0, 1000.0) == (1000.0, 1000.0 + book.MARGIN_S)  # never before the lookback
+    open_lines = captured()[:-3]  # budi's last session still open
+    sessions, _ = logbook_read.assemble(open_lines, BOOT)
+    assert book.resume_from(s, {"sessions": sessions, "now": 1795690900.0}) == sessions[4]["start"]
+    # A session of an account that is not an admin (a data path between the hosts) holds nothing back.
+    sessions[4]["user"] = "siaga-repo"
+    assert book.resume_from(s, {"sessions": sessions, "now": 1795690900.0}) == 1795690900.0 - book.LAG_S
+
+
+def test_a_failed_attempt_that_began_before_report_from_is_left_out():
+    _, failures = logbook_read.assemble(captured(), BOOT)
+    refused = next(f for f in failures if f["kind"] == "refused by firewall")
+    # The refused connection's three SYNs: reported from its first one, not from its middle.
+    _, later = logbook_read.assemble(captured(), BOOT, report_from=refused["start"] + 0.5)
+    assert [f["port"] for f in later] == [55204, 55214]
+    _, same = logbook_read.assemble(captured(), BOOT, report_from=refused["start"])
+    assert len(same) == 3
+
+
+def test_the_journal_is_read_by_syslog_identifier(monkeypatch):
+    """Not by _COMM: journald cannot read it from an exiting process, and the monitor's last line
+    ("session closed", seen so on the lab's drc host) comes from one."""
+    calls = []
+
+    def run(cmd, **kw):
+        calls.append(cmd)
+        lines = "\n".join(json.dumps(e) for e in captured()[:3])
+        return type("P", (), {"returncode": 0, "stdout": lines + "\nnot json\n", "stderr": ""})()
+
+    monkeypatch.setattr(logbook_read.subprocess, "run", run)
+    assert len(logbook_read.journal(1795690780.9)) == 3
+    (cmd,) = calls
+    assert "--since=@1795690780" in cmd and not any(c.startswith("_COMM=") for c in cmd)
+    assert {c for c in cmd if c.startswith("SYSLOG_IDENTIFIER=")} == {
+        "SYSLOG_IDENTIFIER=sshd", "SYSLOG_IDENTIFIER=sshd-session", "SYSLOG_IDENTIFIER=sshd-auth", "SYSLOG_IDENTIFIER=ulogd"}

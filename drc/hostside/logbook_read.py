@@ -3,7 +3,11 @@
 
 Installed by roles/logbook as /usr/local/lib/siaga/logbook-read (drc/hostside/__init__.py), run by
 `siaga logbook collect` with sudo (the journal's sshd entries are root's to read). Read-only.
-Arguments (JSON): {"since": <unix seconds>, "prefix": "siaga-ssh-refused"}. One JSON object on stdout:
+Arguments (JSON): {"since": <unix seconds>, "report_from": <unix seconds>, "prefix": "siaga-ssh-refused"}:
+the journal is read from `since`; a failed attempt whose first line is before `report_from` is
+not reported (it began before the window, or in its first minutes, which the previous collect
+covered: reported from the middle it would get another start, and so another record).
+One JSON object on stdout:
 
     {"boot_id": "...", "now": 1790000000.0,
      "sessions": [{"boot_id", "pid", "user", "address", "port", "method", "key_type", "fingerprint",
@@ -35,9 +39,10 @@ import sys
 import time
 
 PREFIX = "siaga-ssh-refused"
-# sshd's processes: Debian 12's sshd; Debian 13's sshd-session (monitor, child) and sshd-auth.
-COMMS = ("sshd", "sshd-session", "sshd-auth")
-ULOGD = "ulogd"
+# The syslog identifiers of sshd's processes (Debian 12's sshd; Debian 13's sshd-session, monitor
+# and child, and sshd-auth) and of ulogd2. Not _COMM: journald cannot read it from a process that is
+# exiting, and a session's last line (the monitor's "session closed") comes from one.
+IDENTIFIERS = ("sshd", "sshd-session", "sshd-auth", "ulogd")
 JOURNAL_TIMEOUT_S = 120
 
 ADDR = r"(?P<address>[0-9A-Fa-f:.]+)"
@@ -85,10 +90,10 @@ def _kind_rank(kind):
     return KIND_ORDER.index(base) if base in KIND_ORDER else len(KIND_ORDER)
 
 
-def assemble(entries, boot_id, prefix=PREFIX):
+def assemble(entries, boot_id, prefix=PREFIX, report_from=0.0):
     """Sessions and failed attempts from journal entries (dicts as `journalctl -o json` prints them),
     oldest first. boot_id: the running boot's (a session of an earlier boot that never closed
-    ended with that boot)."""
+    ended with that boot). Failed attempts that began before report_from are left out."""
     sessions, by_pid, by_source, failures = [], {}, {}, {}
     for e in entries:
         msg, t, boot = _text(e.get("MESSAGE")), _when(e), e.get("_BOOT_ID", "")
@@ -137,7 +142,7 @@ def assemble(entries, boot_id, prefix=PREFIX):
             s["ended"] = "boot"
     # A connection that failed but then got in (a second key accepted) was no failed attempt.
     accepted = {(s["boot_id"], s["address"], s["port"]) for s in sessions}
-    return sessions, [f for k, f in failures.items() if (k[0], k[1], k[2]) not in accepted]
+    return sessions, [f for k, f in failures.items() if (k[0], k[1], k[2]) not in accepted and f["start"] >= report_from]
 
 
 def _fail(failures, boot, address, port, user, kind, fingerprint, t, dport=None):
@@ -160,10 +165,8 @@ def _fail(failures, boot, address, port, user, kind, fingerprint, t, dport=None)
 
 def journal(since, prefix=PREFIX):
     """The journal's sshd and ulogd entries since `since` (unix seconds), oldest first."""
-    matches = []
-    for comm in COMMS:
-        matches += [f"_COMM={comm}", "+"]
-    matches += [f"SYSLOG_IDENTIFIER={ULOGD}"]
+    # Matches on one field are alternatives (OR).
+    matches = [f"SYSLOG_IDENTIFIER={name}" for name in IDENTIFIERS]
     cmd = ["journalctl", "-o", "json", "--no-pager", "-q", f"--since=@{int(since)}",
            "--output-fields=MESSAGE,_BOOT_ID,_PID,SYSLOG_PID,__REALTIME_TIMESTAMP", *matches]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=JOURNAL_TIMEOUT_S, stdin=subprocess.DEVNULL, check=False)
@@ -189,7 +192,8 @@ def main(argv=None):
     prefix = args.get("prefix", PREFIX)
     try:
         boot = current_boot()
-        sessions, failures = assemble(journal(args.get("since", 0), prefix), boot, prefix)
+        since = args.get("since", 0)
+        sessions, failures = assemble(journal(since, prefix), boot, prefix, args.get("report_from", since))
     except (OSError, RuntimeError, subprocess.TimeoutExpired) as exc:
         print(json.dumps({"error": str(exc)[:400]}))
         return 1

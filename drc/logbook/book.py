@@ -30,7 +30,17 @@ from drc.site import Site
 SESSIONS = "logbook-sessions.jsonl"
 FAILURES = "logbook-failures.jsonl"
 NOTES = "logbook-notes.jsonl"
+# The workstation's bookkeeping of where each host's journal was read to (a dot file: not mirrored;
+# without it a collect reads the whole lookback again, and the ids keep it from adding anything twice).
+COLLECT_STATE = ".logbook-collect.json"
 SHORT_ID = 10
+# A collect reads this much before where the last one left off. A failed attempt spans at most
+# ~2 min (TCP's SYN retries, sshd's LoginGraceTime 30 s): one that began in this margin was
+# recorded by the last collect, whole; read from its middle it would get another start and id.
+MARGIN_S = 300.0
+# Lines may reach the journal a little after their time (ulogd2 writes through syslog): the next
+# collect reports again what began this long before this one (the same start: the same id).
+LAG_S = 60.0
 
 # Kinds of failed attempts as the report names them (Indonesian, for the SOP form).
 FAILURE_LABELS = {
@@ -124,6 +134,22 @@ def failure_records(site: Site, host: str, answer: dict, tz: dt.tzinfo) -> list[
             "kind": f.get("kind"), "start": iso(f.get("start"), tz), "end": iso(f.get("end"), tz), "lines": f.get("lines", 1),
         })
     return out
+
+
+def read_window(resume_from: float | None, oldest: float) -> tuple[float, float]:
+    """(since, report_from) for a host's next read: from MARGIN_S before where the last collect
+    left off (never before `oldest`, the lookback), reporting failed attempts that began after it."""
+    since = max(oldest, (resume_from or oldest) - MARGIN_S)
+    return since, since + MARGIN_S
+
+
+def resume_from(site: Site, answer: dict) -> float:
+    """Where the next read of this host may start: the start of its oldest admin session still
+    open (written once it has ended, so read again then), else LAG_S before the host's time of
+    this read."""
+    admins = {a.name for a in site.admins}
+    starts = [s["start"] for s in answer.get("sessions", []) if not s.get("ended") and s.get("user") in admins]
+    return min([*starts, (answer.get("now") or LAG_S) - LAG_S])
 
 
 # --- reading the logbook back ----------------------------------------------------------------------

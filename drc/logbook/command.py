@@ -55,15 +55,33 @@ def logbook_hosts(site: Site) -> list[str]:
     return [h for role in SITE_ROLES for h in site.hosts_in(role)]
 
 
+def read_state(rdir: Path) -> dict:
+    try:
+        return json.loads((rdir / book.COLLECT_STATE).read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def write_state(rdir: Path, state: dict) -> None:
+    """Replaced through a new file: a crash leaves the old state or the new one."""
+    tmp = rdir / (book.COLLECT_STATE + ".new")
+    tmp.write_text(json.dumps(state, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, rdir / book.COLLECT_STATE)
+
+
 def collect(site: Site, timeout: float = CONNECT_TIMEOUT_S) -> dict:
     """Read every host's journal; append new session and failure records. Per host: how many new
-    records, the sessions still open, or the error."""
-    tz, since = _tz(site), time.time() - site.logbook.lookback_days * 86400
+    records, the sessions still open, or the error. Each host is read from where its last collect
+    left off (book.read_window), at most logbook.lookback_days back."""
+    tz = _tz(site)
     rdir = store.records_dir(site)
+    state = read_state(rdir)
+    oldest = time.time() - site.logbook.lookback_days * 86400
 
     def work(host: str) -> dict:
-        r = remote.run_program(site, host, "logbook_read", {"since": since, "prefix": PREFIX}, timeout=READ_TIMEOUT_S,
-                               connect_timeout=timeout)
+        since, report_from = book.read_window(state.get(host, {}).get("resume_from"), oldest)
+        r = remote.run_program(site, host, "logbook_read", {"since": since, "report_from": report_from, "prefix": PREFIX},
+                               timeout=READ_TIMEOUT_S, connect_timeout=timeout)
         if r.error or not r.reachable:
             return {"error": r.error or "not reachable"}
         try:
@@ -82,7 +100,9 @@ def collect(site: Site, timeout: float = CONNECT_TIMEOUT_S) -> dict:
         done, ongoing = book.session_records(site, host, a, tz)
         new_s = store.append_new(rdir / book.SESSIONS, done)
         new_f = store.append_new(rdir / book.FAILURES, book.failure_records(site, host, a, tz))
+        state[host] = {"resume_from": book.resume_from(site, a)}
         out[host] = {"error": None, "new_sessions": len(new_s), "new_failures": len(new_f), "ongoing": ongoing}
+    write_state(rdir, state)
     return out
 
 
