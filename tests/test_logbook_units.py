@@ -92,8 +92,21 @@ def test_a_session_of_an_earlier_boot_that_never_closed_ended_with_it():
     assert next(s for s in sessions if s["user"] == "sari")["ended"] is None
 
 
-def test_debian12_sshd_lines_parse_the_same():
-    """OpenSSH 9.2 logs the same messages from `sshd` (one process name for monitor and child)."""
+def test_debian12_captured_lines_parse_the_same():
+    """Debian 12's OpenSSH 9.2 (identifier `sshd`), captured on a Debian 12 lab host: sari's shell,
+    an unknown user, sari with a key that is not hers, the outsider refused (three SYNs)."""
+    lines = [json.loads(ln) for ln in (DATA / "logbook_journal_debian12.jsonl").read_text().splitlines()]
+    (s,), failures = logbook_read.assemble(lines, "af0d9a3e28b040529cb67f582d8e0064")
+    assert (s["user"], s["port"], s["channels"], s["ended"]) == ("sari", 39840, ["shell on pts/1"], "closed")
+    assert s["fingerprint"] == "SHA256:3V/EyCWbKNhycmu0fLIHg02WVOgKT0hFeD8QanKU43c"
+    sari12 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINkwtkgK8YdG6qQ9J7WgVUpj2lvicLjaZu1zbhP2l4hO sari@siaga-lab"
+    assert book.fingerprint(sari12) == s["fingerprint"]
+    assert sorted((f["kind"], f["user"], f["lines"]) for f in failures) == [
+        ("failed publickey", "sari", 2), ("invalid user", "nosuchuser", 2), ("refused by firewall", None, 3)]
+
+
+def test_other_message_forms():
+    """Forms the captures do not hold: a command on a terminal (`ssh -t host cmd`), too many attempts."""
     t = 1700000000_000000
     lines = [
         {"MESSAGE": "Accepted publickey for sari from 10.0.0.5 port 40000 ssh2: ED25519 SHA256:abc", "SYSLOG_PID": "900",
