@@ -204,9 +204,11 @@ def cmd_collect(args: argparse.Namespace, console: Console) -> int:
             console.print(f"[red]{host}: not collected[/red]: {r['error']} (its sessions are collected next time)", highlight=False)
             continue
         console.print(f"{host}: {r['new_sessions']} new session(s), {r['new_failures']} new failed attempt(s)", highlight=False)
+        # Only people at work: the automated ones still open include this collect's own connection.
         for s in r["ongoing"]:
-            console.print(f"  ongoing: {s.get('admin') or s['user']} from {s['address']} ({s['network']}) since "
-                          f"{_hm(s['start'], tz)} ({s['kind']})", highlight=False)
+            if s["kind"] == "manual":
+                console.print(f"  session still open: {s.get('admin') or s['user']} from {s['address']} ({s['network']}) "
+                              f"since {_hm(s['start'], tz)} (recorded once it has ended)", highlight=False)
     return 1 if any(r["error"] for r in res.values()) else 0
 
 

@@ -81,6 +81,7 @@ def test_sessions_failures_notes_report_and_mirror(lab, deployed, drc, tmp_path)
         refused = [f for f in lst["failures"] if f["address"] == outsider and f["kind"] == "refused by firewall"
                    and f["host"] == "primary" and dt.datetime.fromisoformat(f["start"]).timestamp() >= measured["primary"][0]]
         if len(got) == 2 and refused or time.monotonic() > deadline:
+            print(f"collected after {DEADLINE_S - (deadline - time.monotonic()):.1f} s")
             break
         # The firewall's log is rate-limited: another attempt once the earlier tests' share has passed.
         outsider_ssh(lab, "primary")
