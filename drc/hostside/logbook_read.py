@@ -142,7 +142,7 @@ def assemble(entries, boot_id, prefix=PREFIX, report_from=0.0):
             s["ended"] = "boot"
     # A connection that failed but then got in (a second key accepted) was no failed attempt.
     accepted = {(s["boot_id"], s["address"], s["port"]) for s in sessions}
-    return sessions, [f for k, f in failures.items() if (k[0], k[1], k[2]) not in accepted and f["start"] >= report_from]
+    return sessions, [f for k, f in failures.items() if k not in accepted and f["start"] >= report_from]
 
 
 def _fail(failures, boot, address, port, user, kind, fingerprint, t, dport=None):
@@ -155,7 +155,7 @@ def _fail(failures, boot, address, port, user, kind, fingerprint, t, dport=None)
             f["dport"] = int(dport) if dport.isdigit() else dport
     f["lines"] += 1
     f["end"] = max(f["end"], t)
-    if user and user != "" and f["user"] is None:
+    if user and f["user"] is None:
         f["user"] = user
     if fingerprint and f["fingerprint"] is None:
         f["fingerprint"] = fingerprint

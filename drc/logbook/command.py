@@ -111,10 +111,6 @@ def read_book(site: Site) -> tuple[list[dict], list[dict], list[dict]]:
     return store.read(rdir / book.SESSIONS), store.read(rdir / book.FAILURES), store.read(rdir / book.NOTES)
 
 
-def _month(value: str | None) -> tuple[int, int] | None:
-    return parse_month(value) if value else None
-
-
 def _as_of(value: str | None, tz: dt.tzinfo) -> dt.datetime:
     """The moment the overdue flag is judged at: now, or a given date/time (site's timezone)."""
     if not value:
@@ -142,7 +138,7 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
     site = load_site(args.site)
     tz = _tz(site)
     try:
-        month = _month(args.month)
+        month = parse_month(args.month) if args.month else None
         as_of = _as_of(args.as_of, tz)
     except ValueError as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False)
@@ -236,7 +232,9 @@ def parse_note_text(text: str) -> dict[str, str]:
     return {k: "\n".join(v).strip() for k, v in out.items()}
 
 
-def _ask(missing: list[str], given: dict[str, str]) -> dict[str, str]:
+def _ask(given: dict[str, str]) -> dict[str, str]:
+    """The three texts from $EDITOR (prefilled with what the options gave), or from stdin when it is
+    not a terminal."""
     template = "".join(f"# {label}\n[{name}]\n{given.get(name) or ''}\n\n" for name, label in FIELDS)
     if not sys.stdin.isatty():
         return parse_note_text(sys.stdin.read())
@@ -260,9 +258,8 @@ def cmd_note(args: argparse.Namespace, console: Console) -> int:
                       "(run `siaga logbook collect`, then `siaga logbook list`; give more of the id)", highlight=False)
         return 1
     texts = {name: (getattr(args, name) or "").strip() for name, _ in FIELDS}
-    missing = [name for name, _ in FIELDS if not texts[name]]
-    if missing:
-        texts.update({k: v for k, v in _ask(missing, texts).items() if v})
+    if not all(texts.values()):
+        texts.update({k: v for k, v in _ask(texts).items() if v})
     still = [name for name, _ in FIELDS if not texts.get(name)]
     if still:
         console.print(f"[red]error:[/red] no {', '.join(still)} given: give --{' --'.join(still)} (or write them in the editor)",
