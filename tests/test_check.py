@@ -36,11 +36,11 @@ def test_check_prints_the_plan_per_host(wide, capsys):
 
 def test_check_refuses_a_bad_file_with_exit_2(wide, capsys, tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text(EXAMPLE.read_text().replace("  - 10.10.0.0/24 ", "  - 10.10.0.300/24 "))
+    bad.write_text(EXAMPLE.read_text().replace("  - network: 10.10.0.0/24 ", "  - network: 10.10.0.300/24 "))
     assert cli.main(["check", str(bad)]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
-    assert f"{bad}:" in captured.err and "key 'ssh_allowlist[0]'" in captured.err and "Fix: " in captured.err
+    assert f"{bad}:" in captured.err and "key 'ssh_allowlist[0].network'" in captured.err and "Fix: " in captured.err
 
 
 def test_check_missing_file_exit_2(wide, capsys, tmp_path):

@@ -12,7 +12,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 THIRD_PARTY_REMOTE = ("pyinfra", "pyinfra_cli", "fabric", "paramiko", "invoke", "gevent")
-COMMANDS = ("drc.cli", "drc.status", "drc.backup", "drc.runbooks", "drc.lab", "drc.secrets", "drc.probe")
+COMMANDS = ("drc.cli", "drc.status", "drc.backup", "drc.runbooks", "drc.lab", "drc.secrets", "drc.probe", "drc.logbook")
 ROLE_DEPLOY_CODE = tuple(f"roles.{r.name}.{part}" for r in (REPO / "roles").iterdir() if (r / "defaults.py").exists()
                          for part in ("deploy", "operations", "facts"))
 
@@ -34,6 +34,8 @@ RULES: list[tuple[tuple[str, ...], tuple[str, ...], str]] = [
      "the probe is a command beside the others; bench/ and the tests drive it"),
     (("drc.probe.writer",), THIRD_PARTY_REMOTE + ("drc.hosts",),
      "the probe runs outside both sites (the outsider's network), with no SSH key"),
+    (("drc.logbook",), ("drc.cli", "drc.status", "drc.backup", "drc.runbooks", "drc.lab", "drc.secrets", "drc.probe"),
+     "the logbook is a command beside the others"),
     (("roles", "deploys"), COMMANDS + ("drc.records",), "roles and deploys converge hosts; they never call a command"),
 ]
 # Who may import the lab at all.

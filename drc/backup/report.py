@@ -30,7 +30,7 @@ from rich.console import Console
 from rich.table import Table
 
 from drc.records import store as records
-from drc.records.render import render_report
+from drc.records.render import month_label, month_of, parse_month, render_report
 from drc.site import Site, load_site
 
 ANALYSIS_RECORDS = "backup-analysis.jsonl"
@@ -49,8 +49,6 @@ FAILURE_TYPES: list[tuple[str, str, str]] = [
     ("konfigurasi", "Konfigurasi/izin salah", r"permission denied|not configured|no such file|stanza"),
 ]
 OTHER = ("lainnya", "Lainnya")
-MONTHS_ID = ["Januari", "Februari", "Maret", "April", "Mei", "Juni", "Juli", "Agustus", "September", "Oktober",
-             "November", "Desember"]
 
 
 def failure_type(rec: dict) -> tuple[str, str]:
@@ -61,22 +59,6 @@ def failure_type(rec: dict) -> tuple[str, str]:
     return OTHER
 
 
-def parse_month(value: str) -> tuple[int, int]:
-    m = re.fullmatch(r"(\d{4})-(\d{2})", value or "")
-    if not m or not 1 <= int(m.group(2)) <= 12:
-        raise ValueError(f"month {value!r}: expected YYYY-MM")
-    return int(m.group(1)), int(m.group(2))
-
-
-def month_of(rec: dict, tz: dt.tzinfo) -> tuple[int, int] | None:
-    try:
-        t = dt.datetime.fromisoformat(rec.get("start") or "")
-    except ValueError:
-        return None
-    t = t.astimezone(tz) if t.tzinfo else t.replace(tzinfo=tz)
-    return t.year, t.month
-
-
 def previous_months(year: int, month: int, n: int) -> list[tuple[int, int]]:
     """The n months ending with (year, month), oldest first."""
     out = []
@@ -84,10 +66,6 @@ def previous_months(year: int, month: int, n: int) -> list[tuple[int, int]]:
         out.append((year, month))
         year, month = (year, month - 1) if month > 1 else (year - 1, 12)
     return out[::-1]
-
-
-def month_label(ym: tuple[int, int]) -> str:
-    return f"{MONTHS_ID[ym[1] - 1]} {ym[0]}"
 
 
 def is_run(rec: dict) -> bool:

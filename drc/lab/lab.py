@@ -376,7 +376,8 @@ class Lab:
             "site": "lab",
             "platform": lab_platform(st),
             "admin_workstations": [f"{st['admin_address']}/32"],
-            "ssh_allowlist": [st["office"]],
+            # The admin workstation's segment stands for the LPSE office (its label names it in the logbook).
+            "ssh_allowlist": [{"network": st["office"], "label": "Kantor LPSE (lab)"}],
             "connection": {"user": ADMINS[0], "key_file": str(self.key_file), "known_hosts_file": str(self.known_hosts)},
             "admins": [
                 {"name": who, "full_name": f"{who.title()} (lab admin)",

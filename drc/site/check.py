@@ -38,7 +38,7 @@ def _summary(site: Site, site_path: str) -> Table:
     t.add_row("active site", site.active_site)
     t.add_row("platform", _platform(site))
     t.add_row("admin workstations", "\n".join(map(str, site.admin_workstations)))
-    t.add_row("ssh allowlist (SOP RA-2)", "\n".join(map(str, site.ssh_allowlist)))
+    t.add_row("ssh allowlist (SOP RA-2)", "\n".join(f"{e.network} ({e.label})" if e.label else str(e.network) for e in site.ssh_allowlist))
     c = site.connection
     t.add_row("connection", f"{c.user}@<host>:{c.port} key {c.key_file}")
     t.add_row("admins (SOP RA-3)", "\n".join(f"{a.name} ({a.full_name})" if a.full_name else a.name for a in site.admins))

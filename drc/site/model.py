@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, IPvAnyAddress, IPvAnyNetwork, ValidationError, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, IPvAnyAddress, IPvAnyNetwork, TypeAdapter,
+                      ValidationError, field_validator, model_validator)
+from pydantic_core import PydanticCustomError
 
 from drc.site.platform import DEFAULT_PLATFORM, PLATFORMS, Platform
 from roles.backup.defaults import BackupSettings
@@ -29,6 +31,7 @@ from roles.base.defaults import (
 )
 from roles.fencing.defaults import FencingSettings
 from roles.firewall.defaults import FirewallSettings
+from roles.logbook.defaults import LogbookSettings
 from roles.postgresql.defaults import PostgresqlSettings
 from roles.replication.defaults import ReplicationSettings
 from roles.spse_app.defaults import SpseAppSettings
@@ -105,6 +108,44 @@ class Host(Strict):
     address: IPvAnyAddress
 
 
+class AllowlistEntry(Strict):
+    """One network SSH is allowed from (SOP RA-2), with the name the remote-repair logbook gives it
+    as *jaringan yang digunakan* (SOP RA-5), e.g. "Kantor LPSE", "LKPP". In the site file either a
+    bare network (`- 10.10.0.0/24`, no label) or a mapping (`- {network: 10.10.0.0/24, label: Kantor LPSE}`)."""
+
+    network: IPvAnyNetwork
+    label: str = Field("", max_length=80)
+
+    def __str__(self) -> str:  # the firewall and `siaga check` print the network
+        return str(self.network)
+
+    @field_validator("label")
+    @classmethod
+    def _one_line(cls, value: str) -> str:
+        value = value.strip()
+        if any(c in value for c in "\n\r\t"):
+            raise SiteRuleError("", "a label is one line", "write a short name such as 'Kantor LPSE' or 'LKPP'")
+        return value
+
+
+_NETWORK = TypeAdapter(IPvAnyNetwork)
+
+
+def _allowlist_entry(value: Any) -> Any:
+    """A bare network is an entry without a label; its error keeps the entry's own key
+    (ssh_allowlist[0]) and pydantic's network error, so the usual fix is given."""
+    if isinstance(value, (dict, AllowlistEntry)):
+        return value
+    try:
+        return AllowlistEntry(network=_NETWORK.validate_python(value))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise PydanticCustomError(err["type"], err["msg"]) from None
+
+
+AllowEntry = Annotated[AllowlistEntry, BeforeValidator(_allowlist_entry)]
+
+
 UNIT_RE = re.compile(r"^[A-Za-z0-9@._:-]+\.(service|socket|timer|mount|path|target)$")
 
 
@@ -162,8 +203,9 @@ class Site(Strict):
     lost_site: str | None = None
     # Where siaga runs (SOP RA-1); every address must be inside ssh_allowlist.
     admin_workstations: list[IPvAnyNetwork] = Field(min_length=1)
-    # SOP RA-2: remote access only from the office network and permitted addresses.
-    ssh_allowlist: list[IPvAnyNetwork] = Field(min_length=1)
+    # SOP RA-2: remote access only from the office network and permitted addresses; each entry
+    # may carry a label, the network's name in the remote-repair logbook (SOP RA-5).
+    ssh_allowlist: list[AllowEntry] = Field(min_length=1)
     connection: Connection
     admins: list[Admin] = Field(min_length=1)
     sites: dict[str, SiteGroup]
@@ -178,6 +220,8 @@ class Site(Strict):
     backup: BackupSettings = Field(default_factory=BackupSettings)
     # The guard that keeps a superseded primary from accepting writes (roles/fencing, siaga failover).
     fencing: FencingSettings = Field(default_factory=FencingSettings)
+    # The remote-repair logbook (roles/logbook, `siaga logbook`): SOP RA-5, RA-6.
+    logbook: LogbookSettings = Field(default_factory=LogbookSettings)
     # SOP EM-5: what `siaga status` checks, with its criticality. Unset: default_components().
     components: list[Component] = Field(default_factory=list)
     status: StatusThresholds = Field(default_factory=StatusThresholds)
@@ -369,15 +413,19 @@ def _check_admins(s: Site) -> None:
 
 def _check_allowlist(s: Site) -> None:
     for i, ws in enumerate(s.admin_workstations):
-        if not any(_inside(ws, net) for net in s.ssh_allowlist):
+        if not any(_inside(ws, e.network) for e in s.ssh_allowlist):
             raise SiteRuleError(
                 f"admin_workstations[{i}]",
                 f"the admin workstation {ws} is not inside ssh_allowlist: the deploy would lock you out",
                 f"add {ws} (or its office network) to ssh_allowlist",
             )
-    for i, net in enumerate(s.ssh_allowlist):
-        if net.prefixlen == 0:
-            raise SiteRuleError(f"ssh_allowlist[{i}]", f"{net} allows the whole internet (SOP RA-2)", "list the office network and permitted addresses only")
+    labels: dict[str, int] = {}
+    for i, e in enumerate(s.ssh_allowlist):
+        if e.network.prefixlen == 0:
+            raise SiteRuleError(f"ssh_allowlist[{i}]", f"{e.network} allows the whole internet (SOP RA-2)", "list the office network and permitted addresses only")
+        if e.label and labels.setdefault(e.label, i) != i:
+            raise SiteRuleError(f"ssh_allowlist[{i}].label", f"label '{e.label}' is also the label of ssh_allowlist[{labels[e.label]}]",
+                                "give each network its own label (the logbook names the network a session came from by it)")
 
 
 def _check_components(s: Site) -> None:

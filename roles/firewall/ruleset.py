@@ -45,7 +45,19 @@ def ruleset_context(site: Site, host_name: str) -> dict:
         "log_drops": site.firewall.log_drops,
         "log_rate_per_minute": site.firewall.log_rate_per_minute,
         "nft_comment": nft_comment,
+        "ssh_refused": ssh_refused_log(site),
     }
+
+
+def ssh_refused_log(site: Site) -> dict | None:
+    """The NFLOG rule for SSH connections the ruleset refuses (roles/logbook reads them), or None."""
+    from drc.hostside.logbook_read import PREFIX
+
+    lb = site.logbook
+    if not lb.log_refused:
+        return None
+    ports = sorted({site.ssh_hardening.port, site.connection.port})
+    return {"ports": ports, "per_minute": lb.log_refused_per_minute, "group": lb.nflog_group, "prefix": PREFIX}
 
 
 def render_ruleset(site: Site, host_name: str) -> tuple[str, str]:
