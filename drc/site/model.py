@@ -29,6 +29,7 @@ from roles.base.defaults import (
 )
 from roles.fencing.defaults import FencingSettings
 from roles.firewall.defaults import FirewallSettings
+from roles.modsecurity.defaults import ModsecuritySettings
 from roles.postgresql.defaults import PostgresqlSettings
 from roles.replication.defaults import ReplicationSettings
 from roles.spse_app.defaults import SpseAppSettings
@@ -178,6 +179,8 @@ class Site(Strict):
     backup: BackupSettings = Field(default_factory=BackupSettings)
     # The guard that keeps a superseded primary from accepting writes (roles/fencing, siaga failover).
     fencing: FencingSettings = Field(default_factory=FencingSettings)
+    # Security services in front of and around the application (deploys/security.py, SOP IN-2).
+    modsecurity: ModsecuritySettings = Field(default_factory=ModsecuritySettings)
     # SOP EM-5: what `siaga status` checks, with its criticality. Unset: default_components().
     components: list[Component] = Field(default_factory=list)
     status: StatusThresholds = Field(default_factory=StatusThresholds)
