@@ -1,13 +1,16 @@
 """Security services around the application: `pyinfra inventory/<site>.py deploys/security.py`.
 
 After the data tier (Apache, the application and its uploads exist): ModSecurity with the OWASP
-Core Rule Set in front of the application (roles/modsecurity). Idempotent: a second run changes
+Core Rule Set in front of the application (roles/modsecurity), ClamAV scanning the uploads
+(roles/clamav). Idempotent: a second run changes
 nothing. SOP IN-2.
 """
 
 from drc.hosts.inventory import this_host_in_site
+from roles.clamav.deploy import clamav
 from roles.modsecurity.deploy import modsecurity
 
 site, host_name = this_host_in_site()
 
 modsecurity(site)
+clamav(site, host_name)

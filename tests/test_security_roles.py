@@ -3,6 +3,9 @@ settings, the site's exclusions, and the errors for settings that cannot work. S
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import pytest
 
 from drc.site import SiteError, load_site
@@ -70,3 +73,73 @@ def test_settings_that_cannot_work_are_refused_with_the_key(tmp_path, extra, key
     with pytest.raises(SiteError) as err:
         site_with(tmp_path, extra)
     assert key in str(err.value) and says in str(err.value), str(err.value)
+
+
+# --- clamav ---------------------------------------------------------------------------------------------
+
+def test_clamav_files_follow_the_settings(tmp_path):
+    from roles.clamav.deploy import clamd_conf, freshclam_conf, scan_config, timer_lines
+
+    site = site_with(tmp_path, """clamav:
+  private_mirrors: [http://clamav.lpse.example.go.id]
+  full_scan_time: "03:15"
+  scan_interval_seconds: 30
+""")
+    assert f"MaxFileSize {site.spse_app.max_upload_bytes}\n" in clamd_conf(site)
+    fresh = freshclam_conf(site)
+    assert "PrivateMirror http://clamav.lpse.example.go.id\n" in fresh and "DatabaseMirror database.clamav.net\n" in fresh
+    assert timer_lines(site, "new")[1] == "OnUnitInactiveSec=30s" and timer_lines(site, "full")[0] == "OnCalendar=*-*-* 03:15:00"
+    conf = json.loads(scan_config(site, "lpse-primary"))
+    assert conf["uploads_dir"] == site.spse_app.uploads_dir and conf["quarantine_dir"] == "/var/lib/siaga/quarantine"
+
+
+def test_the_selftest_signature_is_computed_from_the_eicar_file():
+    from roles.clamav.signatures import EICAR, SIGNATURE, hdb
+
+    assert len(EICAR) == 68 and EICAR.startswith(b"X5O!") and EICAR.endswith(b"H+H*")
+    assert hdb() == f"{hashlib.md5(EICAR).hexdigest()}:68:{SIGNATURE}\n"
+
+
+@pytest.mark.parametrize("extra, key, says", [
+    ("clamav:\n  signatures: offline\n", "clamav.signatures", "'freshclam' or 'local'"),
+    ("clamav:\n  private_mirrors: ['http://x y']\n", "clamav.private_mirrors", "not a mirror"),
+    ("clamav:\n  full_scan_time: '25:00'\n", "clamav.full_scan_time", "pattern"),
+])
+def test_clamav_settings_that_cannot_work_are_refused(tmp_path, extra, key, says):
+    with pytest.raises(SiteError) as err:
+        site_with(tmp_path, extra)
+    assert key in str(err.value) and says in str(err.value), str(err.value)
+
+
+def test_upload_scan_reads_clamdscans_lines():
+    from drc.hostside.upload_scan import parse
+
+    found, errors = parse("/home/file/a b: c.pdf: Siaga.Selftest.EICAR.UNOFFICIAL FOUND\n"
+                          "/home/file/x.pdf: Can't open file or directory ERROR\n/home/file/ok.pdf: OK\n")
+    assert found == {"/home/file/a b: c.pdf": "Siaga.Selftest.EICAR.UNOFFICIAL"}
+    assert errors == {"/home/file/x.pdf": "Can't open file or directory"}
+
+
+def test_upload_scan_takes_new_files_by_ctime_and_never_half_written_ones(tmp_path):
+    import time
+
+    from drc.hostside.upload_scan import candidates
+
+    (tmp_path / "2026/11").mkdir(parents=True)
+    old = tmp_path / "2026/11/old.pdf"
+    old.write_bytes(b"x")
+    since = time.time() + 5  # as if the last scan began after `old` was written
+    (tmp_path / "2026/11/.tmp-new.pdf").write_bytes(b"x")
+    conf = {"uploads_dir": str(tmp_path), "skip_prefixes": [".tmp-"]}
+    assert candidates(conf, since) == []
+    assert candidates(conf, None) == [str(old)]
+    assert candidates(conf, since - 10) == [str(old)]
+
+
+def test_upload_scan_metrics_for_monitoring():
+    from drc.hostside.upload_scan import metrics
+
+    text = metrics({"quarantined_total": 2, "last_detection_ts": 1700000000,
+                    "last_scan": {"kind": "new", "finished_ts": 1700000100, "ok": True}})
+    assert "siaga_clamav_quarantined_total 2\n" in text and "siaga_clamav_last_scan_ok 1\n" in text
+    assert 'siaga_clamav_last_scan_timestamp_seconds{kind="full"} 0\n' in text

@@ -56,6 +56,7 @@ PROGRAMS: dict[str, HostProgram] = {p.module: p for p in (
     HostProgram("prod_restore", "backup", "siaga backup restore: the production database restored in place, nothing left pending"),
     HostProgram("empty_standby", "backup", "siaga backup restore: a standby of the restored system replaced by an empty cluster"),
     HostProgram("fence", "fencing", "never two writable primaries: the guard before PostgreSQL starts, the fence, its release"),
+    HostProgram("upload_scan", "clamav", "siaga-upload-scan: new and all uploads scanned by clamd, what it finds quarantined"),
     HostProgram("secrets_host", "backup", "siaga secrets: restore from an offline copy with the escrow, rotations (secrets on stdin)"),
 )}
 

@@ -26,7 +26,7 @@ class RuleExclusion(BaseModel):
     inspect_body: bool = True
 
     @model_validator(mode="after")
-    def _does_something(self) -> "RuleExclusion":
+    def _does_something(self) -> RuleExclusion:
         if not self.rule_ids and self.inspect_body:
             raise ValueError(f"the exclusion for {self.path} excludes nothing: list rule_ids (the CRS rule IDs in the "
                              "ModSecurity log), or set inspect_body: false for an upload path")
