@@ -143,3 +143,63 @@ def test_upload_scan_metrics_for_monitoring():
                     "last_scan": {"kind": "new", "finished_ts": 1700000100, "ok": True}})
     assert "siaga_clamav_quarantined_total 2\n" in text and "siaga_clamav_last_scan_ok 1\n" in text
     assert 'siaga_clamav_last_scan_timestamp_seconds{kind="full"} 0\n' in text
+
+
+# --- file_integrity -------------------------------------------------------------------------------------
+
+def test_the_manifest_holds_siagas_files_in_the_watched_paths_only(tmp_path):
+    from drc.hostside import program
+    from roles.file_integrity.deploy import aide_conf, manifest
+
+    site = site_with(tmp_path, "")
+    m = manifest(site)
+    src = program("integrity_check").source
+    assert m[program("integrity_check").path] == hashlib.sha256(src.read_bytes()).hexdigest()
+    assert "/home/appserv/spse4/standin.py" in m and "/etc/systemd/system/spse.service" not in m  # /etc is not watched
+    conf = aide_conf(site)
+    assert "/usr/bin Siaga\n" in conf and "!/home/appserv/spse4/logs(/|$)\n" in conf
+    assert "/usr/local/lib/siaga/integrity-check" not in manifest(site_with(tmp_path, "file_integrity:\n  paths: [/usr/bin]\n"))
+
+
+def dpkg_info(tmp_path, files: dict[str, bytes]):
+    """A dpkg info directory of one package, coreutils, shipping `files`."""
+    from drc.hostside.integrity_check import Dpkg
+
+    info = tmp_path / "info"
+    info.mkdir()
+    (info / "coreutils.md5sums").write_text("".join(f"{hashlib.md5(c).hexdigest()}  {p.lstrip('/')}\n" for p, c in files.items()))
+    (info / "coreutils.list").write_text("".join(f"{p}\n" for p in files))
+    return Dpkg(str(info))
+
+
+def test_integrity_differences_are_explained_by_packages_and_the_manifest_only(tmp_path):
+    from drc.hostside.integrity_check import explain
+
+    shipped = tmp_path / "tac"
+    shipped.write_bytes(b"\x7fELF tac")
+    ours = tmp_path / "standin.py"
+    ours.write_bytes(b"print('spse')\n")
+    dpkg = dpkg_info(tmp_path, {str(shipped): b"\x7fELF tac"})
+    manifest = {str(ours): hashlib.sha256(b"print('spse')\n").hexdigest()}
+    content = {"sha256", "size", "modify_time", "inode"}
+    assert explain(str(shipped), "changed", content, manifest, dpkg) == "package coreutils"
+    assert explain(str(ours), "changed", content, manifest, dpkg) == "siaga's deploy"
+    assert explain(str(shipped), "changed", {"perm"}, manifest, dpkg) is None  # a setuid bit is no update
+    shipped.write_bytes(b"\x7fELF tac\0")
+    ours.write_bytes(b"print('spse')\n# tampered\n")
+    assert explain(str(shipped), "changed", content, manifest, dpkg) is None
+    assert explain(str(ours), "changed", content, manifest, dpkg) is None
+    stranger = tmp_path / "backdoor"
+    stranger.write_bytes(b"#!/bin/sh\n")
+    assert explain(str(stranger), "added", set(), manifest, dpkg) is None
+    assert explain(str(tmp_path), "changed", {"modify_time"}, manifest, dpkg) == "directory entries changed"
+    assert explain("/usr/bin/gone", "removed", set(), manifest, dpkg) is not None  # no package owns it any more
+    assert explain(str(ours), "removed", set(), manifest, dpkg) is None  # siaga's file must be there
+
+
+def test_integrity_reads_aides_json_report():
+    from drc.hostside.integrity_check import differences
+
+    report = {"added": {"/usr/bin/x": "f++++"}, "changed": {"/usr/sbin/nologin": "f = p.."},
+              "details": {"/usr/sbin/nologin": {"perm": {"old": "-rwxr-xr-x", "new": "-rwsr-xr-x"}}}}
+    assert differences(report) == [("/usr/bin/x", "added", set()), ("/usr/sbin/nologin", "changed", {"perm"})]

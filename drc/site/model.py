@@ -29,6 +29,7 @@ from roles.base.defaults import (
 )
 from roles.fencing.defaults import FencingSettings
 from roles.clamav.defaults import ClamavSettings
+from roles.file_integrity.defaults import FileIntegritySettings
 from roles.firewall.defaults import FirewallSettings
 from roles.modsecurity.defaults import ModsecuritySettings
 from roles.postgresql.defaults import PostgresqlSettings
@@ -183,6 +184,7 @@ class Site(Strict):
     # Security services in front of and around the application (deploys/security.py, SOP IN-2).
     modsecurity: ModsecuritySettings = Field(default_factory=ModsecuritySettings)
     clamav: ClamavSettings = Field(default_factory=ClamavSettings)
+    file_integrity: FileIntegritySettings = Field(default_factory=FileIntegritySettings)
     # SOP EM-5: what `siaga status` checks, with its criticality. Unset: default_components().
     components: list[Component] = Field(default_factory=list)
     status: StatusThresholds = Field(default_factory=StatusThresholds)
