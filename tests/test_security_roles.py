@@ -203,3 +203,13 @@ def test_integrity_reads_aides_json_report():
     report = {"added": {"/usr/bin/x": "f++++"}, "changed": {"/usr/sbin/nologin": "f = p.."},
               "details": {"/usr/sbin/nologin": {"perm": {"old": "-rwxr-xr-x", "new": "-rwsr-xr-x"}}}}
     assert differences(report) == [("/usr/bin/x", "added", set()), ("/usr/sbin/nologin", "changed", {"perm"})]
+
+
+def test_restore_test_leaves_out_uploads_clamav_quarantined(tmp_path):
+    """A quarantined upload is still in the app's records but rightly missing from later snapshots."""
+    from drc.hostside.restore_probe import quarantined_paths
+
+    records = tmp_path / "quarantine.jsonl"
+    assert quarantined_paths(str(records)) == set()  # no scan found anything yet
+    records.write_text(json.dumps({"path": "/home/file/file_prod/2026/11/26/x-eicar.pdf", "signature": "Eicar"}) + "\n")
+    assert quarantined_paths(str(records)) == {"/home/file/file_prod/2026/11/26/x-eicar.pdf"}
