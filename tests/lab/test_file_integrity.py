@@ -12,7 +12,7 @@ import pytest
 
 from drc.site import load_site
 from roles.spse_app.deploy import app_dir
-from tests.helpers import run_deploy
+from tests.helpers import assert_no_change_rerun, run_deploy
 
 BINARY = "/usr/bin/tac"  # coreutils: harmless to change for a moment, restored by the test
 SERVICE = "siaga-integrity-check.service"
@@ -62,3 +62,7 @@ def test_tampering_is_reported_until_repaired_and_a_deploy_is_not_an_alarm(lab, 
     assert last["unexplained"] == [], last
     assert last["explained"][app_file] == "siaga's deploy" and last["explained"][BINARY] == "package coreutils", last
     assert check(primary, site)["last_check"]["differences"] == 0  # the baseline followed
+
+
+def test_the_security_deploy_changes_nothing_the_second_time(lab):
+    assert_no_change_rerun(lab, "deploys/security.py")

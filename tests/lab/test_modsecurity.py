@@ -15,7 +15,7 @@ import pytest
 
 from drc.site import load_site
 from roles.modsecurity.deploy import ENGINE_CONF
-from tests.helpers import run_deploy
+from tests.helpers import lab_host, run_deploy
 from tests.lab.test_data_tier import poll
 
 # Runs on the outsider (the public side): each request's status and body, as JSON lines. The lab CA
@@ -40,6 +40,12 @@ def site(lab):
     return load_site(lab.site_file)
 
 
+@pytest.fixture(scope="module")
+def active(lab, site, deployed):
+    """The host users reach now (the public name points at the active site)."""
+    return lab_host(lab, site.hosts_in(site.active_site)[0])
+
+
 def from_outsider(lab, *requests: dict) -> list[dict]:
     feed = "".join(json.dumps(r) + "\n" for r in requests)
     got = subprocess.run(lab.ssh_cmd("outsider") + ["python3", "-c", shlex.quote(CLIENT)], input=feed,
@@ -48,7 +54,7 @@ def from_outsider(lab, *requests: dict) -> list[dict]:
     return [json.loads(line) for line in got.stdout.splitlines()]
 
 
-def test_a_sql_injection_from_the_outsider_is_refused_and_logged(lab, site, primary):
+def test_a_sql_injection_from_the_outsider_is_refused_and_logged(lab, site, active):
     marker = uuid.uuid4().hex[:12]
     base = f"https://{site.traffic.public_name}{site.spse_app.context_path}"
     probe, = from_outsider(lab, {"method": "GET", "url": f"{base}/dokumen/1?m={marker}&id=1%27%20OR%20%271%27%3D%271%27--"})
@@ -58,12 +64,12 @@ def test_a_sql_injection_from_the_outsider_is_refused_and_logged(lab, site, prim
     audit = site.modsecurity.audit_log
 
     def logged():
-        entry = audit_entry_with(primary.check_output(f"cat {audit}"), marker)
+        entry = audit_entry_with(active.check_output(f"cat {audit}"), marker)
         if not entry:
             return None
         # Part A: "[time] UNIQUE_ID client port server port"; the error log's lines carry the same id.
         unique_id = entry["A"].split("] ", 1)[1].split()[0]
-        e = primary.run(f"grep -F {unique_id} /var/log/apache2/spse-error.log")
+        e = active.run(f"grep -F {unique_id} /var/log/apache2/spse-error.log")
         return (entry, e.stdout) if e.rc == 0 else None
 
     (entry, error_lines), _ = poll("the refused probe in ModSecurity's logs", logged, 15)
@@ -95,12 +101,12 @@ def audit_entry_with(log: str, marker: str) -> dict[str, str] | None:
     return None
 
 
-def test_the_apps_normal_use_passes_uploads_included(lab, site, primary):
+def test_the_apps_normal_use_passes_uploads_included(lab, site, active):
     base = f"https://{site.traffic.public_name}{site.spse_app.context_path}"
     # A tender document whose bytes look like SQL and script (a scanned PDF may hold anything): the
     # upload path's body is not read by ModSecurity (ClamAV scans the stored file instead).
     audit = site.modsecurity.audit_log
-    audit_size = int(primary.check_output(f"stat -c %s {audit}"))
+    audit_size = int(active.check_output(f"stat -c %s {audit}"))
     body = "%PDF-1.4\n SELECT * FROM users WHERE id='1' OR '1'='1'; <script>alert(1)</script> ../../etc/passwd\n"
     health, up = from_outsider(
         lab,
@@ -116,20 +122,20 @@ def test_the_apps_normal_use_passes_uploads_included(lab, site, primary):
     assert row["status"] == 200 and json.loads(row["body"])["sha256"] == doc["sha256"], row
     assert file["status"] == 200 and file["body"] == body, file
     # Nothing of this was refused or warned about: the audit log (every request that was) did not grow.
-    assert int(primary.check_output(f"stat -c %s {audit}")) == audit_size, primary.check_output(f"tail -c +{audit_size + 1} {audit}")
+    assert int(active.check_output(f"stat -c %s {audit}")) == audit_size, active.check_output(f"tail -c +{audit_size + 1} {audit}")
     # ModSecurity is in force (not only installed): Apache loaded the module with siaga's config.
-    assert "security2_module" in primary.check_output("apache2ctl -M 2>/dev/null")
-    assert f"SecRuleEngine {site.modsecurity.engine}" in primary.file(ENGINE_CONF).content_string
+    assert "security2_module" in active.check_output("apache2ctl -M 2>/dev/null")
+    assert f"SecRuleEngine {site.modsecurity.engine}" in active.file(ENGINE_CONF).content_string
 
 
-def test_a_config_apache_rejects_is_rolled_back_and_the_app_keeps_serving(lab, site, primary):
-    before = primary.file(ENGINE_CONF).content_string
-    res = run_deploy(lab, "tests/deploys/broken_modsecurity.py", "--limit", "primary")
+def test_a_config_apache_rejects_is_rolled_back_and_the_app_keeps_serving(lab, site, active):
+    before = active.file(ENGINE_CONF).content_string
+    res = run_deploy(lab, "tests/deploys/broken_modsecurity.py", "--limit", site.hosts_in(site.active_site)[0])
     assert not res.ok and "configtest rejected the new security2 config" in res.output, res.output[-3000:]
-    assert primary.file(ENGINE_CONF).content_string == before
-    assert not primary.file("/etc/modsecurity/siaga-broken.conf").exists
-    assert not primary.run("ls /etc/modsecurity/*.siaga-old").stdout
+    assert active.file(ENGINE_CONF).content_string == before
+    assert not active.file("/etc/modsecurity/siaga-broken.conf").exists
+    assert not active.run("ls /etc/modsecurity/*.siaga-old").stdout
     base = f"https://{site.traffic.public_name}{site.spse_app.context_path}"
     health, = from_outsider(lab, {"method": "GET", "url": f"{base}/health"})
     assert health["status"] == 200, health
-    assert primary.run("apache2ctl configtest").rc == 0
+    assert active.run("apache2ctl configtest").rc == 0
