@@ -238,6 +238,8 @@ def files_part(site, data, rng, args, problems, t) -> dict | None:
     part["compared_with"] = profile.files
     files_args = {"mode": "files", "snapshot": snap["id"], "read_data_subset": args.read_data, "scratch_root": SCRATCH_ROOT,
                   "production_paths": ["/home", "/var/lib/postgresql"], "timeout_s": site.backup.timeout_s}
+    if site.clamav.enabled:  # uploads ClamAV quarantined (roles/clamav) are not expected in the snapshot
+        files_args["quarantine_records"] = f"{site.clamav.state_dir}/quarantine.jsonl"
     if profile.files == "records":
         # The application's own record of each file's sha256 (the stand-in's tender_document).
         fr = profile.file_records
@@ -262,6 +264,9 @@ def files_part(site, data, rng, args, problems, t) -> dict | None:
         problems.append(f"uploads: {res['error']}")
         return part
     part.update({k: res.get(k) for k in ("check", "restore", "cleanup")})
+    if res.get("quarantined"):
+        part["quarantined"] = res["quarantined"]
+        wanted = {p: v for p, v in wanted.items() if p not in res["quarantined"]}
     if not (res.get("check") or {}).get("ok"):
         problems.append(f"uploads: restic check failed: {(res.get('check') or {}).get('output', '')[-600:]}")
     if not (res.get("restore") or {}).get("ok"):

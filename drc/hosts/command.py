@@ -1,4 +1,4 @@
-"""`siaga deploy SITE [--dry] [--diff] [--only remote-access|data-tier] [--limit HOST]`: converge a
+"""`siaga deploy SITE [--dry] [--diff] [--only remote-access|data-tier|security] [--limit HOST]`: converge a
 site's hosts with siaga's pyinfra deploys, from a source checkout or an installed siaga alike.
 
 Plain pyinfra underneath (drc.hosts.run_deploy: pyinfra's API in a child process); the inventory is
@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dry", action="store_true", help="change nothing: show what would change, per host")
     p.add_argument("--diff", action="store_true", help="show the differences in files that change")
     p.add_argument("--only", choices=[k for k in DEPLOYS if k != "site"],
-                   help="one part of the site deploy (default: all of it: remote access, then the data tier)")
+                   help="one part of the site deploy (default: all of it: remote access, the data tier, then the security services)")
     p.add_argument("--limit", action="append", default=[], metavar="HOST",
                    help="only this host or group (primary, drc); repeatable")
     p.add_argument("--timeout", type=float, default=4 * 3600, help="stop the deploy after this many seconds (default 4 h)")

@@ -57,6 +57,8 @@ PROGRAMS: dict[str, HostProgram] = {p.module: p for p in (
     HostProgram("empty_standby", "backup", "siaga backup restore: a standby of the restored system replaced by an empty cluster"),
     HostProgram("fence", "fencing", "never two writable primaries: the guard before PostgreSQL starts, the fence, its release"),
     HostProgram("logbook_read", "logbook", "siaga logbook collect: SSH sessions and failed attempts, from the journal"),
+    HostProgram("upload_scan", "clamav", "siaga-upload-scan: new and all uploads scanned by clamd, what it finds quarantined"),
+    HostProgram("integrity_check", "file_integrity", "siaga-integrity-check: AIDE's check, siaga's deploys and Debian's updates told from tampering"),
     HostProgram("secrets_host", "backup", "siaga secrets: restore from an offline copy with the escrow, rotations (secrets on stdin)"),
 )}
 

@@ -395,6 +395,8 @@ class Lab:
             # Generated credentials stay with the lab and go with `lab down`.
             "replication": {"secrets_dir": str(self.dir / "secrets")},
             "records_dir": str(self.dir / "records"),
+            # Nor can it reach ClamAV's signature mirrors: clamd loads siaga's own database only.
+            "clamav": {"signatures": "local"},
         }
         if DNS_HOST.name in st["hosts"]:
             site.update(self._public_service(st))

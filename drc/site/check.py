@@ -11,7 +11,8 @@ from drc.site import Site, load_site
 from roles.firewall.rules import InboundRule, inbound_rules
 
 # The roles `deploys/site.py` applies to every host, in order.
-ROLES = ("base", "ssh_hardening", "firewall", "postgresql", "spse_app", "replication")
+ROLES = ("base", "ssh_hardening", "firewall", "postgresql", "spse_app", "replication", "modsecurity", "clamav",
+         "file_integrity")
 
 
 def _roles_of(site: Site, host: str) -> str:
@@ -21,6 +22,11 @@ def _roles_of(site: Site, host: str) -> str:
         "postgresql": "database source" if source else "hot standby",
         "spse_app": "running" if site.site_of[host] == site.active_site else "installed, stopped",
         "replication": "sends WAL" if source else f"streams from {site.replication.source_site}",
+        # SOP IN-2: deploys/security.py.
+        "modsecurity": f"{site.modsecurity.engine}, paranoia {site.modsecurity.paranoia_level}" if site.modsecurity.enabled else "off",
+        "clamav": ("off" if not site.clamav.enabled else
+                   ("scans uploads" if site.site_of[host] == site.active_site else "clamd ready") + f", {site.clamav.signatures}"),
+        "file_integrity": f"daily {site.file_integrity.check_time}" if site.file_integrity.enabled else "off",
     }
     return "\n".join(f"{r} ({notes[r]})" if r in notes else r for r in ROLES)
 

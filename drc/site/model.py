@@ -13,11 +13,23 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, IPvAnyAddress, IPvAnyNetwork, TypeAdapter,
-                      ValidationError, field_validator, model_validator)
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    IPvAnyAddress,
+    IPvAnyNetwork,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from drc.site.platform import DEFAULT_PLATFORM, PLATFORMS, Platform
+from drc.site.traffic import TrafficSettings, check_against_sites
 from roles.backup.defaults import BackupSettings
 from roles.base.defaults import (
     DAYS,
@@ -29,16 +41,17 @@ from roles.base.defaults import (
     minutes_apart_in_a_day,
     windows_overlap,
 )
+from roles.clamav.defaults import ClamavSettings
 from roles.fencing.defaults import FencingSettings
+from roles.file_integrity.defaults import FileIntegritySettings
 from roles.firewall.defaults import FirewallSettings
 from roles.logbook.defaults import LogbookSettings
+from roles.modsecurity.defaults import ModsecuritySettings
 from roles.postgresql.defaults import PostgresqlSettings
 from roles.replication.defaults import ReplicationSettings
 from roles.spse_app.defaults import SpseAppSettings
-from roles.uploads_sync.defaults import UploadsSyncSettings
 from roles.ssh_hardening.defaults import SshHardeningSettings
-
-from drc.site.traffic import TrafficSettings, check_against_sites
+from roles.uploads_sync.defaults import UploadsSyncSettings
 
 SITE_ROLES = ("primary", "drc")
 NAME_RE = r"^[a-z][a-z0-9-]{0,30}$"
@@ -222,6 +235,10 @@ class Site(Strict):
     fencing: FencingSettings = Field(default_factory=FencingSettings)
     # The remote-repair logbook (roles/logbook, `siaga logbook`): SOP RA-5, RA-6.
     logbook: LogbookSettings = Field(default_factory=LogbookSettings)
+    # Security services in front of and around the application (deploys/security.py, SOP IN-2).
+    modsecurity: ModsecuritySettings = Field(default_factory=ModsecuritySettings)
+    clamav: ClamavSettings = Field(default_factory=ClamavSettings)
+    file_integrity: FileIntegritySettings = Field(default_factory=FileIntegritySettings)
     # SOP EM-5: what `siaga status` checks, with its criticality. Unset: default_components().
     components: list[Component] = Field(default_factory=list)
     status: StatusThresholds = Field(default_factory=StatusThresholds)
