@@ -603,8 +603,8 @@ def backup_after_switch(s: Switch) -> dict:
 
 
 def backup_ok(s: Switch) -> Reading:
-    """A database backup that succeeded after the promotion: the one the action ran, or (resumed, or
-    a run started before siaga was killed still going) one read from the hosts' backup logs."""
+    """A database backup that succeeded in this step: the one the action ran, or (resumed, or a run
+    started before siaga was killed still going) one read from the hosts' backup logs."""
     from drc.backup import runs
 
     recs = (s.readings.get("backup") or {}).get("records") or []
@@ -613,12 +613,13 @@ def backup_ok(s: Switch) -> Reading:
     failed = [r.get("error") for r in recs if r.get("result") != "success" and STILL_GOING not in (r.get("error") or "")]
     if failed:
         return Reading(False, f"backup after the switch: {failed}", final=True)
-    promoted = [e["at"] for e in (s.journal.events if s.journal else []) if e.get("step") == "promote"
-                and e["event"] == "step-end" and e.get("result") in ("done", "already done")]
+    # Since this step first started (a backup that a killed run started ends after it): the runbooks
+    # that reuse this step (failover, fail-back) have no promotion of their own to count from.
+    began = [e["at"] for e in (s.journal.events if s.journal else []) if e.get("step") == "backup" and e["event"] == "step-start"]
     db = (runs.collect(s.site).get("sets") or {}).get("db") or {}
     last = db.get("last_success")
-    ok = bool(last and promoted and runs.parse_time(last) >= runs.parse_time(promoted[0]))
-    return Reading(ok, f"no database backup succeeded since the promotion ({promoted[:1]}; last success {last})",
+    ok = bool(last and began and runs.parse_time(last) >= runs.parse_time(began[0]))
+    return Reading(ok, f"no database backup succeeded since this step began ({began[:1]}; last success {last})",
                    {"last_success": last})
 
 

@@ -248,7 +248,8 @@ def test_a_wan_partition_then_a_forced_failover_fences_the_old_primary_before_th
             # siaga killed as each step starts, and run again, until the failover ends by itself.
             j, killed_fo = kill_at_each_step(labfo, ["failover", "--to", "drc", "--force", "primary", *reason[:-1]], 0.0)
             assert j.outcome == "finished", j.events[-3:]
-            assert_killed_at_each_step_once(j, killed_fo, set(plan_of(j)))
+            # Every step but the decision (a line written on this workstation: over before the kill lands).
+            assert_killed_at_each_step_once(j, killed_fo, set(plan_of(j)) - {"decision"})
             st = fence_state(primary)
             assert st["fenced"] and st["firewall"] and st["postgresql"] != "active", st
         finally:
