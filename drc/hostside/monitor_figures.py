@@ -1,0 +1,151 @@
+#!/usr/bin/python3
+"""monitor-figures '<json>': siaga's own figures for Prometheus, written for node-exporter's textfile
+collector (SOP IN-3, IN-4, BK-3, EM-3).
+
+Installed by roles/monitoring as /usr/local/lib/siaga/monitor-figures and run as root by
+siaga-monitor-figures.timer. It reads what siaga already reads on this host, with the same code:
+PostgreSQL through status-probe's `pg()` (role, WAL positions, the WAL receiver) and the backup
+runner's log through backup-read's `read()` (each set's last success). Arguments (JSON):
+{"out": "/var/lib/prometheus/node-exporter/siaga.prom", "pg_port": 5432}. Written atomically
+(a temporary file renamed), so the exporter never serves half a file.
+
+Standard library only (Debian's python3).
+"""
+
+import importlib.machinery
+import importlib.util
+import json
+import os
+import sys
+import time
+from datetime import datetime
+
+LIB = "/usr/local/lib/siaga"
+OUT = "/var/lib/prometheus/node-exporter/siaga.prom"
+# Sets the runner lists that are no backup (restic forget): not figures of a backup's age.
+NOT_BACKUPS = {"prune"}
+
+
+def load(name, lib=LIB):
+    """Another host program of siaga's, loaded from its file (they have no .py suffix)."""
+    path = os.path.join(lib, name)
+    loader = importlib.machinery.SourceFileLoader(name.replace("-", "_"), path)
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
+    loader.exec_module(module)
+    return module
+
+
+def lsn_bytes(lsn):
+    """'16/B374D848' -> its byte position."""
+    hi, lo = lsn.split("/")
+    return (int(hi, 16) << 32) + int(lo, 16)
+
+
+def timestamp(iso):
+    return datetime.fromisoformat(iso).timestamp()
+
+
+def pg_figures(pg):
+    """(name, labels, value) of PostgreSQL's own view (status-probe's pg())."""
+    if not pg or pg.get("error"):
+        return [("siaga_pg_up", {}, 0)]
+    out = [("siaga_pg_up", {}, 1), ("siaga_pg_in_recovery", {}, 1 if pg.get("in_recovery") else 0)]
+    for kind in ("current", "receive", "replay"):
+        if pg.get(f"{kind}_lsn"):
+            out.append(("siaga_pg_wal_lsn_bytes", {"kind": kind}, lsn_bytes(pg[f"{kind}_lsn"])))
+    if pg.get("in_recovery"):
+        out.append(("siaga_pg_wal_receiver_streaming", {}, 1 if pg.get("receiver_status") == "streaming" else 0))
+        for key in ("replay_age_s", "receiver_contact_age_s"):
+            if pg.get(key) is not None:
+                out.append((f"siaga_pg_{key[:-2]}_seconds", {}, pg[key]))
+    return out
+
+
+def backup_figures(b):
+    """(name, labels, value) per backup set that runs here: its last success and last result
+    (backup-read's read()). A set never successful has no last-success figure but its init time."""
+    if not b or b.get("error"):
+        return []
+    out = []
+    for name in b.get("runs", []):
+        if name in NOT_BACKUPS:
+            continue
+        mine = [r for r in b.get("records", []) if r.get("set") == name and r.get("end")]
+        ok = [timestamp(r["end"]) for r in mine if r.get("result") == "success"]
+        if ok:
+            out.append(("siaga_backup_last_success_timestamp_seconds", {"set": name}, max(ok)))
+        elif b.get("initialised"):
+            # Never a success: age counted from the repositories' initialisation, so it alerts in time.
+            out.append(("siaga_backup_last_success_timestamp_seconds", {"set": name}, timestamp(b["initialised"])))
+        if mine:
+            last = max(mine, key=lambda r: r["end"])
+            out.append(("siaga_backup_last_run_ok", {"set": name}, 1 if last.get("result") == "success" else 0))
+    return out
+
+
+HELP = {
+    "siaga_pg_up": "PostgreSQL answered siaga (1) or not (0)",
+    "siaga_pg_in_recovery": "1 on a standby, 0 on a primary",
+    "siaga_pg_wal_lsn_bytes": "WAL positions (current on a primary, receive and replay on a standby) in bytes",
+    "siaga_pg_wal_receiver_streaming": "a standby's WAL receiver is streaming (1) or not (0)",
+    "siaga_pg_replay_age_seconds": "age of the last transaction a standby replayed",
+    "siaga_pg_receiver_contact_age_seconds": "seconds since a standby last heard from its primary",
+    "siaga_backup_last_success_timestamp_seconds": "end of the set's last successful run (or the repositories' init)",
+    "siaga_backup_last_run_ok": "the set's last run succeeded (1) or failed (0)",
+    "siaga_figures_ok": "every source of siaga's figures was read (1) or not (0)",
+    "siaga_figures_timestamp_seconds": "when these figures were written",
+}
+
+
+def render(figures):
+    """The textfile collector's format: HELP and TYPE once per name, then its samples."""
+    lines, seen = [], set()
+    for name, labels, value in figures:
+        if name not in seen:
+            seen.add(name)
+            lines += [f"# HELP {name} {HELP.get(name, name)}", f"# TYPE {name} gauge"]
+        lab = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+        lines.append(f"{name}{{{lab}}} {float(value)!r}" if lab else f"{name} {float(value)!r}")
+    return "\n".join(lines) + "\n"
+
+
+def collect(args, lib=LIB):
+    figures, ok = [], 1
+    try:
+        figures += pg_figures(load("status-probe", lib).pg(args.get("pg_port", 5432), 10))
+    except Exception as exc:  # noqa: BLE001 - a figure missing is itself a figure
+        print(f"monitor-figures: status-probe: {exc}", file=sys.stderr)
+        ok = 0
+    backup_read = os.path.join(lib, "backup-read")
+    if os.path.exists(backup_read):  # shipped by roles/backup; a site without backups has none
+        try:
+            b = load("backup-read", lib).read()
+            if b.get("error"):
+                print(f"monitor-figures: backup-read: {b['error']}", file=sys.stderr)
+                ok = 0
+            figures += backup_figures(b)
+        except Exception as exc:  # noqa: BLE001
+            print(f"monitor-figures: backup-read: {exc}", file=sys.stderr)
+            ok = 0
+    figures += [("siaga_figures_ok", {}, ok), ("siaga_figures_timestamp_seconds", {}, time.time())]
+    return figures
+
+
+def write_atomically(path, text):
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as fh:
+        fh.write(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    args = json.loads(argv[0]) if argv else {}
+    figures = collect(args)
+    write_atomically(args.get("out", OUT), render(figures))
+    return 0 if all(v for n, _, v in figures if n == "siaga_figures_ok") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
