@@ -97,8 +97,15 @@ def ensure(lab: Lab, st: dict, log: Callable[[str], None] = print) -> None:
 
 
 def mails(lab: Lab) -> list[Message]:
-    """Every message the lab's SMTP server delivered (read from the outsider's Maildir)."""
-    return list(mailbox.Maildir(lab._rootfs(HOST) / "root" / MAILDIR.lstrip("/"), create=False))
+    """Every message the lab's SMTP server delivered (read from the outsider's Maildir), in the order
+    of delivery (a Maildir key starts with the second and microsecond it was written)."""
+    box = mailbox.Maildir(lab._rootfs(HOST) / "root" / MAILDIR.lstrip("/"), create=False)
+
+    def delivered(key: str) -> tuple[int, int, str]:
+        secs, _, rest = key.partition(".M")
+        return int(secs), int(rest.partition("P")[0] or 0), key
+
+    return [box[k] for k in sorted(box.keys(), key=delivered)]
 
 
 def webhook_posts(lab: Lab) -> list[dict]:

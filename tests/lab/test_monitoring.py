@@ -1,0 +1,165 @@
+"""Monitoring on the real lab (roles/monitoring; SOP IN-3, IN-4, BK-3): each site's Prometheus
+scrapes both sites and the outsider is refused; the app stopped on the active site is mailed (the
+lab's real SMTP server on the outsider, read from its Maildir) and posted to the webhook; a site
+cut off is alerted by the other site's Alertmanager; the backup-age figure is the real last backup.
+
+The lab's site file sets short intervals (drc/lab/alerts.py): 2 s scrapes, `down_for_s: 6`."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.parse
+import urllib.request
+from datetime import datetime
+
+import pytest
+
+from drc.lab import alerts
+from drc.site import load_site
+from roles.monitoring.defaults import PORTS
+from tests.helpers import lab_host, tcp_from
+
+UP_DEADLINE_S = 90.0
+ALERT_DEADLINE_S = 60.0  # down_for_s 6 s + 2 s evaluations + group_wait 2 s, with room for a busy machine
+HEAL_DEADLINE_S = 120.0
+
+
+def poll(what: str, check, deadline_s: float, interval_s: float = 0.5):
+    start = time.monotonic()
+    while True:
+        got = check()
+        if got:
+            return got, time.monotonic() - start
+        if time.monotonic() - start > deadline_s:
+            raise AssertionError(f"timed out after {deadline_s:.0f}s waiting for {what}")
+        time.sleep(interval_s)
+
+
+def query(lab, host: str, expr: str) -> list[dict]:
+    """Prometheus's HTTP API on a lab server, from the admin workstation (the firewall lets it)."""
+    url = f"http://{lab.address(host)}:{PORTS['prometheus']}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return json.load(r)["data"]["result"]
+
+
+def values(lab, host: str, expr: str) -> dict[str, float]:
+    """host label -> value of each series of `expr` on `host`'s Prometheus ({} when unreachable)."""
+    try:
+        return {s["metric"].get("host", ""): float(s["value"][1]) for s in query(lab, host, expr)}
+    except OSError:
+        return {}
+
+
+def mail_summaries(lab) -> list[str]:
+    return [str(m["Subject"]) for m in alerts.mails(lab)]
+
+
+def new_mail(lab, before: int, *words: str):
+    """Subjects of mails delivered since `before` mails that contain every word."""
+    def check():
+        return [s for s in mail_summaries(lab)[before:] if all(w in s for w in words)]
+    return check
+
+
+@pytest.fixture(scope="module")
+def site(lab, deployed):
+    return load_site(lab.site_file)
+
+
+@pytest.fixture(scope="module")
+def watching(lab, site):
+    """Both Prometheus servers see every server of both sites (node, postgres) and the public service."""
+    servers = set(site.site_of)
+
+    def all_up():
+        return all(set(values(lab, h, 'up{job=~"node|postgres"} == 1')) == servers
+                   and values(lab, h, 'probe_success{job="https"} == 1') for h in servers)
+
+    _, took = poll("both Prometheus servers to scrape every server and probe the public service", all_up, UP_DEADLINE_S)
+    print(f"every target up on both sites after {took:.1f}s")
+    return servers
+
+
+def active_host(site) -> str:
+    return site.hosts_in(site.active_site)[0]
+
+
+def test_each_site_scrapes_both_and_the_outsider_is_refused(lab, site, watching):
+    for h in watching:
+        peer = next(p for p in watching if p != h)
+        for port in (PORTS["node"], PORTS["postgres"], PORTS["alertmanager"], PORTS["prometheus"]):
+            assert tcp_from(lab, peer, lab.address(h), port) == "open", (peer, h, port)
+            assert tcp_from(lab, "outsider", lab.address(h), port, timeout=0.5) != "open", (h, port)
+        # siaga's figures reach Prometheus: a primary and a streaming standby.
+        assert values(lab, h, "siaga_figures_ok") == {p: 1.0 for p in watching}
+    roles = values(lab, active_host(site), "siaga_pg_in_recovery")
+    assert sorted(roles.values()) == [0.0, 1.0], roles
+    assert values(lab, active_host(site), "siaga:replication_lag_bytes >= 0"), "replication lag not computed"
+
+
+def test_app_down_is_mailed_and_posted_then_resolved(lab, site, watching):
+    host = active_host(site)
+    app = lab_host(lab, host)
+    mails_before, posts_before = len(alerts.mails(lab)), len(alerts.webhook_posts(lab))
+    start = time.monotonic()
+    app.run_expect([0], f"sudo systemctl stop {site.spse_app.unit}")
+    try:
+        got, _ = poll("an AppDown mail", new_mail(lab, mails_before, "[FIRING", "AppDown", host), ALERT_DEADLINE_S)
+        took = time.monotonic() - start
+        posts = alerts.webhook_posts(lab)[posts_before:]
+        assert any(p["status"] == "firing" and p["groupLabels"] == {"alertname": "AppDown", "host": host} for p in posts), posts
+    finally:
+        app.run_expect([0], f"sudo systemctl start {site.spse_app.unit}")
+    mail = next(m for m in alerts.mails(lab)[mails_before:] if "AppDown" in str(m["Subject"]))
+    assert mail["To"] == alerts.MAIL_TO and "siaga@lab.example" in mail["From"]
+    poll("the AppDown resolved mail", new_mail(lab, mails_before, "[RESOLVED]", "AppDown", host), ALERT_DEADLINE_S)
+    firing = len(new_mail(lab, mails_before, "[FIRING", "AppDown", host)())
+    print(f"app stopped on {host}: mail after {took:.1f}s ({firing} FIRING mail(s) for the outage), resolved after the restart")
+
+
+def test_a_site_cut_off_is_alerted_by_the_other_site(lab, site, watching):
+    """The WAN between the sites cut (each site loses the other): each site's Alertmanager mails and
+    posts that the other site's server is down. Healed, both see everything again and the standby
+    streams again before the next test."""
+    mails_before, posts_before = len(alerts.mails(lab)), len(alerts.webhook_posts(lab))
+    a, b = site.hosts_in("primary")[0], site.hosts_in("drc")[0]
+    start = time.monotonic()
+    lab.set_wan(cut=True)
+    try:
+        def from_other_site():
+            seen = {(p["groupLabels"].get("host"), p["externalURL"]) for p in alerts.webhook_posts(lab)[posts_before:]
+                    if p["status"] == "firing" and p["groupLabels"].get("alertname") == "HostDown"}
+            return seen if {(a, f"http://{b}:9093"), (b, f"http://{a}:9093")} <= seen else None
+
+        seen, _ = poll("HostDown of each site from the other's Alertmanager", from_other_site, ALERT_DEADLINE_S)
+        took = time.monotonic() - start
+        poll("the HostDown mails", lambda: new_mail(lab, mails_before, "HostDown", a)() and new_mail(lab, mails_before, "HostDown", b)(),
+             ALERT_DEADLINE_S)
+    finally:
+        lab.set_wan(cut=False)
+    print(f"WAN cut: HostDown from the other site's Alertmanager after {took:.1f}s: {sorted(seen)}")
+
+    def healed():
+        return (all(set(values(lab, h, 'up{job="node"} == 1')) == watching for h in watching)
+                and values(lab, a, "siaga_pg_wal_receiver_streaming == 1"))
+
+    _, took = poll("both sites to see each other and the standby to stream again", healed, HEAL_DEADLINE_S)
+    print(f"healed: every target up and the standby streaming {took:.1f}s after the heal")
+
+
+def test_the_backup_age_figure_is_the_real_last_backup(lab, site, watching):
+    """A database backup run on the repository host: Prometheus's figure becomes that run's end (BK-3)."""
+    repo = site.hosts_in(site.backup.repository_site)[0]
+    h = lab_host(lab, repo)
+    h.run_expect([0], "sudo /usr/local/sbin/siaga-backup run db --type incr --trigger manual --by monitoring-test")
+    read = json.loads(h.check_output("sudo /usr/local/lib/siaga/backup-read"))
+    last = max(r["end"] for r in read["records"] if r["set"] == "db" and r["result"] == "success")
+    want = datetime.fromisoformat(last).timestamp()
+    expr = f'siaga_backup_last_success_timestamp_seconds{{set="db",host="{repo}"}}'
+    for prom in watching:  # both sites' Prometheus
+        _, took = poll(f"{prom}'s Prometheus to show the backup that ended {last}",
+                       lambda: values(lab, prom, expr).get(repo) == want, 30)
+    age = values(lab, active_host(site), f"time() - {expr}")[repo]
+    assert 0 <= age < 120, age
+    print(f"db backup ended {last}: on both Prometheus servers within {took:.1f}s, age {age:.0f}s")
