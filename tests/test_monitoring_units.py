@@ -92,6 +92,24 @@ def test_figures_read_the_backup_log_with_backup_reads_own_code(tmp_path):
     assert oct(out.stat().st_mode & 0o777) == "0o644" and "siaga_figures_timestamp_seconds" in out.read_text()
 
 
+def test_uploads_are_walked_only_when_the_last_walk_is_old(tmp_path):
+    calls = []
+
+    class Probe:
+        @staticmethod
+        def uploads(directory, timeout):
+            calls.append(directory)
+            return {"dir": directory, "files": [["a.pdf", 100, 1.0], ["b/c.pdf", 23, 2.0]]}
+
+    state, args = tmp_path / "state.json", {"uploads_dir": "/home/file/file_prod", "uploads_every_s": 900}
+    first, ok = mf.cached_uploads(args, Probe, 1000.0, str(state))
+    assert ok and first == [("siaga_uploads_bytes", {}, 123), ("siaga_uploads_files", {}, 2)]
+    again, _ = mf.cached_uploads(args, Probe, 1500.0, str(state))
+    assert [tuple(f) for f in again] == [tuple(f) for f in first] and len(calls) == 1  # from the state file
+    mf.cached_uploads(args, Probe, 2000.0, str(state))
+    assert len(calls) == 2  # 1000 s later: walked again
+
+
 # --- the role's files -----------------------------------------------------------------------------
 
 def test_each_prometheus_scrapes_both_sites_and_probes_only_the_active_one():
@@ -169,3 +187,33 @@ def test_the_smtp_password_file_must_be_private_and_go_with_a_login(tmp_path):
     assert load_site(write(tmp_path, LAB + block)).monitoring.mail.auth_password_file == pw
     with pytest.raises(SiteError, match="auth_username"):
         load_site(write(tmp_path, LAB + block.replace("    auth_username: siaga\n", "")))
+
+
+# --- the capacity report's figures ----------------------------------------------------------------
+
+def test_trend_and_days_until_full():
+    from drc.capacity.figures import DAY_S, days_until_full, disk_rows, slope_per_day
+
+    day = [(i * DAY_S, 100.0 + 10 * i) for i in range(5)]  # 10 bytes a day
+    assert slope_per_day(day) == pytest.approx(10.0)
+    assert slope_per_day(day[:1]) is None and slope_per_day([(5, 1), (5, 2)]) is None
+    assert days_until_full(50, 10) == 5 and days_until_full(50, 0) is None and days_until_full(50, -3) is None
+    [row] = disk_rows({("primary", "/"): day}, {("primary", "/"): [(0, 200.0)]})
+    assert (row.now, row.total, row.days_left) == (140.0, 200.0, pytest.approx(6.0))  # 60 free at 10 a day
+    assert row.used_percent == pytest.approx(70.0)
+
+
+def test_the_report_renders_in_indonesian_with_its_plots():
+    from drc.capacity.command import analyse, render
+
+    t0 = 1_790_000_000.0
+    series = {"disk_used": {("primary", "/"): [(t0, 10 * 1024**3), (t0 + 86400, 11 * 1024**3)]},
+              "disk_size": {("primary", "/"): [(t0 + 86400, 20 * 1024**3)]},
+              "memory": {("primary", ""): [(t0, 1024**3)]}, "memory_total": {("primary", ""): [(t0, 4 * 1024**3)]},
+              "database": {("primary", "epns_prod"): [(t0, 5 * 1024**2), (t0 + 86400, 6 * 1024**2)]}, "uploads": {}}
+    rows = analyse(series)
+    html = render(site(), "http://10.213.1.10:9090", 30, series, rows, "2026-11-26 10:00 WIB")
+    assert "LAPORAN KAPASITAS SERVER" in html and html.count("data:image/png;base64,") == 4
+    assert "9 hari lagi" in html  # 9 GiB free, 1 GiB a day
+    assert "epns_prod" in html and "1.0 MiB" in html and "25.0 %" in html
+    assert "belum ada data" in html  # no uploads figures yet

@@ -5,9 +5,12 @@ collector (SOP IN-3, IN-4, BK-3, EM-3).
 Installed by roles/monitoring as /usr/local/lib/siaga/monitor-figures and run as root by
 siaga-monitor-figures.timer. It reads what siaga already reads on this host, with the same code:
 PostgreSQL through status-probe's `pg()` (role, WAL positions, the WAL receiver) and the backup
-runner's log through backup-read's `read()` (each set's last success). Arguments (JSON):
-{"out": "/var/lib/prometheus/node-exporter/siaga.prom", "pg_port": 5432}. Written atomically
-(a temporary file renamed), so the exporter never serves half a file.
+runner's log through backup-read's `read()` (each set's last success), the uploads through
+status-probe's `uploads()` (their bytes and files: the capacity report's uploads growth; listed at
+most every `uploads_every_s`, kept in STATE meanwhile, since a large uploads tree costs a walk).
+Arguments (JSON): {"out": "/var/lib/prometheus/node-exporter/siaga.prom", "pg_port": 5432,
+"uploads_dir": "/home/file", "uploads_every_s": 900}. Written atomically (a temporary file
+renamed), so the exporter never serves half a file.
 
 Standard library only (Debian's python3).
 """
@@ -22,6 +25,7 @@ from datetime import datetime
 
 LIB = "/usr/local/lib/siaga"
 OUT = "/var/lib/prometheus/node-exporter/siaga.prom"
+STATE = "/var/lib/siaga/monitor-figures.json"
 # Sets the runner lists that are no backup (restic forget): not figures of a backup's age.
 NOT_BACKUPS = {"prune"}
 
@@ -83,6 +87,34 @@ def backup_figures(b):
     return out
 
 
+def uploads_figures(listing):
+    """(name, labels, value) of the uploads tree (status-probe's uploads())."""
+    if not listing or listing.get("error"):
+        return []
+    files = listing.get("files", [])
+    return [("siaga_uploads_bytes", {}, sum(f[1] for f in files)), ("siaga_uploads_files", {}, len(files))]
+
+
+def cached_uploads(args, probe, now, state_file=STATE):
+    """The uploads' figures, listed again only when the last listing is older than uploads_every_s."""
+    try:
+        with open(state_file) as fh:
+            state = json.load(fh)
+    except (OSError, ValueError):
+        state = {}
+    last = state.get("uploads") or {}
+    if last.get("dir") == args["uploads_dir"] and now - last.get("t", 0) < args.get("uploads_every_s", 900):
+        return last["figures"], True
+    listing = probe.uploads(args["uploads_dir"], 600)
+    if listing.get("error"):
+        print(f"monitor-figures: uploads: {listing['error']}", file=sys.stderr)
+        return [], False
+    figures = uploads_figures(listing)
+    os.makedirs(os.path.dirname(state_file), exist_ok=True)
+    write_atomically(state_file, json.dumps({"uploads": {"dir": args["uploads_dir"], "t": now, "figures": figures}}))
+    return figures, True
+
+
 HELP = {
     "siaga_pg_up": "PostgreSQL answered siaga (1) or not (0)",
     "siaga_pg_in_recovery": "1 on a standby, 0 on a primary",
@@ -92,6 +124,8 @@ HELP = {
     "siaga_pg_receiver_contact_age_seconds": "seconds since a standby last heard from its primary",
     "siaga_backup_last_success_timestamp_seconds": "end of the set's last successful run (or the repositories' init)",
     "siaga_backup_last_run_ok": "the set's last run succeeded (1) or failed (0)",
+    "siaga_uploads_bytes": "bytes of every file under the uploads directory",
+    "siaga_uploads_files": "files under the uploads directory",
     "siaga_figures_ok": "every source of siaga's figures was read (1) or not (0)",
     "siaga_figures_timestamp_seconds": "when these figures were written",
 }
@@ -109,10 +143,15 @@ def render(figures):
     return "\n".join(lines) + "\n"
 
 
-def collect(args, lib=LIB):
+def collect(args, lib=LIB, state_file=STATE):
     figures, ok = [], 1
     try:
-        figures += pg_figures(load("status-probe", lib).pg(args.get("pg_port", 5432), 10))
+        probe = load("status-probe", lib)
+        figures += pg_figures(probe.pg(args.get("pg_port", 5432), 10))
+        if args.get("uploads_dir"):
+            more, read = cached_uploads(args, probe, time.time(), state_file)
+            figures += more
+            ok &= read
     except Exception as exc:  # noqa: BLE001 - a figure missing is itself a figure
         print(f"monitor-figures: status-probe: {exc}", file=sys.stderr)
         ok = 0

@@ -59,7 +59,7 @@ def site_settings(st: dict) -> dict:
     address = st["hosts"][HOST]["address"]
     return {"monitoring": {
         "scrape_interval_s": 2, "evaluation_interval_s": 2, "down_for_s": 6, "for_s": 10, "group_wait_s": 2,
-        "figures_interval_s": 5,
+        "figures_interval_s": 5, "uploads_every_s": 30,
         "mail": {"to": [MAIL_TO], "sender": "siaga@lab.example", "smarthost": f"{address}:{SMTP_PORT}", "require_tls": False},
         "webhooks": [f"http://{address}:{WEBHOOK_PORT}/alerts"],
     }}

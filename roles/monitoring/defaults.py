@@ -11,6 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, field_validato
 # The ports of Debian's packages (their defaults): one place, read by the firewall and the templates.
 PORTS = {"prometheus": 9090, "alertmanager": 9093, "alertmanager_cluster": 9094, "node": 9100, "postgres": 9187,
          "blackbox": 9115}
+# The filesystems that are a server's disks (not pseudo or memory ones): the DiskFull alert and the
+# capacity report select node_filesystem_* with it.
+FS_FILTER = 'fstype!~"tmpfs|devtmpfs|ramfs|squashfs|nsfs|autofs|fuse.*|proc|sysfs|cgroup2?",mountpoint!~"/(run|sys|proc|dev)($|/.*)"'
 # The database role of the postgres exporter: Debian's unit runs it as OS user prometheus (peer login).
 PG_ROLE = "prometheus"
 MAIL_RE = re.compile(r"^[^@\s,]+@[^@\s,]+$")
@@ -82,6 +85,9 @@ class MonitoringSettings(BaseModel):
     retention_days: int = Field(90, ge=1, le=3650)
     # How often siaga's own figures (backup age, replication) are refreshed on each host.
     figures_interval_s: int = Field(60, ge=5, le=3600)
+    # The uploads tree (its bytes, for the capacity report) is walked at most this often: a large
+    # tree costs a full directory walk.
+    uploads_every_s: int = Field(900, ge=5, le=86400)
     # Alert thresholds.
     disk_used_percent: int = Field(85, ge=1, le=100)
     memory_used_percent: int = Field(90, ge=1, le=100)

@@ -29,7 +29,7 @@ from roles.packages import ensure_installed
 from roles.postgresql import operations as pg
 from roles.templating import render
 
-from .defaults import PG_ROLE, PORTS
+from .defaults import FS_FILTER, PG_ROLE, PORTS
 from .operations import checked_config, pg_role_member
 
 if TYPE_CHECKING:
@@ -48,8 +48,13 @@ TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
 FIGURES_FILE = f"{TEXTFILE_DIR}/siaga.prom"
 FIGURES_SERVICE = "siaga-monitor-figures.service"
 FIGURES_TIMER = "siaga-monitor-figures.timer"
-# Filesystems that are no disk of the server's (pseudo and memory filesystems).
-FS_FILTER = 'fstype!~"tmpfs|devtmpfs|ramfs|squashfs|nsfs|autofs|fuse.*|proc|sysfs|cgroup2?",mountpoint!~"/(run|sys|proc|dev)($|/.*)"'
+
+
+# node exporter's default list without overlay: a root filesystem on overlayfs (an immutable or
+# containerised server, the lab's machines) is a disk to watch; container runtimes' overlay mounts
+# stay out by the exporter's default mount-points-exclude (/var/lib/docker/..., /var/lib/containers/...).
+FS_TYPES_EXCLUDE = ("^(autofs|binfmt_misc|bpf|cgroup2?|configfs|debugfs|devpts|devtmpfs|fusectl|hugetlbfs|iso9660|mqueue|nsfs|"
+                    "proc|procfs|pstore|rpc_pipefs|securityfs|selinux|sysfs|tracefs)$")
 
 
 @dataclass(frozen=True)
@@ -115,7 +120,8 @@ def defaults_files(site: Site, host_name: str) -> dict[str, tuple[str, dict[str,
         # No --web.enable-admin-api, no --web.enable-lifecycle: the HTTP API stays read-only (LKPP, SOP IN-3).
         "prometheus": ("prometheus.service", {"ARGS": f"--config.file={PROMETHEUS_YML} --storage.tsdb.retention.time={m.retention_days}d"}),
         "prometheus-alertmanager": ("prometheus-alertmanager.service", {"ARGS": f"--config.file={ALERTMANAGER_YML} {cluster}"}),
-        "prometheus-node-exporter": ("prometheus-node-exporter.service", {"ARGS": f"--collector.textfile.directory={TEXTFILE_DIR}"}),
+        "prometheus-node-exporter": ("prometheus-node-exporter.service", {
+            "ARGS": f"--collector.textfile.directory={TEXTFILE_DIR} --collector.filesystem.fs-types-exclude={FS_TYPES_EXCLUDE}"}),
         "prometheus-postgres-exporter": ("prometheus-postgres-exporter.service", {
             "DATA_SOURCE_NAME": f"user={PG_ROLE} host=/run/postgresql port={site.firewall.postgresql_port} dbname=postgres sslmode=disable",
             "ARGS": ""}),
@@ -166,7 +172,8 @@ def monitoring(site: Site, host_name: str, is_db_source: bool) -> None:
     # siaga's own figures through the textfile collector.
     host_programs.ship("monitoring")
     files.directory(name=f"{TEXTFILE_DIR} (node exporter's textfile collector)", path=TEXTFILE_DIR)
-    args = json.dumps({"out": FIGURES_FILE, "pg_port": site.firewall.postgresql_port}, sort_keys=True)
+    args = json.dumps({"out": FIGURES_FILE, "pg_port": site.firewall.postgresql_port, "uploads_dir": site.spse_app.uploads_dir,
+                       "uploads_every_s": m.uploads_every_s}, sort_keys=True)
     units = [config_file(name=f"Unit {FIGURES_SERVICE}", dest=f"/etc/systemd/system/{FIGURES_SERVICE}",
                          content=render(ROLE_DIR, f"{FIGURES_SERVICE}.j2", header=HEADER,
                                         program=program("monitor_figures").path, args=args)),
