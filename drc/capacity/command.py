@@ -93,14 +93,16 @@ def analyse(series: dict[str, dict]) -> dict[str, list[Row]]:
             "database": series_rows(series["database"]), "uploads": series_rows(series["uploads"])}
 
 
-def plot(title: str, series: dict[tuple[str, str], Series], ylabel: str = "GiB", scale: float = 1024 ** 3) -> str:
-    """One line per series over time: a base64 PNG."""
+def plot(title: str, series: dict[tuple[str, str], Series]) -> str:
+    """One line per series over time, in the unit that suits its largest value: a base64 PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
 
+    top = max((v for points in series.values() for _, v in points), default=0)
+    ylabel, scale = next(((u, f) for u, f in (("TiB", 1024 ** 4), ("GiB", 1024 ** 3), ("MiB", 1024 ** 2)) if top >= f), ("KiB", 1024))
     fig, ax = plt.subplots(figsize=(9, 3))
     for (host, what), points in sorted(series.items()):
         ax.plot([datetime.fromtimestamp(t) for t, _ in points], [v / scale for _, v in points],

@@ -163,3 +163,35 @@ def test_the_backup_age_figure_is_the_real_last_backup(lab, site, watching):
     age = values(lab, active_host(site), f"time() - {expr}")[repo]
     assert 0 <= age < 120, age
     print(f"db backup ended {last}: on both Prometheus servers within {took:.1f}s, age {age:.0f}s")
+
+
+def test_the_capacity_report_renders_from_the_sites_prometheus(lab, site, watching, tmp_path):
+    """An upload written on the active site shows in siaga's uploads figure; `siaga report capacity`
+    then renders every server's disk, memory, database and uploads from Prometheus (SOP IN-3)."""
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO
+
+    host, uploads = active_host(site), site.spse_app.uploads_dir
+    app = lab_host(lab, host)
+    before = values(lab, host, "siaga_uploads_bytes").get(host, 0.0)
+    test_file = f"{uploads}/siaga-monitoring-capacity.bin"
+    app.run_expect([0], f"sudo dd if=/dev/urandom of={test_file} bs=1M count=2 status=none && sudo chown --reference={uploads} {test_file}")
+    try:
+        _, took = poll("the uploads figure to grow by the new upload",
+                       lambda: values(lab, host, "siaga_uploads_bytes").get(host, 0.0) >= before + 2 * 1024 * 1024,
+                       site.monitoring.uploads_every_s + 3 * site.monitoring.figures_interval_s + 10)
+        proc = subprocess.run([sys.executable, "-m", "drc.cli", "report", "capacity", str(lab.site_file), "--days", "0.1",
+                               "--out", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    finally:
+        app.run_expect([0], f"sudo rm -f {test_file}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    [report] = tmp_path.glob("laporan-kapasitas-*.html")
+    html = report.read_text()
+    assert html.count("data:image/png;base64,") == 4 and "LAPORAN KAPASITAS SERVER" in html
+    for h in watching:
+        assert f"<td>{h}</td><td>/</td>" in html, h  # every server's root filesystem
+    assert site.postgresql.database in html
+    assert "belum ada data" not in html  # every section has real figures
+    print(f"upload seen in the figures after {took:.1f}s; capacity report {report.stat().st_size} bytes")
