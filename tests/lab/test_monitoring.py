@@ -195,3 +195,52 @@ def test_the_capacity_report_renders_from_the_sites_prometheus(lab, site, watchi
     assert site.postgresql.database in html
     assert "belum ada data" not in html  # every section has real figures
     print(f"upload seen in the figures after {took:.1f}s; capacity report {report.stat().st_size} bytes")
+
+
+def http_from(lab, host: str, url: str, method: str = "GET") -> int | str:
+    """An HTTP request from inside a lab host's network namespace: the status code, or 'unreachable'."""
+    import sys
+
+    code = (
+        "import urllib.request, urllib.error\n"
+        f"req = urllib.request.Request({url!r}, method={method!r}, data=b'' if {method!r} == 'POST' else None)\n"
+        "try: print(urllib.request.urlopen(req, timeout=2).status)\n"
+        "except urllib.error.HTTPError as e: print(e.code)\n"
+        "except OSError: print('unreachable')\n"
+    )
+    out = lab.netns_exec(host, [sys.executable, "-c", code]).stdout.strip()
+    return int(out) if out.isdigit() else out
+
+
+def test_lkpp_reads_prometheus_and_nothing_more(lab, site, watching, tmp_path):
+    """SOP IN-3: LKPP's monitoring (here the outsider's address in monitoring.lkpp_sources) reads
+    Prometheus's API; its admin and lifecycle APIs stay closed and no other monitoring port opens.
+    The lab's own firewall is put back afterwards."""
+    import yaml
+
+    from tests.helpers import run_deploy
+
+    data = yaml.safe_load(lab.site_file.read_text())
+    data["monitoring"]["lkpp_sources"] = [f"{lab.address('outsider')}/32"]
+    with_lkpp = tmp_path / "site.yaml"
+    with_lkpp.write_text(yaml.safe_dump(data, sort_keys=False))
+    h = active_host(site)
+    base = f"http://{lab.address(h)}:{PORTS['prometheus']}"
+    assert http_from(lab, "outsider", f"{base}/api/v1/query?query=up") == "unreachable"
+    start = time.monotonic()
+    result = run_deploy(lab, "deploys/remote_access.py", site_file=with_lkpp)
+    try:
+        assert result.ok, result.output[-3000:]
+        assert http_from(lab, "outsider", f"{base}/api/v1/query?query=up") == 200
+        # Reached, and refused by Prometheus itself: its admin and lifecycle APIs are off.
+        admin = http_from(lab, "outsider", f"{base}/api/v1/admin/tsdb/snapshot", "POST")
+        lifecycle = http_from(lab, "outsider", f"{base}/-/reload", "POST")
+        assert isinstance(admin, int) and admin >= 400 and isinstance(lifecycle, int) and lifecycle >= 400, (admin, lifecycle)
+        assert tcp_from(lab, "outsider", lab.address(h), PORTS["node"], timeout=0.5) != "open"
+        assert tcp_from(lab, "outsider", lab.address(h), PORTS["alertmanager"], timeout=0.5) != "open"
+    finally:
+        back = run_deploy(lab, "deploys/remote_access.py")
+        assert back.ok, back.output[-3000:]
+    assert http_from(lab, "outsider", f"{base}/api/v1/query?query=up") == "unreachable"
+    print(f"LKPP's read-only access opened (admin API {admin}, lifecycle {lifecycle}), checked and closed again "
+          f"in {time.monotonic() - start:.1f}s")
