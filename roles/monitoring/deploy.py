@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pyinfra.api import deploy
+from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import files, systemd
 from pyinfra.operations.util import any_changed
 
@@ -93,9 +94,15 @@ def render_rules(site: Site) -> str:
 
 
 def smtp_password(site: Site) -> str:
-    """The SMTP password from its 0600 file on the workstation (checked by the site model)."""
+    """The SMTP password from its 0600 file on the workstation (its mode checked by the site model)."""
     f = site.monitoring.mail.auth_password_file
-    return f.read_text().strip() if f else ""
+    if f is None:
+        return ""
+    try:
+        return f.read_text().strip()
+    except OSError as exc:
+        raise DeployError(f"monitoring.mail.auth_password_file: cannot read {f} ({exc.strerror}). Fix: put the SMTP "
+                          "password alone in that file on this workstation (chmod 600), or remove the setting") from None
 
 
 def render_alertmanager(site: Site, password: str = "") -> str:
