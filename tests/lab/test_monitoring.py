@@ -3,7 +3,7 @@ scrapes both sites and the outsider is refused; the app stopped on the active si
 lab's real SMTP server on the outsider, read from its Maildir) and posted to the webhook; a site
 cut off is alerted by the other site's Alertmanager; the backup-age figure is the real last backup.
 
-The lab's site file sets short intervals (drc/lab/alerts.py): 2 s scrapes, `down_for_s: 6`."""
+The lab's site file sets short intervals (drc/lab/alerts.py): 3 s scrapes, `down_for_s: 8`."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from roles.monitoring.defaults import PORTS
 from tests.helpers import lab_host, tcp_from
 
 UP_DEADLINE_S = 90.0
-ALERT_DEADLINE_S = 60.0  # down_for_s 6 s + 2 s evaluations + group_wait 2 s, with room for a busy machine
+ALERT_DEADLINE_S = 60.0  # down_for_s 8 s + 3 s scrapes + 2 s evaluations + group_wait 2 s, with room for a busy machine
 HEAL_DEADLINE_S = 120.0
 
 
