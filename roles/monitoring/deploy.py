@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
-from pyinfra.operations import files, systemd
+from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
 from drc.hostside import program
@@ -159,8 +159,10 @@ def monitoring(site: Site, host_name: str, is_db_source: bool) -> None:
     for name, (unit, env) in defaults_files(site, host_name).items():
         restarted.append(config_file(name=f"/etc/default/{name} ({unit}'s command line)", dest=f"/etc/default/{name}",
                                      content=render(ROLE_DIR, "default.j2", header=HEADER, unit=unit, env=env)))
-        systemd.service(name=f"{unit} restarted for its new command line", service=unit, restarted=True,
-                        _if=restarted[-1].did_change)
+        # reset-failed first: Debian starts the postgres exporter at install with an empty
+        # DATA_SOURCE_NAME, and its crash loop leaves the unit at its start limit (Debian 12).
+        server.shell(name=f"{unit} restarted for its new command line", commands=[f"systemctl reset-failed {unit}; systemctl restart {unit}"],
+                     _if=restarted[-1].did_change)
 
     # Rules before the configuration that names them: promtool checks the configuration with its rules.
     checked_config(name=f"{RULES_YML} (alert rules)", dest=RULES_YML, content=render_rules(site),
