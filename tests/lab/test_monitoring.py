@@ -197,19 +197,22 @@ def test_the_capacity_report_renders_from_the_sites_prometheus(lab, site, watchi
     print(f"upload seen in the figures after {took:.1f}s; capacity report {report.stat().st_size} bytes")
 
 
-def http_from(lab, host: str, url: str, method: str = "GET") -> int | str:
-    """An HTTP request from inside a lab host's network namespace: the status code, or 'unreachable'."""
+def http_from(lab, host: str, url: str, method: str = "GET", body: bool = False):
+    """An HTTP request from inside a lab host's network namespace: the status code (with `body`:
+    (code, body)), or 'unreachable'."""
     import sys
 
     code = (
         "import urllib.request, urllib.error\n"
         f"req = urllib.request.Request({url!r}, method={method!r}, data=b'' if {method!r} == 'POST' else None)\n"
-        "try: print(urllib.request.urlopen(req, timeout=2).status)\n"
-        "except urllib.error.HTTPError as e: print(e.code)\n"
+        "try: r = urllib.request.urlopen(req, timeout=2); print(r.status); print(r.read(200).decode())\n"
+        "except urllib.error.HTTPError as e: print(e.code); print(e.read(200).decode())\n"
         "except OSError: print('unreachable')\n"
     )
     out = lab.netns_exec(host, [sys.executable, "-c", code]).stdout.strip()
-    return int(out) if out.isdigit() else out
+    status, _, text = out.partition("\n")
+    status = int(status) if status.isdigit() else status
+    return (status, text) if body else status
 
 
 def test_lkpp_reads_prometheus_and_nothing_more(lab, site, watching, tmp_path):
@@ -233,9 +236,10 @@ def test_lkpp_reads_prometheus_and_nothing_more(lab, site, watching, tmp_path):
         assert result.ok, result.output[-3000:]
         assert http_from(lab, "outsider", f"{base}/api/v1/query?query=up") == 200
         # Reached, and refused by Prometheus itself: its admin and lifecycle APIs are off.
-        admin = http_from(lab, "outsider", f"{base}/api/v1/admin/tsdb/snapshot", "POST")
-        lifecycle = http_from(lab, "outsider", f"{base}/-/reload", "POST")
-        assert isinstance(admin, int) and admin >= 400 and isinstance(lifecycle, int) and lifecycle >= 400, (admin, lifecycle)
+        admin, said = http_from(lab, "outsider", f"{base}/api/v1/admin/tsdb/snapshot", "POST", body=True)
+        assert admin != 200 and "admin APIs disabled" in said, (admin, said)
+        lifecycle, said = http_from(lab, "outsider", f"{base}/-/reload", "POST", body=True)
+        assert lifecycle != 200 and "Lifecycle API is not enabled" in said, (lifecycle, said)
         assert tcp_from(lab, "outsider", lab.address(h), PORTS["node"], timeout=0.5) != "open"
         assert tcp_from(lab, "outsider", lab.address(h), PORTS["alertmanager"], timeout=0.5) != "open"
     finally:
