@@ -85,6 +85,13 @@ def active_host(site) -> str:
     return site.hosts_in(site.active_site)[0]
 
 
+def test_the_monitoring_deploy_changes_nothing_the_second_time(lab, watching):
+    """Idempotent, and its --dry preview too (the config files' checks and restarts only on change)."""
+    from tests.helpers import assert_no_change_rerun
+
+    assert_no_change_rerun(lab, "deploys/monitoring.py")
+
+
 def test_each_site_scrapes_both_and_the_outsider_is_refused(lab, site, watching):
     for h in watching:
         peer = next(p for p in watching if p != h)
