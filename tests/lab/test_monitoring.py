@@ -182,12 +182,14 @@ def test_the_capacity_report_renders_from_the_sites_prometheus(lab, site, watchi
 
     host, uploads = active_host(site), site.spse_app.uploads_dir
     app = lab_host(lab, host)
-    before = values(lab, host, "siaga_uploads_bytes").get(host, 0.0)
     test_file = f"{uploads}/siaga-monitoring-capacity.bin"
     app.run_expect([0], f"sudo dd if=/dev/urandom of={test_file} bs=1M count=2 status=none && sudo chown --reference={uploads} {test_file}")
     try:
-        _, took = poll("the uploads figure to grow by the new upload",
-                       lambda: values(lab, host, "siaga_uploads_bytes").get(host, 0.0) >= before + 2 * 1024 * 1024,
+        # What the uploads hold now, read on the host: the figure must come to exactly that.
+        on_disk = sum(int(n) for n in app.check_output(f"sudo find {uploads} -type f -printf '%s\\n'").split())
+        assert on_disk >= 2 * 1024 * 1024
+        _, took = poll("the uploads figure to count the new upload",
+                       lambda: values(lab, host, "siaga_uploads_bytes").get(host) == on_disk,
                        site.monitoring.uploads_every_s + 3 * site.monitoring.figures_interval_s + 10)
         proc = subprocess.run([sys.executable, "-m", "drc.cli", "report", "capacity", str(lab.site_file), "--days", "0.1",
                                "--out", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=120)
