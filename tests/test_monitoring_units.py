@@ -63,6 +63,27 @@ def test_backup_age_is_the_last_success_per_set_that_runs_here():
     assert mf.backup_figures({"error": "cannot read /etc/siaga/backup.json"}) == []
 
 
+def test_restore_tests_from_the_workstations_copy(tmp_path):
+    """On a DRC host: the restore tests the workstation recorded (its copy there), read with
+    backup-read's own parse_log; the last success's end and whether the last test passed (BK-4)."""
+    recs = [{"result": "success", "end": "2026-09-01T10:00:00+07:00"},
+            {"result": "failure", "end": "2026-11-01T10:00:00+07:00"}]
+    got = {n: v for n, _, v in mf.restore_test_figures(recs)}
+    assert got == {"siaga_restore_test_last_ok": 0,
+                   "siaga_restore_test_last_success_timestamp_seconds": mf.timestamp("2026-09-01T10:00:00+07:00")}
+    assert mf.restore_test_figures([]) == []
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "status-probe").write_text("def pg(port, timeout):\n    return {'error': 'psql: no server'}\n")
+    (lib / "backup-read").write_text((HOSTSIDE / "backup_read.py").read_text().replace(
+        'CONFIG_JSON = "/etc/siaga/backup.json"', f'CONFIG_JSON = "{tmp_path}/none.json"'))
+    records = tmp_path / "records"
+    records.mkdir()
+    (records / "restore-tests.jsonl").write_text("\n".join(json.dumps(r) for r in recs) + "\n{torn")
+    figures = {n: v for n, _, v in mf.collect({"records": str(records)}, lib=str(lib))}
+    assert figures["siaga_restore_test_last_ok"] == 0 and "siaga_restore_test_last_success_timestamp_seconds" in figures
+
+
 def test_the_textfile_has_help_and_type_once_and_parses_as_numbers():
     text = mf.render([("siaga_backup_last_run_ok", {"set": "db"}, 1), ("siaga_backup_last_run_ok", {"set": "uploads"}, 0),
                       ("siaga_figures_ok", {}, 1)])

@@ -7,9 +7,12 @@ siaga-monitor-figures.timer. It reads what siaga already reads on this host, wit
 PostgreSQL through status-probe's `pg()` (role, WAL positions, the WAL receiver) and the backup
 runner's log through backup-read's `read()` (each set's last success), the uploads through
 status-probe's `uploads()` (their bytes and files: the capacity report's uploads growth; listed at
-most every `uploads_every_s`, kept in STATE meanwhile, since a large uploads tree costs a walk).
+most every `uploads_every_s`, kept in STATE meanwhile, since a large uploads tree costs a walk), and
+on a DRC host the restore tests from the workstation's records copied there (`records`: the
+workstation's copy, drc/hostside/workstation_mirror.py; read with backup-read's `parse_log`).
 Arguments (JSON): {"out": "/var/lib/prometheus/node-exporter/siaga.prom", "pg_port": 5432,
-"uploads_dir": "/home/file", "uploads_every_s": 900}. Written atomically (a temporary file
+"uploads_dir": "/home/file", "uploads_every_s": 900,
+"records": "/var/lib/siaga/workstation-mirror/<site>/records"}. Written atomically (a temporary file
 renamed), so the exporter never serves half a file.
 
 Standard library only (Debian's python3).
@@ -87,6 +90,23 @@ def backup_figures(b):
     return out
 
 
+RESTORE_TESTS = "restore-tests.jsonl"  # drc/backup/restore.py's records (SOP BK-4, BK-7)
+
+
+def restore_test_figures(records):
+    """(name, labels, value) of the restore tests recorded on the workstation: the last success's
+    end and whether the last test passed. None recorded: no figure (nothing to say yet)."""
+    done = [r for r in records if r.get("end")]
+    if not done:
+        return []
+    ok = [timestamp(r["end"]) for r in done if r.get("result") == "success"]
+    last = max(done, key=lambda r: timestamp(r["end"]))
+    out = [("siaga_restore_test_last_ok", {}, 1 if last.get("result") == "success" else 0)]
+    if ok:
+        out.append(("siaga_restore_test_last_success_timestamp_seconds", {}, max(ok)))
+    return out
+
+
 def uploads_figures(listing):
     """(name, labels, value) of the uploads tree (status-probe's uploads())."""
     if not listing or listing.get("error"):
@@ -124,6 +144,8 @@ HELP = {
     "siaga_pg_receiver_contact_age_seconds": "seconds since a standby last heard from its primary",
     "siaga_backup_last_success_timestamp_seconds": "end of the set's last successful run (or the repositories' init)",
     "siaga_backup_last_run_ok": "the set's last run succeeded (1) or failed (0)",
+    "siaga_restore_test_last_ok": "the last restore test passed (1) or not (0)",
+    "siaga_restore_test_last_success_timestamp_seconds": "end of the last successful restore test",
     "siaga_uploads_bytes": "bytes of every file under the uploads directory",
     "siaga_uploads_files": "files under the uploads directory",
     "siaga_figures_ok": "every source of siaga's figures was read (1) or not (0)",
@@ -163,6 +185,10 @@ def collect(args, lib=LIB, state_file=STATE):
                 print(f"monitor-figures: backup-read: {b['error']}", file=sys.stderr)
                 ok = 0
             figures += backup_figures(b)
+            records = os.path.join(args.get("records") or "/nonexistent", RESTORE_TESTS)
+            if os.path.exists(records):  # the workstation's copy is on the DRC's hosts only
+                with open(records, errors="replace") as fh:
+                    figures += restore_test_figures(load("backup-read", lib).parse_log(fh)[0])
         except Exception as exc:  # noqa: BLE001
             print(f"monitor-figures: backup-read: {exc}", file=sys.stderr)
             ok = 0

@@ -95,6 +95,8 @@ class MonitoringSettings(BaseModel):
     backup_max_age_h: int = Field(26, ge=1, le=24 * 31)
     # The offline copy (BK-9: weekly) with no verified copy for longer than this.
     offline_max_age_h: int = Field(24 * 8, ge=1, le=24 * 62)
+    # The last successful restore test older than this (BK-4: at least once every three months).
+    restore_test_max_age_days: int = Field(92, ge=1, le=366)
     # The public certificate expiring within this many days.
     certificate_days: int = Field(21, ge=1, le=365)
     mail: MailSettings = Field(default_factory=MailSettings)

@@ -24,6 +24,7 @@ from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
 from drc.hostside import program
+from drc.hostside.workstation_mirror import ROOT as MIRROR_ROOT
 from roles import host_programs
 from roles.managed_files import MANAGED_HEADER, config_file
 from roles.packages import ensure_installed
@@ -182,7 +183,7 @@ def monitoring(site: Site, host_name: str, is_db_source: bool) -> None:
     host_programs.ship("monitoring")
     files.directory(name=f"{TEXTFILE_DIR} (node exporter's textfile collector)", path=TEXTFILE_DIR)
     args = json.dumps({"out": FIGURES_FILE, "pg_port": site.firewall.postgresql_port, "uploads_dir": site.spse_app.uploads_dir,
-                       "uploads_every_s": m.uploads_every_s}, sort_keys=True)
+                       "uploads_every_s": m.uploads_every_s, "records": f"{MIRROR_ROOT}/{site.site}/records"}, sort_keys=True)
     units = [config_file(name=f"Unit {FIGURES_SERVICE}", dest=f"/etc/systemd/system/{FIGURES_SERVICE}",
                          content=render(ROLE_DIR, f"{FIGURES_SERVICE}.j2", header=HEADER,
                                         program=program("monitor_figures").path, args=args)),

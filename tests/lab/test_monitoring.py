@@ -257,3 +257,29 @@ def test_lkpp_reads_prometheus_and_nothing_more(lab, site, watching, tmp_path):
     assert http_from(lab, "outsider", f"{base}/api/v1/query?query=up") == "unreachable"
     print(f"LKPP's read-only access opened (admin API {admin}, lifecycle {lifecycle}), checked and closed again "
           f"in {time.monotonic() - start:.1f}s")
+
+
+def test_the_restore_test_figures_follow_the_workstations_records(lab, site, watching):
+    """`siaga backup restore-test` on the workstation, its records pushed to the DRC's copy when the
+    command ends: the DRC host's figures say whether it passed and, if so, when (SOP BK-4)."""
+    import subprocess
+    import sys
+
+    from drc.workstation.mirror import mirror_hosts
+    from tests.helpers import REPO
+
+    proc = subprocess.run([sys.executable, "-m", "drc.cli", "backup", "restore-test", str(lab.site_file)], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode in (0, 1), proc.stdout[-2000:] + proc.stderr[-2000:]
+    records = load_site(lab.site_file).records_dir or lab.dir / "records"
+    last = json.loads((records / "restore-tests.jsonl").read_text().splitlines()[-1])
+    ok = 1.0 if last["result"] == "success" else 0.0
+    drc_host = mirror_hosts(site)[0]  # where the workstation's copy lives
+
+    def shown():
+        got = values(lab, drc_host, "siaga_restore_test_last_ok")
+        when = values(lab, drc_host, "siaga_restore_test_last_success_timestamp_seconds").get(drc_host)
+        return got.get(drc_host) == ok and (not ok or when == datetime.fromisoformat(last["end"]).timestamp())
+
+    _, took = poll("the DRC's figures to show the restore test just recorded", shown, 60)
+    print(f"restore test {last['result']} (ended {last['end']}): in the DRC's figures after {took:.1f}s")
