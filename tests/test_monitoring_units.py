@@ -84,6 +84,19 @@ def test_restore_tests_from_the_workstations_copy(tmp_path):
     assert figures["siaga_restore_test_last_ok"] == 0 and "siaga_restore_test_last_success_timestamp_seconds" in figures
 
 
+def test_other_roles_figures_are_copied_and_a_vanished_one_removed(tmp_path):
+    private = tmp_path / "integrity"
+    private.mkdir(mode=0o700)
+    (private / "siaga_integrity.prom").write_text("siaga_integrity_unexplained_changes 2\n")
+    out = tmp_path / "textfile"
+    out.mkdir()
+    (out / "siaga_clamav.prom").write_text("siaga_clamav_quarantined_total 1\n")  # copied before; gone now
+    mf.copy_figures([str(private / "siaga_integrity.prom"), str(tmp_path / "clamav" / "siaga_clamav.prom")], str(out))
+    assert (out / "siaga_integrity.prom").read_text() == "siaga_integrity_unexplained_changes 2\n"
+    assert oct((out / "siaga_integrity.prom").stat().st_mode & 0o777) == "0o644"
+    assert not (out / "siaga_clamav.prom").exists()
+
+
 def test_the_textfile_has_help_and_type_once_and_parses_as_numbers():
     text = mf.render([("siaga_backup_last_run_ok", {"set": "db"}, 1), ("siaga_backup_last_run_ok", {"set": "uploads"}, 0),
                       ("siaga_figures_ok", {}, 1)])
@@ -150,7 +163,7 @@ def test_rules_carry_the_site_files_thresholds():
     rules = {r.get("alert") or r.get("record"): r for g in yaml.safe_load(render_rules(site(disk_used_percent=70, down_for_s=6)))["groups"]
              for r in g["rules"]}
     assert {"HostDown", "AppDown", "DiskFull", "MemoryHigh", "ReplicationLag", "BackupMissing", "CertificateExpiry",
-            "OfflineCopyMissing", "ReplicationStopped"} <= set(rules)
+            "OfflineCopyMissing", "ReplicationStopped", "RestoreTestOld", "VirusFound", "IntegrityChanged"} <= set(rules)
     assert rules["DiskFull"]["expr"].endswith("> 70") and rules["HostDown"]["for"] == "6s"
     assert rules["ReplicationLag"]["expr"] == f"siaga:replication_lag_bytes > {1024 * 1024}"  # status.max_lag_bytes
     assert "{{ $labels.host }}" in rules["HostDown"]["annotations"]["summary"]

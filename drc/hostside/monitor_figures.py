@@ -12,7 +12,10 @@ on a DRC host the restore tests from the workstation's records copied there (`re
 workstation's copy, drc/hostside/workstation_mirror.py; read with backup-read's `parse_log`).
 Arguments (JSON): {"out": "/var/lib/prometheus/node-exporter/siaga.prom", "pg_port": 5432,
 "uploads_dir": "/home/file", "uploads_every_s": 900,
-"records": "/var/lib/siaga/workstation-mirror/<site>/records"}. Written atomically (a temporary file
+"records": "/var/lib/siaga/workstation-mirror/<site>/records", "copy": ["/var/lib/siaga/clamav/siaga_clamav.prom"]}.
+The `copy` files (other siaga programs' figures: ClamAV's, AIDE's, written in their own state
+directories, some of them root-only) are copied beside OUT under their own names, so the
+exporter (user prometheus) reads them too. Written atomically (a temporary file
 renamed), so the exporter never serves half a file.
 
 Standard library only (Debian's python3).
@@ -204,11 +207,28 @@ def write_atomically(path, text):
     os.replace(tmp, path)
 
 
+def copy_figures(paths, out_dir):
+    """Other programs' .prom files copied into the textfile directory (a missing one: skipped, its
+    program has not run yet; the copy of a file gone is removed, so no stale figure stays)."""
+    for path in paths:
+        dest = os.path.join(out_dir, os.path.basename(path))
+        try:
+            with open(path) as fh:
+                text = fh.read()
+        except FileNotFoundError:
+            if os.path.exists(dest):
+                os.remove(dest)
+            continue
+        write_atomically(dest, text)
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = json.loads(argv[0]) if argv else {}
     figures = collect(args)
-    write_atomically(args.get("out", OUT), render(figures))
+    out = args.get("out", OUT)
+    write_atomically(out, render(figures))
+    copy_figures(args.get("copy", []), os.path.dirname(out))
     return 0 if all(v for n, _, v in figures if n == "siaga_figures_ok") else 1
 
 

@@ -137,6 +137,17 @@ def defaults_files(site: Site, host_name: str) -> dict[str, tuple[str, dict[str,
     }
 
 
+def other_figures(site: Site) -> list[str]:
+    """The .prom files other roles write in their own state directories (ClamAV's scans, AIDE's
+    check), copied by monitor-figures into the textfile collector's directory (SOP IN-4)."""
+    out = []
+    if site.clamav.enabled:
+        out.append(f"{site.clamav.state_dir}/siaga_clamav.prom")
+    if site.file_integrity.enabled:
+        out.append(f"{site.file_integrity.state_dir}/siaga_integrity.prom")
+    return out
+
+
 class _Ports:
     """The ports as attributes, for the templates."""
 
@@ -183,7 +194,8 @@ def monitoring(site: Site, host_name: str, is_db_source: bool) -> None:
     host_programs.ship("monitoring")
     files.directory(name=f"{TEXTFILE_DIR} (node exporter's textfile collector)", path=TEXTFILE_DIR)
     args = json.dumps({"out": FIGURES_FILE, "pg_port": site.firewall.postgresql_port, "uploads_dir": site.spse_app.uploads_dir,
-                       "uploads_every_s": m.uploads_every_s, "records": f"{MIRROR_ROOT}/{site.site}/records"}, sort_keys=True)
+                       "uploads_every_s": m.uploads_every_s, "records": f"{MIRROR_ROOT}/{site.site}/records",
+                       "copy": other_figures(site)}, sort_keys=True)
     units = [config_file(name=f"Unit {FIGURES_SERVICE}", dest=f"/etc/systemd/system/{FIGURES_SERVICE}",
                          content=render(ROLE_DIR, f"{FIGURES_SERVICE}.j2", header=HEADER,
                                         program=program("monitor_figures").path, args=args)),

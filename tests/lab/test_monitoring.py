@@ -98,11 +98,18 @@ def test_each_site_scrapes_both_and_the_outsider_is_refused(lab, site, watching)
         for port in (PORTS["node"], PORTS["postgres"], PORTS["alertmanager"], PORTS["prometheus"]):
             assert tcp_from(lab, peer, lab.address(h), port) == "open", (peer, h, port)
             assert tcp_from(lab, "outsider", lab.address(h), port, timeout=0.5) != "open", (h, port)
-        # siaga's figures reach Prometheus: a primary and a streaming standby.
-        assert values(lab, h, "siaga_figures_ok") == {p: 1.0 for p in watching}
-    roles = values(lab, active_host(site), "siaga_pg_in_recovery")
-    assert sorted(roles.values()) == [0.0, 1.0], roles
+    # siaga's figures reach Prometheus (polled: a figure is refreshed every figures_interval_s, and
+    # psql may time out once on a loaded machine): both hosts' figures read, one primary, one standby.
+    def figures_in():
+        return all(values(lab, h, "siaga_figures_ok") == {p: 1.0 for p in watching} for h in watching) and \
+            sorted(values(lab, active_host(site), "siaga_pg_in_recovery").values()) == [0.0, 1.0]
+
+    poll("siaga's figures from both hosts, a primary and a standby", figures_in, 30)
     assert values(lab, active_host(site), "siaga:replication_lag_bytes >= 0"), "replication lag not computed"
+    # AIDE's figures, written root-only by roles/file_integrity, copied for the exporter (IN-4).
+    if site.file_integrity.enabled:
+        for h in watching:
+            assert set(values(lab, h, "siaga_integrity_unexplained_changes")) == watching
 
 
 def test_app_down_is_mailed_and_posted_then_resolved(lab, site, watching):
