@@ -2,8 +2,8 @@
 
 Everything a host of the groups primary and drc needs, from the validated site file named in the
 host data (siaga_site_file): remote access first (deploys/remote_access.py), then the data tier
-(deploys/data_tier.py), then the security services around the application (deploys/security.py).
-Idempotent: a second run changes nothing.
+(deploys/data_tier.py), then the security services around the application (deploys/security.py), then
+monitoring (deploys/monitoring.py). Idempotent: a second run changes nothing.
 """
 
 from pyinfra import local
@@ -12,3 +12,4 @@ from pyinfra import local
 local.include("./remote_access.py")
 local.include("./data_tier.py")
 local.include("./security.py")
+local.include("./monitoring.py")

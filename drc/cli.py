@@ -13,7 +13,8 @@ from drc.site import SiteError
 # Each command's module defines register(subparsers) and sets func(args, console) on its parser.
 COMMAND_MODULES: tuple[str, ...] = ("drc.lab.command", "drc.site.check", "drc.hosts.command", "drc.status.command",
                                      "drc.backup.command", "drc.secrets.command", "drc.runbooks.command", "drc.runbooks.fence_command",
-                                     "drc.probe.command", "drc.workstation.command", "drc.logbook.command")
+                                     "drc.probe.command", "drc.workstation.command", "drc.logbook.command",
+                                     "drc.capacity.command")
 
 console = Console()
 err_console = Console(stderr=True)

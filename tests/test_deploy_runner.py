@@ -148,7 +148,7 @@ def test_siaga_deploy_refuses_a_bad_site_or_limit(tmp_path, capsys):
 
 
 def test_deploys_are_found_by_name_and_as_deploys_paths():
-    assert {resolve_deploy(name).name for name in DEPLOYS} == {"site.py", "remote_access.py", "data_tier.py", "security.py"}
+    assert {resolve_deploy(name).name for name in DEPLOYS} == {"site.py", "remote_access.py", "data_tier.py", "security.py", "monitoring.py"}
     assert resolve_deploy("deploys/data_tier.py") == deploys_dir() / "data_tier.py"
     # The site deploy includes its parts next to itself, not relative to the current directory.
     assert 'local.include("./remote_access.py")' in (deploys_dir() / "site.py").read_text()
@@ -182,7 +182,7 @@ def test_the_package_ships_the_deploys_and_every_file_the_roles_use():
 
     files = [p for root in ("drc", "roles", "deploys") for p in (REPO / root).rglob("*")
              if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"]
-    assert {"site.py", "remote_access.py", "data_tier.py", "security.py"} <= {p.name for p in files if p.parent.name == "deploys"}
+    assert {"site.py", "remote_access.py", "data_tier.py", "security.py", "monitoring.py"} <= {p.name for p in files if p.parent.name == "deploys"}
     assert [str(p.relative_to(REPO)) for p in files if not shipped(p)] == []
 
 

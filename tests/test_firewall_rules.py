@@ -24,6 +24,8 @@ def make_site(**over) -> Site:
             "drc": {"networks": ["10.77.2.0/24"], "hosts": ["drc1"]},
         },
         "hosts": {"app1": {"address": "10.77.1.10"}, "app2": {"address": "10.77.1.11"}, "drc1": {"address": "10.77.2.10"}},
+        # The monitoring ports have tests of their own (test_monitoring_ports_*).
+        "monitoring": {"enabled": False},
     }
     data.update(over)
     return parse_site(data, Path("test.yaml"))
@@ -98,3 +100,16 @@ def test_extra_allow_is_added_on_every_host():
 def test_unknown_host_is_an_error():
     with pytest.raises(KeyError, match="ghost"):
         inbound_rules(make_site(), "ghost")
+
+
+def test_monitoring_ports_open_to_the_peer_site_admins_and_lkpp_only():
+    """roles/monitoring: exporters and Alertmanager to the peer site's Prometheus and the admins, the
+    cluster port to the peer only, Prometheus (read-only API) also to LKPP's networks (SOP IN-3)."""
+    site = make_site(monitoring={"lkpp_sources": ["203.0.113.0/28"]})
+    rules = [r for r in inbound_rules(site, "drc1") if r.port >= 9090]
+    got = {(r.port, r.proto): r.sources for r in rules}
+    peers, admin = ("10.77.1.10/32", "10.77.1.11/32"), ("10.77.0.1/32",)
+    assert got == {(9100, "tcp"): peers + admin, (9187, "tcp"): peers + admin, (9093, "tcp"): peers + admin,
+                   (9094, "tcp"): peers, (9094, "udp"): peers, (9090, "tcp"): peers + admin + ("203.0.113.0/28",)}
+    assert not any(r.anywhere for r in rules)
+    assert not [r for r in inbound_rules(make_site(monitoring={"enabled": False}), "drc1") if r.port >= 9090]

@@ -12,7 +12,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 THIRD_PARTY_REMOTE = ("pyinfra", "pyinfra_cli", "fabric", "paramiko", "invoke", "gevent")
-COMMANDS = ("drc.cli", "drc.status", "drc.backup", "drc.runbooks", "drc.lab", "drc.secrets", "drc.probe", "drc.logbook")
+COMMANDS = ("drc.cli", "drc.status", "drc.backup", "drc.runbooks", "drc.lab", "drc.secrets", "drc.probe", "drc.logbook", "drc.capacity")
 ROLE_DEPLOY_CODE = tuple(f"roles.{r.name}.{part}" for r in (REPO / "roles").iterdir() if (r / "defaults.py").exists()
                          for part in ("deploy", "operations", "facts"))
 
@@ -36,6 +36,8 @@ RULES: list[tuple[tuple[str, ...], tuple[str, ...], str]] = [
      "the probe runs outside both sites (the outsider's network), with no SSH key"),
     (("drc.logbook",), ("drc.cli", "drc.status", "drc.backup", "drc.runbooks", "drc.lab", "drc.secrets", "drc.probe"),
      "the logbook is a command beside the others"),
+    (("drc.capacity",), THIRD_PARTY_REMOTE + ("drc.cli", "drc.status", "drc.backup", "drc.runbooks", "drc.lab", "drc.secrets", "drc.logbook", "drc.hosts"),
+     "the capacity report reads Prometheus's HTTP API (no SSH); a command beside the others"),
     (("roles", "deploys"), COMMANDS + ("drc.records",), "roles and deploys converge hosts; they never call a command"),
 ]
 # Who may import the lab at all.

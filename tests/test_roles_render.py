@@ -128,7 +128,7 @@ def test_nft_accepts_the_ruleset(netns, host):
 
 @needs_netns
 def test_primary_active_opens_web_ssh_from_allowlist_postgresql_from_drc(netns):
-    rules = accepts(input_rules(netns, render_ruleset(make_site(), "primary")[0]))
+    rules = accepts(input_rules(netns, render_ruleset(make_site(monitoring={"enabled": False}), "primary")[0]))
     # SSH from the allowlist, and from the DRC for pgBackRest (key forced, roles/backup).
     assert rules[22] == [["10.213.0.0/24"], ["10.213.2.10/32"]]
     assert rules[80] == ["anywhere"] and rules[443] == ["anywhere"]
@@ -138,7 +138,7 @@ def test_primary_active_opens_web_ssh_from_allowlist_postgresql_from_drc(netns):
 
 @needs_netns
 def test_drc_standby_has_no_web_and_postgresql_only_from_primary(netns):
-    rules = accepts(input_rules(netns, render_ruleset(make_site(), "drc")[0]))
+    rules = accepts(input_rules(netns, render_ruleset(make_site(monitoring={"enabled": False}), "drc")[0]))
     assert set(rules) == {22, 5432}
     # SSH from the allowlist, and from primary for the uploads sync (rrsync only, roles/uploads_sync)
     # and backups (keys forced, roles/backup): one rule, the same source.

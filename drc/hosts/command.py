@@ -1,4 +1,4 @@
-"""`siaga deploy SITE [--dry] [--diff] [--only remote-access|data-tier|security] [--limit HOST]`: converge a
+"""`siaga deploy SITE [--dry] [--diff] [--only remote-access|data-tier|security|monitoring] [--limit HOST]`: converge a
 site's hosts with siaga's pyinfra deploys, from a source checkout or an installed siaga alike.
 
 Plain pyinfra underneath (drc.hosts.run_deploy: pyinfra's API in a child process); the inventory is

@@ -26,7 +26,7 @@ import drc
 REPO = Path(drc.__file__).resolve().parent.parent
 
 # `siaga deploy --only NAME` and run_deploy("NAME"): the deploy entry files shipped with siaga.
-DEPLOYS = {"site": "site.py", "remote-access": "remote_access.py", "data-tier": "data_tier.py", "security": "security.py"}
+DEPLOYS = {"site": "site.py", "remote-access": "remote_access.py", "data-tier": "data_tier.py", "security": "security.py", "monitoring": "monitoring.py"}
 
 CHANGE_STATES = ("changed", "will change")  # "will change if" only fires after another change
 KNOWN_STATES = ("changed", "no change", "error", "error (ignored)", "not run", "will change", "will change if")

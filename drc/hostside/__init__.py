@@ -59,6 +59,7 @@ PROGRAMS: dict[str, HostProgram] = {p.module: p for p in (
     HostProgram("logbook_read", "logbook", "siaga logbook collect: SSH sessions and failed attempts, from the journal"),
     HostProgram("upload_scan", "clamav", "siaga-upload-scan: new and all uploads scanned by clamd, what it finds quarantined"),
     HostProgram("integrity_check", "file_integrity", "siaga-integrity-check: AIDE's check, siaga's deploys and Debian's updates told from tampering"),
+    HostProgram("monitor_figures", "monitoring", "siaga-monitor-figures.timer: siaga's figures (backup age, WAL positions) for Prometheus"),
     HostProgram("secrets_host", "backup", "siaga secrets: restore from an offline copy with the escrow, rotations (secrets on stdin)"),
 )}
 

@@ -43,7 +43,8 @@ PUBLIC_FILES = ("connection.known_hosts_file", "backup.pgbackrest_apt.key_file",
                 "spse_app.tls_chain_source", "traffic.ca_file")
 # Settings naming a secret file: never copied. The value is where a restore can read it again (a
 # setting naming the file on the hosts), or None (the admin brings it: not on any site host).
-SECRET_FILES = {"spse_app.tls_key_source": "spse_app.tls_key_file", "traffic.dns_update.key_file": None}
+SECRET_FILES = {"spse_app.tls_key_source": "spse_app.tls_key_file", "traffic.dns_update.key_file": None,
+                "monitoring.mail.auth_password_file": None}
 ADMIN_KEY = "connection.key_file"  # the admin's own key: each admin has theirs
 SECRET_DIRS = ("replication.secrets_dir", "backup.secrets_dir", "uploads_sync.secrets_dir")
 

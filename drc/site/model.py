@@ -47,6 +47,7 @@ from roles.file_integrity.defaults import FileIntegritySettings
 from roles.firewall.defaults import FirewallSettings
 from roles.logbook.defaults import LogbookSettings
 from roles.modsecurity.defaults import ModsecuritySettings
+from roles.monitoring.defaults import MonitoringSettings, check_password_file
 from roles.postgresql.defaults import PostgresqlSettings
 from roles.replication.defaults import ReplicationSettings
 from roles.spse_app.defaults import SpseAppSettings
@@ -239,6 +240,8 @@ class Site(Strict):
     modsecurity: ModsecuritySettings = Field(default_factory=ModsecuritySettings)
     clamav: ClamavSettings = Field(default_factory=ClamavSettings)
     file_integrity: FileIntegritySettings = Field(default_factory=FileIntegritySettings)
+    # Prometheus, Alertmanager, exporters and alerts on every server (roles/monitoring; SOP IN-3, IN-4).
+    monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
     # SOP EM-5: what `siaga status` checks, with its criticality. Unset: default_components().
     components: list[Component] = Field(default_factory=list)
     status: StatusThresholds = Field(default_factory=StatusThresholds)
@@ -265,6 +268,7 @@ class Site(Strict):
         if "components" not in self.model_fields_set:
             self.components = default_components(self)
         _check_components(self)
+        _check_monitoring(self)
         if self.traffic:
             check_against_sites(self.traffic, list(self.sites))
         return self
@@ -443,6 +447,13 @@ def _check_allowlist(s: Site) -> None:
         if e.label and labels.setdefault(e.label, i) != i:
             raise SiteRuleError(f"ssh_allowlist[{i}].label", f"label '{e.label}' is also the label of ssh_allowlist[{labels[e.label]}]",
                                 "give each network its own label (the logbook names the network a session came from by it)")
+
+
+def _check_monitoring(s: Site) -> None:
+    problem = check_password_file(s.monitoring.mail)
+    if problem:
+        problem, _, fix = problem.partition(": ")
+        raise SiteRuleError("monitoring.mail.auth_password_file", problem, fix)
 
 
 def _check_components(s: Site) -> None:

@@ -11,6 +11,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from roles.monitoring.defaults import PORTS
 from roles.uploads_sync.topology import sync_sources
 
 if TYPE_CHECKING:
@@ -59,10 +60,31 @@ def inbound_rules(site: Site, host_name: str) -> list[InboundRule]:
     # Replication and database access only from the other site's hosts.
     peers = tuple(str(ipaddress.ip_network(a)) for a in site.peer_addresses(host_name))
     rules.append(InboundRule(site.firewall.postgresql_port, "tcp", peers, "postgresql from the peer site (SOP IN-2)"))
+    if site.monitoring.enabled:
+        rules += monitoring_rules(site, host_name, peers)
     for i, extra in enumerate(site.firewall.extra_allow):
         rules.append(InboundRule(extra.port, extra.proto, tuple(str(n) for n in extra.sources),
                                  extra.comment or f"firewall.extra_allow[{i}]"))
     return rules
+
+
+def monitoring_rules(site: Site, host_name: str, peers: tuple[str, ...]) -> list[InboundRule]:
+    """roles/monitoring: each site's Prometheus scrapes both sites and sends to both Alertmanagers
+    (a cluster), so the exporters and Alertmanager open to the peer site; the admin workstations
+    see everything; each Prometheus watches the other; LKPP's networks get Prometheus only, whose API
+    is read-only (SOP IN-3, IN-4)."""
+    m, admins = site.monitoring, tuple(str(n) for n in site.admin_workstations)
+    lkpp = tuple(str(n) for n in m.lkpp_sources)
+    both = tuple(dict.fromkeys(peers + admins))
+    return [
+        InboundRule(PORTS["node"], "tcp", both, "node exporter to the peer site's Prometheus and the admins (SOP IN-3)"),
+        InboundRule(PORTS["postgres"], "tcp", both, "postgres exporter to the peer site's Prometheus and the admins (SOP IN-4)"),
+        InboundRule(PORTS["alertmanager"], "tcp", both, "Alertmanager: alerts from the peer site's Prometheus, the admins (SOP IN-3)"),
+        InboundRule(PORTS["alertmanager_cluster"], "tcp", peers, "Alertmanager cluster with the peer site (one mail per alert)"),
+        InboundRule(PORTS["alertmanager_cluster"], "udp", peers, "Alertmanager cluster with the peer site (one mail per alert)"),
+        InboundRule(PORTS["prometheus"], "tcp", tuple(dict.fromkeys(both + lkpp)),
+                    "Prometheus (read-only API) to the peer site, the admins and LKPP's monitoring (SOP IN-3)"),
+    ]
 
 
 def backup_sources(site: Site, host_name: str) -> tuple[str, ...]:

@@ -15,6 +15,7 @@ from pyinfra.api import deploy
 from pyinfra.facts.deb import DebPackages
 from pyinfra.operations import apt, systemd
 
+from roles.monitoring.defaults import PG_ROLE
 from roles.templating import render
 
 from . import operations as pg
@@ -42,9 +43,9 @@ def render_conf(s: PostgresqlSettings, address: str, port: int) -> str:
     return render(ROLE_DIR, "siaga.conf.j2", header=HEADER, s=s, address=address, port=port)
 
 
-def render_hba(s: PostgresqlSettings, replication_user: str | None, peers: list[str]) -> str:
+def render_hba(s: PostgresqlSettings, replication_user: str | None, peers: list[str], monitoring_user: str | None = None) -> str:
     return render(ROLE_DIR, "pg_hba.conf.j2", header=HEADER, databases=[s.database, *s.extra_databases],
-                  owner=s.owner, replication_user=replication_user, peers=[f"{p}/32" if ":" not in p else f"{p}/128" for p in peers])
+                  owner=s.owner, replication_user=replication_user, monitoring_user=monitoring_user, peers=[f"{p}/32" if ":" not in p else f"{p}/128" for p in peers])
 
 
 def render_ident(s: PostgresqlSettings, app_os_users: list[str]) -> str:
@@ -61,7 +62,8 @@ def cluster_files(site: Site, host_name: str, s: PostgresqlSettings, replication
                                       render_conf(s, str(site.hosts[host_name].address), site.firewall.postgresql_port)),
         f"{cdir}/pg_ident.conf": (f"{cdir}/pg_ident.conf", render_ident(s, app_os_users)),
         f"{cdir}/pg_hba.conf": (f"{cdir}/pg_hba.conf: replication from the peer site only",
-                                render_hba(s, replication_user, site.peer_addresses(host_name))),
+                                render_hba(s, replication_user, site.peer_addresses(host_name),
+                                           PG_ROLE if site.monitoring.enabled else None)),
     }
 
 

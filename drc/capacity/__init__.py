@@ -1,0 +1,1 @@
+"""`siaga report capacity`: the daily capacity report from the sites' Prometheus (SOP IN-3)."""
