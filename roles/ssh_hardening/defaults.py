@@ -32,8 +32,9 @@ class SshHardeningSettings(BaseModel):
     sftp_enabled: bool = True
     # VERBOSE logs the key fingerprint of each login: who did what is traceable (SOP RA-5).
     log_level: str = "VERBOSE"
-    # Algorithm lists after ssh-audit/devsec: no SHA-1, no NIST curves, no CBC. Each list keeps at
-    # least one entry that paramiko 4 (pyinfra, Fabric) supports, so siaga can still connect.
+    # Algorithm lists after ssh-audit/devsec: no SHA-1, no NIST curves, no CBC, encrypt-then-MAC only
+    # (ssh-audit warns on encrypt-and-MAC). Each list keeps at least one entry that paramiko 4
+    # (pyinfra, Fabric) supports, so siaga can still connect: its etm MACs and AES-GCM.
     kex_algorithms: list[str] = Field(default_factory=lambda: [
         "sntrup761x25519-sha512@openssh.com",
         "curve25519-sha256",
@@ -54,8 +55,6 @@ class SshHardeningSettings(BaseModel):
         "hmac-sha2-512-etm@openssh.com",
         "hmac-sha2-256-etm@openssh.com",
         "umac-128-etm@openssh.com",
-        "hmac-sha2-512",
-        "hmac-sha2-256",
     ])
     # Only ed25519 and RSA host keys are offered (HostKey lines for those two files only).
     host_key_algorithms: list[str] = Field(default_factory=lambda: [

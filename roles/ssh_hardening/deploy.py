@@ -54,7 +54,15 @@ def sshd_config_context(site: Site, host_key_dir: str = HOST_KEY_DIR) -> dict:
         "banner_file": BANNER_FILE,
         "host_key_dir": host_key_dir,
         "penalty_exempt": penalty_exempt(site),
+        "ports": listen_ports(site),
     }
+
+
+def listen_ports(site: Site) -> list[int]:
+    """`ssh_hardening.port`, and `connection.port` while the two differ: sshd moves to a new port in
+    two deploys (the firewall opens both meanwhile), so the port siaga connects on never goes dark
+    under it. The first deploy's confirmation session still uses `connection.port` (SOP RA-2)."""
+    return list(dict.fromkeys([site.ssh_hardening.port, site.connection.port]))
 
 
 def penalty_exempt(site: Site) -> list[str]:
@@ -93,6 +101,8 @@ def ssh_hardening(site: Site) -> None:
     if s.banner:
         config_file(name=f"Login banner {BANNER_FILE}", dest=BANNER_FILE, content=render_banner(s))
 
-    # SOP RA-3, RA-4: tested with sshd -t before it replaces the live config.
-    sshd.sshd_config(name="sshd_config tested and installed, sshd reloaded", content=render_sshd_config(site))
+    # SOP RA-3, RA-4: tested with sshd -t before it replaces the live config, then confirmed by a new
+    # admin SSH session or put back by the host itself (the firewall's window, roles/admin_confirm.py).
+    sshd.sshd_config(name=f"sshd_config tested and installed, sshd reloaded (rollback after {site.firewall.rollback_seconds}s unless confirmed)",
+                     content=render_sshd_config(site), rollback_seconds=site.firewall.rollback_seconds)
 
