@@ -42,6 +42,7 @@ from roles.base.defaults import (
     windows_overlap,
 )
 from roles.clamav.defaults import ClamavSettings
+from roles.fail2ban.defaults import Fail2banSettings
 from roles.fencing.defaults import FencingSettings
 from roles.file_integrity.defaults import FileIntegritySettings
 from roles.firewall.defaults import FirewallSettings
@@ -226,6 +227,8 @@ class Site(Strict):
     base: BaseSettings = Field(default_factory=BaseSettings)
     ssh_hardening: SshHardeningSettings = Field(default_factory=SshHardeningSettings)
     firewall: FirewallSettings = Field(default_factory=FirewallSettings)
+    # Bans sources that keep failing to log in (sshd, Apache auth); never the site's own (roles/fail2ban).
+    fail2ban: Fail2banSettings = Field(default_factory=Fail2banSettings)
     postgresql: PostgresqlSettings = Field(default_factory=PostgresqlSettings)
     spse_app: SpseAppSettings = Field(default_factory=SpseAppSettings)
     replication: ReplicationSettings = Field(default_factory=ReplicationSettings)

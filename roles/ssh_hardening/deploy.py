@@ -65,18 +65,24 @@ def listen_ports(site: Site) -> list[int]:
     return list(dict.fromkeys([site.ssh_hardening.port, site.connection.port]))
 
 
+def never_penalised(site: Site) -> list[str]:
+    """The site's own hosts and the admin workstations: sshd's per-source penalties never apply to
+    them, and fail2ban (roles/fail2ban) never bans them. Never lock the operator out (SOP RA-2)."""
+    nets = [f"{h.address}/{32 if h.address.version == 4 else 128}" for h in site.hosts.values()]
+    return sorted({*nets, *(str(n) for n in site.admin_workstations)})
+
+
 def penalty_exempt(site: Site) -> list[str]:
-    """Where sshd's per-source penalties (OpenSSH >= 9.8) must not apply: the site's own hosts and
-    the admin workstations. A peer's failed login (a stale lsyncd on the old side after a switch-over,
-    a key rotation's proof that the old key is refused) would otherwise shut that peer out for up to
-    ten minutes, and with it the backups, the uploads sync and the next switch-over's final sync.
+    """Where sshd's per-source penalties (OpenSSH >= 9.8) must not apply: `never_penalised`. A peer's
+    failed login (a stale lsyncd on the old side after a switch-over, a key rotation's proof that the
+    old key is refused) would otherwise shut that peer out for up to ten minutes, and with it the
+    backups, the uploads sync and the next switch-over's final sync.
     Empty on an older OpenSSH, which does not know the option (sshd -t would refuse it)."""
     from drc.site.platform import PER_SOURCE_PENALTIES_FROM, version_tuple
 
     if version_tuple(site.os.openssh) < PER_SOURCE_PENALTIES_FROM:
         return []
-    nets = [f"{h.address}/{32 if h.address.version == 4 else 128}" for h in site.hosts.values()]
-    return sorted({*nets, *(str(n) for n in site.admin_workstations)})
+    return never_penalised(site)
 
 
 def render_sshd_config(site: Site, host_key_dir: str = HOST_KEY_DIR) -> str:
