@@ -118,3 +118,61 @@ def test_a_cbc_suite_in_the_site_file_is_refused_with_key_and_fix(tmp_path):
         load_site(path)
     msg = str(exc.value)
     assert "key 'spse_app.tls_ciphers" in msg and "ECDHE-RSA-AES128-SHA" in msg and "Fix: " in msg
+
+
+def test_sysctl_boot_file_has_the_set_and_the_site_file_adjusts_it():
+    from roles.os_hardening.deploy import render_sysctl, sysctl_settings
+    from roles.os_hardening.sysctl import SYSCTL
+
+    lines = [ln for ln in render_sysctl(make_site()).splitlines() if ln and not ln.startswith("#")]
+    assert {ln.lstrip("-").split(" = ")[0]: ln.split(" = ")[1] for ln in lines} == SYSCTL
+    assert all(ln.startswith("-") for ln in lines), "a key a kernel lacks must not fail systemd-sysctl"
+    site = make_site(os_hardening={"sysctl_skip": ["net.ipv4.ip_forward"], "sysctl_extra": {"kernel.sysrq": "176"}})
+    wanted = sysctl_settings(site)
+    assert "net.ipv4.ip_forward" not in wanted and wanted["kernel.sysrq"] == "176"
+
+
+def test_sysctl_set_spares_what_would_cut_the_admin_or_replication():
+    from roles.os_hardening.sysctl import SYSCTL
+
+    assert not {k for k in SYSCTL if "accept_ra" in k or "tcp_timestamps" in k or "modules_disabled" in k or "kexec" in k}
+
+
+@pytest.mark.parametrize("over,key", [
+    ({"sysctl_skip": ["net ipv4"]}, "os_hardening.sysctl_skip"),
+    ({"sysctl_extra": {"kernel.sysrq": "1; reboot"}}, "os_hardening.sysctl_extra"),
+])
+def test_bad_sysctl_settings_are_refused_with_key_and_fix(tmp_path, over, key):
+    import yaml
+
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump(lab_like(os_hardening=over)))
+    with pytest.raises(SiteError) as exc:
+        load_site(path)
+    assert f"key '{key}" in str(exc.value) and "Fix: " in str(exc.value)
+
+
+def test_audit_rules_watch_privileged_commands_and_identity_files():
+    from roles.os_hardening.deploy import SIAGA_PATHS, render_audit_rules
+
+    rules = [ln for ln in render_audit_rules().splitlines() if ln and not ln.startswith("#")]
+    assert "-a always,exit -F arch=b64 -S execve -C uid!=euid -F euid=0 -k privileged" in rules
+    for path in ("/etc/sudoers", "/etc/sudoers.d/", "/etc/passwd", "/etc/shadow", "/etc/group", "/etc/ssh/", *SIAGA_PATHS):
+        assert any(r.startswith(f"-w {path} -p wa") for r in rules), path
+    assert "-w /usr/bin/sudo -p x -k sudo" in rules
+
+
+def test_fail2ban_never_bans_the_sites_own_hosts_or_workstations():
+    from roles.fail2ban.deploy import JAIL_FILE, config_files
+    from roles.ssh_hardening.deploy import never_penalised
+
+    site = make_site(fail2ban={"extra_ignore": ["192.0.2.0/24"]})
+    jail = config_files(site)[JAIL_FILE]
+    ignore = next(ln for ln in jail.splitlines() if ln.startswith("ignoreip = ")).split()[2:]
+    assert set(ignore) == {"127.0.0.1/8", "::1", "192.0.2.0/24", *never_penalised(site)}
+    assert {"10.213.0.1/32", "10.213.1.10/32", "10.213.2.10/32"} <= set(ignore)
+    assert "banaction = nftables[type=multiport]" in jail
+    sshd = jail.split("[sshd]")[1].split("[apache-auth]")[0]
+    assert "backend = systemd" in sshd and "port = 22" in sshd
+    moving = config_files(make_site(ssh_hardening={"port": 2222}))[JAIL_FILE]
+    assert "port = 2222,22" in moving
