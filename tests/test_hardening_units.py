@@ -176,3 +176,12 @@ def test_fail2ban_never_bans_the_sites_own_hosts_or_workstations():
     assert "backend = systemd" in sshd and "port = 22" in sshd
     moving = config_files(make_site(ssh_hardening={"port": 2222}))[JAIL_FILE]
     assert "port = 2222,22" in moving
+
+
+def test_unused_modules_are_never_loaded_but_portable_media_are():
+    from roles.os_hardening.deploy import render_modprobe
+
+    text = render_modprobe()
+    for module in ("dccp", "sctp", "rds", "tipc", "cramfs", "firewire-core"):
+        assert f"install {module} /bin/false" in text and f"blacklist {module}" in text
+    assert "usb-storage" not in text and "udf" not in text  # BK-9: offline copies on portable media

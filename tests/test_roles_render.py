@@ -214,7 +214,7 @@ def test_sshd_config_renders_every_setting():
     opts = sshd_options(render_sshd_config(make_site(ssh_hardening={"extra_allow_groups": ["backup"]})))
     expected = {
         "Port": "22", "PermitRootLogin": "no", "PasswordAuthentication": "no", "MaxAuthTries": "2",
-        "LoginGraceTime": "30s", "ClientAliveInterval": "300", "ClientAliveCountMax": "3",
+        "LoginGraceTime": "30s", "ClientAliveInterval": "300", "ClientAliveCountMax": "2",
         "MaxSessions": "10", "MaxStartups": "10:30:60", "AllowTcpForwarding": "no",
         "AllowAgentForwarding": "no", "X11Forwarding": "no", "PermitTunnel": "no", "LogLevel": "VERBOSE",
         "KexAlgorithms": ",".join(s.kex_algorithms), "Ciphers": ",".join(s.ciphers), "MACs": ",".join(s.macs),

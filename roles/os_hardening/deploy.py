@@ -21,7 +21,7 @@ from roles.templating import MANAGED_HEADER, render
 
 from .facts import AuditAvailable
 from .operations import sysctl_applied
-from .sysctl import SYSCTL
+from .sysctl import SYSCTL, UNUSED_MODULES
 
 if TYPE_CHECKING:  # drc.site imports the roles' defaults
     from drc.site import Site
@@ -33,6 +33,7 @@ AUDIT_RULES = "/etc/audit/rules.d/60-siaga.rules"
 # What auditd watches of siaga's own (made here so the watch exists on a new host before the data tier).
 SIAGA_PATHS = ("/etc/siaga", "/usr/local/lib/siaga")
 ISSUE_FILE = "/etc/issue"
+MODPROBE_FILE = "/etc/modprobe.d/siaga-hardening.conf"
 
 
 def sysctl_settings(site: Site) -> dict[str, str]:
@@ -46,6 +47,10 @@ def render_sysctl(site: Site) -> str:
     return render(ROLE_DIR, "sysctl.conf.j2", header=HEADER, settings=sysctl_settings(site))
 
 
+def render_modprobe() -> str:
+    return render(ROLE_DIR, "modprobe.conf.j2", header=HEADER, modules=UNUSED_MODULES)
+
+
 def render_audit_rules() -> str:
     return render(ROLE_DIR, "audit.rules.j2", header=HEADER, siaga_paths=SIAGA_PATHS)
 
@@ -57,6 +62,8 @@ def os_hardening(site: Site) -> None:
     # At boot (systemd-sysctl), and now where this host may write them (a container may not).
     config_file(name=f"Kernel settings at boot {SYSCTL_FILE}", dest=SYSCTL_FILE, content=render_sysctl(site))
     sysctl_applied(name="Kernel settings applied now (where this host may write them)", settings=settings)
+
+    config_file(name=f"Unused kernel modules never loaded {MODPROBE_FILE}", dest=MODPROBE_FILE, content=render_modprobe())
 
     # The console's login banner, the same notice as SSH's (ssh_hardening.banner).
     if site.ssh_hardening.banner:

@@ -16,9 +16,9 @@ class SshHardeningSettings(BaseModel):
     max_auth_tries: int = Field(2, ge=1, le=10)
     # Unauthenticated connections are dropped quickly.
     login_grace_time: str = "30s"
-    # Dead sessions are closed after interval x count seconds.
+    # Dead sessions are closed after interval x count seconds (devsec: 2).
     client_alive_interval: int = Field(300, ge=0)
-    client_alive_count_max: int = Field(3, ge=0)
+    client_alive_count_max: int = Field(2, ge=0)
     # Sessions multiplexed over one connection (devsec default 10).
     max_sessions: int = Field(10, ge=1)
     # Unauthenticated connections: start dropping 30% at 10, refuse all at 60 (slows floods).
@@ -70,8 +70,9 @@ class SshHardeningSettings(BaseModel):
     # Shown before login (legal notice).
     banner: str = (
         "Sistem milik LPSE. Akses hanya untuk petugas yang berwenang; "
-        "seluruh aktivitas dicatat.\n"
-        "Authorised LPSE staff only; all activity is logged.\n"
+        "seluruh aktivitas dipantau dan dicatat. Akses tanpa hak dilarang.\n"
+        "This system is the property of LPSE. Access is restricted to authorised staff; "
+        "all activity is monitored and logged. Unauthorised access is prohibited.\n"
     )
     # Extra sshd_config lines (key: value) for controls not modelled above.
     extra_settings: dict[str, str] = Field(default_factory=dict)
