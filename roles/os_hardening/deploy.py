@@ -81,9 +81,9 @@ def os_hardening(site: Site) -> None:
         # augenrules merges rules.d into audit.rules and loads it; a bad rule fails the deploy here.
         server.shell(name="auditd rules loaded (augenrules --load)", commands=["augenrules --load"], _if=rules.did_change)
     else:
-        host.log_styled("auditd installed and configured, not running: this host's kernel refuses audit from here "
-                        "(a systemd-nspawn container: audit is one per machine, nspawn's seccomp filter blocks its socket)",
-                        fg="yellow")
+        host.log_styled("auditd installed and configured, not running: this host's kernel takes no audit rules from it "
+                        "(a container: audit is one per machine, systemd-nspawn's seccomp filter refuses its socket; "
+                        "or the kernel was booted with audit=0)", fg="yellow")
 
 
 def _io(text: str):
