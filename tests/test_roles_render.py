@@ -214,7 +214,7 @@ def test_sshd_config_renders_every_setting():
     opts = sshd_options(render_sshd_config(make_site(ssh_hardening={"extra_allow_groups": ["backup"]})))
     expected = {
         "Port": "22", "PermitRootLogin": "no", "PasswordAuthentication": "no", "MaxAuthTries": "2",
-        "LoginGraceTime": "30s", "ClientAliveInterval": "300", "ClientAliveCountMax": "3",
+        "LoginGraceTime": "30s", "ClientAliveInterval": "300", "ClientAliveCountMax": "2",
         "MaxSessions": "10", "MaxStartups": "10:30:60", "AllowTcpForwarding": "no",
         "AllowAgentForwarding": "no", "X11Forwarding": "no", "PermitTunnel": "no", "LogLevel": "VERBOSE",
         "KexAlgorithms": ",".join(s.kex_algorithms), "Ciphers": ",".join(s.ciphers), "MACs": ",".join(s.macs),
@@ -234,7 +234,8 @@ def test_sshd_config_options_follow_settings():
         "port": 2222, "password_authentication": True, "sftp_enabled": False, "banner": "",
         "allow_tcp_forwarding": True, "extra_settings": {"Ciphers": "aes256-ctr"},
     })))
-    assert opts["Port"] == ["2222"] and opts["PasswordAuthentication"] == ["yes"]
+    # connection.port (22) stays while sshd moves to 2222 (roles/ssh_hardening listen_ports).
+    assert opts["Port"] == ["2222", "22"] and opts["PasswordAuthentication"] == ["yes"]
     assert opts["AuthenticationMethods"] == ["any"] and opts["AllowTcpForwarding"] == ["yes"]
     assert "Subsystem" not in opts and opts["Banner"] == ["none"]
     # sshd keeps the first value: extra_settings come first so that they win.

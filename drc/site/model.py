@@ -42,12 +42,14 @@ from roles.base.defaults import (
     windows_overlap,
 )
 from roles.clamav.defaults import ClamavSettings
+from roles.fail2ban.defaults import Fail2banSettings
 from roles.fencing.defaults import FencingSettings
 from roles.file_integrity.defaults import FileIntegritySettings
 from roles.firewall.defaults import FirewallSettings
 from roles.logbook.defaults import LogbookSettings
 from roles.modsecurity.defaults import ModsecuritySettings
 from roles.monitoring.defaults import MonitoringSettings, check_password_file
+from roles.os_hardening.defaults import OsHardeningSettings
 from roles.postgresql.defaults import PostgresqlSettings
 from roles.replication.defaults import ReplicationSettings
 from roles.spse_app.defaults import SpseAppSettings
@@ -227,6 +229,10 @@ class Site(Strict):
     base: BaseSettings = Field(default_factory=BaseSettings)
     ssh_hardening: SshHardeningSettings = Field(default_factory=SshHardeningSettings)
     firewall: FirewallSettings = Field(default_factory=FirewallSettings)
+    # Bans sources that keep failing to log in (sshd, Apache auth); never the site's own (roles/fail2ban).
+    fail2ban: Fail2banSettings = Field(default_factory=Fail2banSettings)
+    # Kernel settings, auditd rules, console banner (roles/os_hardening).
+    os_hardening: OsHardeningSettings = Field(default_factory=OsHardeningSettings)
     postgresql: PostgresqlSettings = Field(default_factory=PostgresqlSettings)
     spse_app: SpseAppSettings = Field(default_factory=SpseAppSettings)
     replication: ReplicationSettings = Field(default_factory=ReplicationSettings)

@@ -22,8 +22,9 @@ class AllowRule(BaseModel):
 class FirewallSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    # If a new ruleset stops the admin from opening a new SSH session, the old one is restored
-    # by a timer on the host after this many seconds (never lock the operator out).
+    # If a new ruleset (or a new sshd_config, roles/ssh_hardening) stops the admin from opening a new
+    # SSH session, the old one is restored by a timer on the host after this many seconds (never
+    # lock the operator out; roles/admin_confirm.py).
     rollback_seconds: int = Field(60, ge=10, le=900)
     # Web ports served publicly on the hosts of the active site.
     web_ports: list[Port] = Field(default_factory=lambda: [80, 443])

@@ -7,14 +7,11 @@ gets in; otherwise a timer on the host puts the previous ruleset back.
 
 from __future__ import annotations
 
-import time
-
-from pyinfra import host, logger
-from pyinfra.api import FunctionCommand, QuoteString, StringCommand, operation
-from pyinfra.connectors.ssh import SSHConnector
-from pyinfra.connectors.sshuserclient import SSHClient
+from pyinfra import host
+from pyinfra.api import QuoteString, StringCommand, operation
 from pyinfra.facts.systemd import SystemdEnabled
 
+from roles import admin_confirm
 from roles.managed_files import checked, is_current, log_diff, upload
 
 from .facts import NftablesTable
@@ -99,19 +96,10 @@ def nftables_ruleset(
         "cp", "-p", QuoteString(path), QuoteString(f"{state_dir}/previous.conf"), ";", "}",
     )
 
-    # The rollback is armed before anything changes.
-    yield StringCommand(
-        "systemctl", "stop", f"{ROLLBACK_UNIT}.timer", "2>/dev/null;",
-        "systemctl", "reset-failed", f"{ROLLBACK_UNIT}.timer", f"{ROLLBACK_UNIT}.service", "2>/dev/null;",
-        "systemd-run", "--quiet", f"--unit={ROLLBACK_UNIT}", f"--on-active={int(rollback_seconds)}s",
-        "--timer-property=AccuracySec=1s", "/bin/sh", QuoteString(script),
-    )
+    # The rollback is armed before anything changes (roles/admin_confirm.py).
+    yield admin_confirm.arm(ROLLBACK_UNIT, script, rollback_seconds)
     yield StringCommand("nft", "-f", QuoteString(staged))
-
-    if isinstance(host.connector, SSHConnector):
-        yield FunctionCommand(_confirm_admin_ssh, (rollback_seconds, script), {})
-    else:
-        logger.info(f"{host.print_prefix}not an SSH connection: no lockout possible, confirming directly")
+    yield from admin_confirm.confirm(rollback_seconds, script, BLOCKED_MESSAGE, "new firewall rules")
 
     # Confirmed: make it the boot ruleset, then disarm the rollback.
     yield StringCommand(
@@ -119,7 +107,7 @@ def nftables_ruleset(
         "chmod", "755", QuoteString(f"{path}.siaga-new"), "&&",
         "mv", "-f", QuoteString(f"{path}.siaga-new"), QuoteString(path),
     )
-    yield StringCommand("systemctl", "stop", f"{ROLLBACK_UNIT}.timer")
+    yield admin_confirm.disarm(ROLLBACK_UNIT)
     # If the timer fired before it was stopped, the previous ruleset is back: say so.
     yield StringCommand(
         "nft", "list", "table", "inet", QuoteString(table), "|", "grep", "-qF", QuoteString(f'comment "{version}"'),
@@ -132,56 +120,3 @@ def nftables_ruleset(
         yield StringCommand("systemctl", "enable", "--quiet", "nftables.service")
     yield StringCommand("rm", "-f", QuoteString(staged))
 
-
-def new_ssh_session_error(state, host, timeout: float) -> str | None:
-    """Open a fresh SSH session with the host's connection data and run `true`.
-
-    Returns None if it worked, else what went wrong. Runs on the controller (admin workstation).
-    """
-    kwargs = SSHConnector(state, host).make_paramiko_kwargs()
-    hostname = kwargs.pop("hostname")
-    kwargs.update(timeout=timeout, banner_timeout=timeout, auth_timeout=timeout)
-    client = SSHClient()
-    try:
-        client.connect(hostname, **kwargs)
-        _, stdout, _ = client.exec_command("true", timeout=timeout)
-        status = stdout.channel.recv_exit_status()
-        return None if status == 0 else f"`true` exited with {status}"
-    except Exception as exc:  # any failure to get in counts as blocked
-        return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    finally:
-        client.close()
-
-
-def _confirm_admin_ssh(state, host, rollback_seconds: int, rollback_script_path: str) -> bool:
-    """FunctionCommand: True if a new admin SSH session gets in; otherwise wait for the rollback
-    and return False (the operation fails with BLOCKED_MESSAGE)."""
-    started = time.monotonic()
-    attempt_timeout = max(3.0, min(10.0, rollback_seconds / 4))
-    # Keep trying for up to half the rollback window (sshd may be slow to accept right after a load).
-    while True:
-        error = new_ssh_session_error(state, host, attempt_timeout)
-        if error is None:
-            host.log(f"new SSH session works ({time.monotonic() - started:.1f}s): rules confirmed", logger.info)
-            return True
-        if time.monotonic() - started > rollback_seconds / 2:
-            break
-        time.sleep(1)
-
-    host.log_styled(f"new SSH session refused ({error}); waiting for the rollback timer", fg="yellow", log_func=logger.warning)
-    deadline = started + rollback_seconds + 30
-    while time.monotonic() < deadline:
-        time.sleep(2)
-        if new_ssh_session_error(state, host, attempt_timeout) is None:
-            host.log_styled(
-                f"{BLOCKED_MESSAGE} (after {time.monotonic() - started:.0f}s)", fg="red", log_func=logger.error,
-            )
-            return False
-    host.log_styled(
-        f"new firewall rules blocked admin SSH and the rollback could not be confirmed within "
-        f"{rollback_seconds + 30}s: use the console (or `nsenter` in the lab) and run "
-        f"/bin/sh {rollback_script_path}",
-        fg="red",
-        log_func=logger.error,
-    )
-    return False

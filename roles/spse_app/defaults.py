@@ -18,6 +18,16 @@ MAINTENANCE_PAGE = "/var/lib/siaga/maintenance.html"
 FORWARD_CONF = "/etc/apache2/siaga-forward.conf"
 
 
+# Mozilla's "intermediate" TLS 1.2 suites (ssl-config.mozilla.org, guidelines 5.7): forward secret and
+# AEAD only (no CBC, no RSA key exchange). TLS 1.3's suites are OpenSSL's, all AEAD.
+MOZILLA_INTERMEDIATE_CIPHERS = [
+    "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256",
+    "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384",
+    "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
+    "DHE-RSA-AES128-GCM-SHA256", "DHE-RSA-AES256-GCM-SHA384", "DHE-RSA-CHACHA20-POLY1305",
+]
+
+
 class SpseAppSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -53,11 +63,26 @@ class SpseAppSettings(BaseModel):
     tls_certificate_source: Path | None = None
     tls_key_source: Path | None = None
     tls_chain_source: Path | None = None
+    # TLS 1.2 suites Apache offers (TLS 1.2 and 1.3 only, SSLProtocol is fixed): Mozilla's
+    # intermediate profile. Only forward-secret AEAD suites are accepted: CBC suites are refused.
+    tls_ciphers: list[str] = Field(default_factory=lambda: list(MOZILLA_INTERMEDIATE_CIPHERS), min_length=1)
+    # Strict-Transport-Security max-age (seconds): browsers then refuse plain HTTP and certificate
+    # errors for the name this long (Mozilla: 2 years). 0 sends no header (a name not yet on TLS for good).
+    hsts_max_age: int = Field(63072000, ge=0)
 
     # What `siaga backup restore-test` compares (SOP BK-4): the application profile. Unset: the
     # stand-in's profile with `install: standin` (today's checks), with `install: external` no
     # named table (tables sampled at random only) and files compared with production's own files.
     restore_test: "RestoreTestProfile | None" = None
+
+    @field_validator("tls_ciphers")
+    @classmethod
+    def _aead_only(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not re.fullmatch(r"(ECDHE|DHE)-(ECDSA|RSA)-[A-Z0-9-]+", name) or not re.search(r"-GCM-|CHACHA20-POLY1305|-CCM", name):
+                raise ProfileError(f"TLS cipher suite {name!r} is not a forward-secret AEAD suite (Mozilla intermediate: no CBC, no RSA key exchange)",
+                                   "list OpenSSL names of ECDHE/DHE suites with GCM or CHACHA20-POLY1305, e.g. ECDHE-RSA-AES128-GCM-SHA256, or drop the key for the default")
+        return value
 
     @model_validator(mode="after")
     def _tls_sources(self) -> "SpseAppSettings":

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 ROLE_DIR = Path(__file__).parent
 HEADER = "Managed by siaga (roles/spse_app); local changes are overwritten by the next deploy."
 SITE_NAME = "siaga-spse"
+# Server-wide hardening (ServerTokens, ServerSignature, TraceEnable): conf-available/<name>.conf.
+SECURITY_CONF = "siaga-security"
 SELF_SIGNED = ("/etc/ssl/certs/siaga-spse-selfsigned.pem", "/etc/ssl/private/siaga-spse-selfsigned.key")
 MIGRATIONS = sorted((ROLE_DIR / "files" / "migrations").glob("*.sql"))
 
@@ -46,6 +48,10 @@ def render_vhost(s: SpseAppSettings, server_name: str) -> str:
     cert, key = (s.tls_certificate_file, s.tls_key_file) if s.tls_certificate_file else SELF_SIGNED
     return render(ROLE_DIR, "vhost.conf.j2", header=HEADER, s=s, server_name=server_name, cert=cert, key=key,
                   chain=s.tls_chain_file, maintenance_page=MAINTENANCE_PAGE, forward_conf=FORWARD_CONF)
+
+
+def render_security_conf() -> str:
+    return render(ROLE_DIR, "security.conf.j2", header=HEADER)
 
 
 def app_files(s: SpseAppSettings, pg: PostgresqlSettings) -> dict[str, str | bytes]:
@@ -120,21 +126,23 @@ def spse_app(site: Site, host_name: str, s: SpseAppSettings, pg: PostgresqlSetti
                                         cert=SELF_SIGNED[0], key=SELF_SIGNED[1], common_name=server_name)
     vhost = files.put(name=f"Apache site {SITE_NAME}", dest=f"/etc/apache2/sites-available/{SITE_NAME}.conf", mode="644",
                       src=_io(render_vhost(s, server_name)))
+    security = files.put(name=f"Apache server hardening {SECURITY_CONF}.conf", dest=f"/etc/apache2/conf-available/{SECURITY_CONF}.conf",
+                         mode="644", src=_io(render_security_conf()))
     # A switch-over's forward ends with the deploy that closes the switch-over (SOP EM-2 step 6).
     forward = files.file(name=f"{FORWARD_CONF} absent (a switch-over's forward ends here)", path=FORWARD_CONF, present=False)
     enabled = app_ops.apache_enabled(name="Apache: mod_proxy, mod_ssl, the SPSE site",
                                      mods=["proxy", "proxy_http", "ssl", "headers", "rewrite"],
-                                     sites=[SITE_NAME], disable_sites=["000-default", "default-ssl"])
+                                     sites=[SITE_NAME], disable_sites=["000-default", "default-ssl"], confs=[SECURITY_CONF])
     systemd.service(name="apache2 running", service="apache2", running=True, enabled=True)
     # A site file change alone needs a reload; when apache_enabled acted it already restarted or
     # reloaded Apache with the new site file, so a second reload would only repeat it.
     reloaded = systemd.service(name="apache2 reloaded after a site change", service="apache2", reloaded=True,
-                               _if=[any_changed(vhost, forward, *tls_puts), lambda: not enabled.did_change()])
+                               _if=[any_changed(vhost, security, forward, *tls_puts), lambda: not enabled.did_change()])
     # configtest passes configs that still fail when Apache loads them (a key that does not match
     # its certificate, 443 taken by another program): a deploy that touched Apache fails unless
     # Apache then serves on 443. It only checks; it never stops or starts anything.
     server.shell(name="apache2 serving on 443 after this deploy changed it", commands=[APACHE_SERVING],
-                 _if=any_changed(vhost, forward, enabled, reloaded, *tls_puts))
+                 _if=any_changed(vhost, security, forward, enabled, reloaded, *tls_puts))
 
 
 APACHE_SERVING = """for _ in $(seq 30); do

@@ -6,23 +6,24 @@ from pyinfra.api import FactBase
 
 
 class ApacheEnabled(FactBase):
-    """Enabled Apache modules and sites (Debian layout), or None without Apache:
+    """Enabled Apache modules, sites and confs (Debian layout), or None without Apache:
 
     .. code:: python
 
-        {"mods": ["proxy", "ssl", ...], "sites": ["siaga-spse"]}
+        {"mods": ["proxy", "ssl", ...], "sites": ["siaga-spse"], "confs": ["siaga-security", ...]}
     """
 
     def command(self) -> str:
         return ("[ -d /etc/apache2 ] || exit 0; "
                 "for f in /etc/apache2/mods-enabled/*.load; do [ -e \"$f\" ] && echo \"mod $(basename \"$f\" .load)\"; done; "
-                "for f in /etc/apache2/sites-enabled/*.conf; do [ -e \"$f\" ] && echo \"site $(basename \"$f\" .conf)\"; done; true")
+                "for f in /etc/apache2/sites-enabled/*.conf; do [ -e \"$f\" ] && echo \"site $(basename \"$f\" .conf)\"; done; "
+                "for f in /etc/apache2/conf-enabled/*.conf; do [ -e \"$f\" ] && echo \"conf $(basename \"$f\" .conf)\"; done; true")
 
     def process(self, output: list[str]):
-        out: dict = {"mods": [], "sites": []}
+        out: dict = {"mods": [], "sites": [], "confs": []}
         for line in output:
             kind, _, name = line.partition(" ")
-            out["mods" if kind == "mod" else "sites"].append(name)
+            out[{"mod": "mods", "site": "sites", "conf": "confs"}[kind]].append(name)
         return out
 
 

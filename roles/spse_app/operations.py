@@ -10,18 +10,20 @@ from .facts import ApacheEnabled
 
 
 @operation()
-def apache_enabled(mods: list[str], sites: list[str], disable_sites: list[str], reload: bool = False):
+def apache_enabled(mods: list[str], sites: list[str], disable_sites: list[str], confs: list[str] = (), reload: bool = False):
     """
-    Apache modules and sites enabled (others listed disabled); the config is tested before
+    Apache modules, sites and confs enabled (others listed disabled); the config is tested before
     Apache is reloaded, so a broken config never replaces a working one.
 
     + mods: modules that must be enabled
     + sites: sites (names in sites-available, without .conf) that must be enabled
     + disable_sites: sites that must be disabled
+    + confs: confs (names in conf-available, without .conf) that must be enabled
     + reload: reload even when nothing here changed (a site file was rewritten)
     """
-    current = host.get_fact(ApacheEnabled) or {"mods": [], "sites": []}
+    current = host.get_fact(ApacheEnabled) or {"mods": [], "sites": [], "confs": []}
     commands = [StringCommand("a2enmod", "-q", QuoteString(m)) for m in mods if m not in current["mods"]]
+    commands += [StringCommand("a2enconf", "-q", QuoteString(c)) for c in confs if c not in current["confs"]]
     commands += [StringCommand("a2ensite", "-q", QuoteString(s)) for s in sites if s not in current["sites"]]
     commands += [StringCommand("a2dissite", "-q", QuoteString(s)) for s in disable_sites if s in current["sites"]]
     if not commands and not reload:

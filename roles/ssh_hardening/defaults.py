@@ -16,9 +16,9 @@ class SshHardeningSettings(BaseModel):
     max_auth_tries: int = Field(2, ge=1, le=10)
     # Unauthenticated connections are dropped quickly.
     login_grace_time: str = "30s"
-    # Dead sessions are closed after interval x count seconds.
+    # Dead sessions are closed after interval x count seconds (devsec: 2).
     client_alive_interval: int = Field(300, ge=0)
-    client_alive_count_max: int = Field(3, ge=0)
+    client_alive_count_max: int = Field(2, ge=0)
     # Sessions multiplexed over one connection (devsec default 10).
     max_sessions: int = Field(10, ge=1)
     # Unauthenticated connections: start dropping 30% at 10, refuse all at 60 (slows floods).
@@ -32,8 +32,9 @@ class SshHardeningSettings(BaseModel):
     sftp_enabled: bool = True
     # VERBOSE logs the key fingerprint of each login: who did what is traceable (SOP RA-5).
     log_level: str = "VERBOSE"
-    # Algorithm lists after ssh-audit/devsec: no SHA-1, no NIST curves, no CBC. Each list keeps at
-    # least one entry that paramiko 4 (pyinfra, Fabric) supports, so siaga can still connect.
+    # Algorithm lists after ssh-audit/devsec: no SHA-1, no NIST curves, no CBC, encrypt-then-MAC only
+    # (ssh-audit warns on encrypt-and-MAC). Each list keeps at least one entry that paramiko 4
+    # (pyinfra, Fabric) supports, so siaga can still connect: its etm MACs and AES-GCM.
     kex_algorithms: list[str] = Field(default_factory=lambda: [
         "sntrup761x25519-sha512@openssh.com",
         "curve25519-sha256",
@@ -54,8 +55,6 @@ class SshHardeningSettings(BaseModel):
         "hmac-sha2-512-etm@openssh.com",
         "hmac-sha2-256-etm@openssh.com",
         "umac-128-etm@openssh.com",
-        "hmac-sha2-512",
-        "hmac-sha2-256",
     ])
     # Only ed25519 and RSA host keys are offered (HostKey lines for those two files only).
     host_key_algorithms: list[str] = Field(default_factory=lambda: [
@@ -71,8 +70,9 @@ class SshHardeningSettings(BaseModel):
     # Shown before login (legal notice).
     banner: str = (
         "Sistem milik LPSE. Akses hanya untuk petugas yang berwenang; "
-        "seluruh aktivitas dicatat.\n"
-        "Authorised LPSE staff only; all activity is logged.\n"
+        "seluruh aktivitas dipantau dan dicatat. Akses tanpa hak dilarang.\n"
+        "This system is the property of LPSE. Access is restricted to authorised staff; "
+        "all activity is monitored and logged. Unauthorised access is prohibited.\n"
     )
     # Extra sshd_config lines (key: value) for controls not modelled above.
     extra_settings: dict[str, str] = Field(default_factory=dict)

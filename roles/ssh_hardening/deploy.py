@@ -54,21 +54,35 @@ def sshd_config_context(site: Site, host_key_dir: str = HOST_KEY_DIR) -> dict:
         "banner_file": BANNER_FILE,
         "host_key_dir": host_key_dir,
         "penalty_exempt": penalty_exempt(site),
+        "ports": listen_ports(site),
     }
 
 
+def listen_ports(site: Site) -> list[int]:
+    """`ssh_hardening.port`, and `connection.port` while the two differ: sshd moves to a new port in
+    two deploys (the firewall opens both meanwhile), so the port siaga connects on never goes dark
+    under it. The first deploy's confirmation session still uses `connection.port` (SOP RA-2)."""
+    return list(dict.fromkeys([site.ssh_hardening.port, site.connection.port]))
+
+
+def never_penalised(site: Site) -> list[str]:
+    """The site's own hosts and the admin workstations: sshd's per-source penalties never apply to
+    them, and fail2ban (roles/fail2ban) never bans them. Never lock the operator out (SOP RA-2)."""
+    nets = [f"{h.address}/{32 if h.address.version == 4 else 128}" for h in site.hosts.values()]
+    return sorted({*nets, *(str(n) for n in site.admin_workstations)})
+
+
 def penalty_exempt(site: Site) -> list[str]:
-    """Where sshd's per-source penalties (OpenSSH >= 9.8) must not apply: the site's own hosts and
-    the admin workstations. A peer's failed login (a stale lsyncd on the old side after a switch-over,
-    a key rotation's proof that the old key is refused) would otherwise shut that peer out for up to
-    ten minutes, and with it the backups, the uploads sync and the next switch-over's final sync.
+    """Where sshd's per-source penalties (OpenSSH >= 9.8) must not apply: `never_penalised`. A peer's
+    failed login (a stale lsyncd on the old side after a switch-over, a key rotation's proof that the
+    old key is refused) would otherwise shut that peer out for up to ten minutes, and with it the
+    backups, the uploads sync and the next switch-over's final sync.
     Empty on an older OpenSSH, which does not know the option (sshd -t would refuse it)."""
     from drc.site.platform import PER_SOURCE_PENALTIES_FROM, version_tuple
 
     if version_tuple(site.os.openssh) < PER_SOURCE_PENALTIES_FROM:
         return []
-    nets = [f"{h.address}/{32 if h.address.version == 4 else 128}" for h in site.hosts.values()]
-    return sorted({*nets, *(str(n) for n in site.admin_workstations)})
+    return never_penalised(site)
 
 
 def render_sshd_config(site: Site, host_key_dir: str = HOST_KEY_DIR) -> str:
@@ -93,6 +107,8 @@ def ssh_hardening(site: Site) -> None:
     if s.banner:
         config_file(name=f"Login banner {BANNER_FILE}", dest=BANNER_FILE, content=render_banner(s))
 
-    # SOP RA-3, RA-4: tested with sshd -t before it replaces the live config.
-    sshd.sshd_config(name="sshd_config tested and installed, sshd reloaded", content=render_sshd_config(site))
+    # SOP RA-3, RA-4: tested with sshd -t before it replaces the live config, then confirmed by a new
+    # admin SSH session or put back by the host itself (the firewall's window, roles/admin_confirm.py).
+    sshd.sshd_config(name=f"sshd_config tested and installed, sshd reloaded (rollback after {site.firewall.rollback_seconds}s unless confirmed)",
+                     content=render_sshd_config(site), rollback_seconds=site.firewall.rollback_seconds)
 

@@ -170,6 +170,29 @@ def test_broken_sshd_setting_is_never_put_live(lab, deployed, tmp_path):
     assert "no-such-cipher" not in host.check_output("sshd -T")
 
 
+def test_sshd_setting_that_shuts_the_admin_out_rolls_back_by_itself(lab, deployed, tmp_path):
+    """`sshd -t` accepts `AllowUsers` naming only a vendor account (sshd then admits nobody else):
+    the new config must be confirmed by a new admin SSH session or the host puts the old one back
+    by itself (roles/admin_confirm.py). SOP RA-2, RA-3, IN-2."""
+    host = lab_host(lab, "drc")
+    live_before = host.file("/etc/ssh/sshd_config").sha256sum
+    data = yaml.safe_load(lab.site_file.read_text())
+    data.setdefault("ssh_hardening", {})["extra_settings"] = {"AllowUsers": "vendor-support"}
+    data.setdefault("firewall", {})["rollback_seconds"] = 20  # the shortest window this test can wait for
+    bad_site = tmp_path / "site.yaml"
+    bad_site.write_text(yaml.safe_dump(data))
+    result = run_deploy(lab, "deploys/remote_access.py", "--limit", "drc", site_file=bad_site)
+    assert not result.ok
+    assert "the new sshd_config shut out admin SSH; the previous sshd_config was restored" in result.output
+    assert result.seconds < 20 + 60
+    assert ssh(lab, "drc", ADMINS[0]).returncode == 0
+    host = lab_host(lab, "drc")
+    assert host.file("/etc/ssh/sshd_config").sha256sum == live_before
+    assert "vendor-support" not in host.check_output("sshd -T")
+    assert "previous /etc/ssh/sshd_config restored" in host.check_output("journalctl -q -t siaga-sshd --no-pager")
+    assert not host.service("siaga-sshd-rollback.timer").is_running
+
+
 def test_firewall_that_blocks_the_admin_rolls_back_by_itself(lab, site, deployed):
     host = lab_host(lab, "drc")
     before = host.check_output("nft list table inet siaga")

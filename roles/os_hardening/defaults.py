@@ -1,0 +1,51 @@
+"""Typed settings of the os_hardening role (controls after devsec.hardening os_hardening)."""
+
+import re
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+SYSCTL_KEY = re.compile(r"^[a-z0-9_]+(\.[A-Za-z0-9_-]+)+$")
+
+
+class SettingError(ValueError):
+    """A wrong setting: the problem and its fix (drc.site.model prints both)."""
+
+    def __init__(self, problem: str, fix: str):
+        super().__init__(problem)
+        self.problem, self.fix, self.key = problem, fix, None
+
+
+def _key(key: str) -> str:
+    if not SYSCTL_KEY.match(key):
+        raise SettingError(f"{key!r} is not a sysctl key", "write it dotted as `sysctl -a` prints it, e.g. net.ipv4.ip_forward")
+    return key
+
+
+class OsHardeningSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # Kernel settings besides or instead of siaga's set (roles/os_hardening/sysctl.py), e.g.
+    # {"net.ipv4.ip_forward": "1"} on a host that must route.
+    sysctl_extra: dict[str, str] = Field(default_factory=dict)
+    # Keys of siaga's set left at the kernel's value.
+    sysctl_skip: list[str] = Field(default_factory=list)
+    # auditd with siaga's rules for privileged commands and changes to identity, sudo, sshd and
+    # siaga's own files (SOP IN-4: password files, intrusion attempts).
+    auditd: bool = True
+
+    @field_validator("sysctl_skip")
+    @classmethod
+    def _keys(cls, value: list[str]) -> list[str]:
+        for key in value:
+            _key(key)
+        return value
+
+    @field_validator("sysctl_extra")
+    @classmethod
+    def _pairs(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, v in value.items():
+            _key(key)
+            if not re.fullmatch(r"[A-Za-z0-9 ._:/-]+", str(v)):
+                raise SettingError(f"sysctl value {v!r} of {key} has characters no kernel setting has",
+                                   "give a number or a word, quoted, e.g. \"1\"")
+        return value

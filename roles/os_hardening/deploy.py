@@ -1,0 +1,92 @@
+"""os_hardening role: kernel and sysctl hardening, auditd rules for privileged commands, the
+console login banner (controls after devsec.hardening os_hardening).
+
+SOP IN-2 (security components on the servers), IN-4 (password files, intrusion attempts and
+system logs watched).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.operations import files, server, systemd
+
+from roles.managed_files import config_file
+from roles.packages import ensure_installed
+from roles.ssh_hardening.deploy import render_banner
+from roles.templating import MANAGED_HEADER, render
+
+from .facts import AuditAvailable
+from .operations import sysctl_applied
+from .sysctl import SYSCTL, UNUSED_MODULES
+
+if TYPE_CHECKING:  # drc.site imports the roles' defaults
+    from drc.site import Site
+
+ROLE_DIR = Path(__file__).parent
+HEADER = MANAGED_HEADER.format(role="roles/os_hardening")
+SYSCTL_FILE = "/etc/sysctl.d/60-siaga-hardening.conf"
+AUDIT_RULES = "/etc/audit/rules.d/60-siaga.rules"
+# What auditd watches of siaga's own (made here so the watch exists on a new host before the data tier).
+SIAGA_PATHS = ("/etc/siaga", "/usr/local/lib/siaga")
+ISSUE_FILE = "/etc/issue"
+MODPROBE_FILE = "/etc/modprobe.d/siaga-hardening.conf"
+
+
+def sysctl_settings(site: Site) -> dict[str, str]:
+    s = site.os_hardening
+    wanted = {k: v for k, v in SYSCTL.items() if k not in s.sysctl_skip}
+    wanted.update(s.sysctl_extra)
+    return wanted
+
+
+def render_sysctl(site: Site) -> str:
+    return render(ROLE_DIR, "sysctl.conf.j2", header=HEADER, settings=sysctl_settings(site))
+
+
+def render_modprobe() -> str:
+    return render(ROLE_DIR, "modprobe.conf.j2", header=HEADER, modules=UNUSED_MODULES)
+
+
+def render_audit_rules() -> str:
+    return render(ROLE_DIR, "audit.rules.j2", header=HEADER, siaga_paths=SIAGA_PATHS)
+
+
+@deploy("siaga os_hardening")
+def os_hardening(site: Site) -> None:
+    s = site.os_hardening
+    settings = sysctl_settings(site)
+    # At boot (systemd-sysctl), and now where this host may write them (a container may not).
+    config_file(name=f"Kernel settings at boot {SYSCTL_FILE}", dest=SYSCTL_FILE, content=render_sysctl(site))
+    sysctl_applied(name="Kernel settings applied now (where this host may write them)", settings=settings)
+
+    config_file(name=f"Unused kernel modules never loaded {MODPROBE_FILE}", dest=MODPROBE_FILE, content=render_modprobe())
+
+    # The console's login banner, the same notice as SSH's (ssh_hardening.banner).
+    if site.ssh_hardening.banner:
+        config_file(name=f"Login banner {ISSUE_FILE}", dest=ISSUE_FILE, content=render_banner(site.ssh_hardening))
+
+    if not s.auditd:
+        return
+    ensure_installed(["auditd"], "auditd (privileged commands, identity files)")
+    for path in SIAGA_PATHS:
+        files.directory(name=f"{path} (watched by auditd)", path=path, user="root", group="root", mode="755")
+    rules = files.put(name=f"auditd rules {AUDIT_RULES}", dest=AUDIT_RULES, src=_io(render_audit_rules()),
+                      user="root", group="root", mode="640")
+    if host.get_fact(AuditAvailable):
+        systemd.service(name="auditd running and enabled", service="auditd", running=True, enabled=True)
+        # augenrules merges rules.d into audit.rules and loads it; a bad rule fails the deploy here.
+        server.shell(name="auditd rules loaded (augenrules --load)", commands=["augenrules --load"], _if=rules.did_change)
+    else:
+        host.log_styled("auditd installed and configured, not running: this host's kernel takes no audit rules from it "
+                        "(a container: audit is one per machine, systemd-nspawn's seccomp filter refuses its socket; "
+                        "or the kernel was booted with audit=0)", fg="yellow")
+
+
+def _io(text: str):
+    from io import StringIO
+
+    return StringIO(text)
