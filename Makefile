@@ -40,7 +40,7 @@ unit: setup
 	$(BIN)/pytest -m "not lab" -q
 
 test: setup
-	$(BIN)/pytest -n 3 --dist loadgroup
+	$(BIN)/pytest
 
 # Each figure is printed whether or not its goal is met ('-': go on to the next one).
 bench: setup

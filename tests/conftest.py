@@ -11,17 +11,10 @@ import pytest
 from tests.helpers import lab_host, run_deploy
 
 
-# Lab modules with a lab of their own; every other lab test shares the session's lab. Under
-# pytest-xdist (`make test`: -n 3 --dist loadgroup) each lab's tests run in one worker, in order,
-# and the three labs run side by side (most of a lab test's time is waiting on its hosts).
-OWN_LAB = {"test_failover.py": "lab-failover", "test_platform_debian12.py": "lab-debian12"}
-
-
 def pytest_collection_modifyitems(items):
     for item in items:
         if "/tests/lab/" in str(item.fspath):
             item.add_marker(pytest.mark.lab)
-            item.add_marker(pytest.mark.xdist_group(OWN_LAB.get(item.fspath.basename, "lab-session")))
 
 
 @pytest.fixture(scope="session")

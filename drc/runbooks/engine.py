@@ -30,7 +30,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from drc.runbooks.journal import FINISHED, REFUSED, ROLLED_BACK, Journal, holder, open_runs
+from drc.runbooks.journal import (
+    FINISHED,
+    REFUSED,
+    ROLLED_BACK,
+    Journal,
+    holder,
+    open_runs,
+)
 from drc.runbooks.lock import Lock
 
 POLL_S = 0.25

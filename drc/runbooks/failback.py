@@ -42,11 +42,6 @@ class Failback(sw.Switch):
     def fence(self, host: str, args: dict, timeout: float = 600) -> dict:
         return H.program_json(remote.run_program(self.site, host, "fence", args, timeout=timeout))
 
-    def psql(self, host: str, sql: str, db: str = "postgres", timeout: float = 120) -> remote.Result:
-        port = self.site.firewall.postgresql_port
-        return remote.run(self.site, host, f"sudo -n -u postgres psql -XAtq -p {port} -d {shlex.quote(db)} -v ON_ERROR_STOP=1 "
-                                           f"-c {shlex.quote(sql)}", timeout=timeout)
-
     @property
     def lost_writes_file(self) -> Path:
         return store.records_dir(self.site) / f"failback-lost-writes-{self.run_id}.json"
@@ -95,19 +90,6 @@ PREFLIGHT = (
 
 
 # --- steps ------------------------------------------------------------------------------------
-
-def checkpoint(f: Failback) -> dict:
-    r = f.psql(f.target, "CHECKPOINT", timeout=600)
-    if not r.ok:
-        raise RuntimeError(f"{f.target}: CHECKPOINT: {r.error or r.stderr.strip()}")
-    return {}
-
-
-def checkpoint_on_timeline(f: Failback) -> Reading:
-    st = f.state(f.target)
-    ok = st.get("checkpoint_timeline") == st.get("timeline")
-    return Reading(ok, f"{f.target}: last checkpoint on timeline {st.get('checkpoint_timeline')}, serving {st.get('timeline')}")
-
 
 def grant_rewind(f: Failback) -> dict:
     user = f.site.replication.user
@@ -337,8 +319,8 @@ def failback(site_file: Path, echo: Callable[[str], None] = print) -> tuple[Runb
     f = failback_context(site_file, echo)
     old, new = f.source, f.target
     steps = (
-        Step("checkpoint", "EM-3.8", f"CHECKPOINT on {new}: its control file names its timeline", checkpoint,
-             checkpoint_on_timeline, deadline_s=60),
+        Step("checkpoint", "EM-3.8", f"CHECKPOINT on {new}: its control file names its timeline", sw.checkpoint,
+             sw.checkpoint_on_timeline, deadline_s=60),
         Step("grants", "EM-3.8", f"the replication role may run pg_rewind's functions on {new}", grant_rewind, rewind_granted),
         Step("lost-writes", "EM-3", f"what {old} committed after the fork, read from its WAL and recorded (its WAL kept)",
              lost_writes, lost_writes_reported),

@@ -265,6 +265,8 @@ def failover(site_file: Path, to: str, reason: str, decided_by: str, force: bool
              site_file_says_lost),
         Step("converge", "EM-2", f"the site deploy on {dst} alone: no sync or slot for {src}, backups into the repository "
              f"at {to} (degraded)", sw.converge, converged_alone, deadline_s=1),
+        Step("checkpoint", "BK-1", f"CHECKPOINT on {dst}: its control file names its timeline (pgBackRest reads it)",
+             sw.checkpoint, sw.checkpoint_on_timeline, deadline_s=60),
         Step("archive", "BK-1", f"{dst}'s WAL reaches the repository at its own site (pgbackrest check, its timeline's "
              "history file)", sw.archive_check_target, sw.archive_follows, deadline_s=5),
         Step("backup", "BK-1", f"a database backup of {dst} into the repository at its own site (the offline media are "

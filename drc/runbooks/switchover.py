@@ -18,10 +18,12 @@ the other site.
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from drc.hosts import remote
 from drc.runbooks import hosts as H
 from drc.runbooks.engine import Check, Reading, Runbook, Step
 from drc.site import Site, load_site
@@ -78,6 +80,11 @@ class Switch:
 
         return data_tier_of(self.site)
 
+    def psql(self, host: str, sql: str, db: str = "postgres", timeout: float = 120) -> remote.Result:
+        port = self.site.firewall.postgresql_port
+        return remote.run(self.site, host, f"sudo -n -u postgres psql -XAtq -p {port} -d {shlex.quote(db)} -v ON_ERROR_STOP=1 "
+                                           f"-c {shlex.quote(sql)}", timeout=timeout)
+
     def slot_of(self, host: str) -> str:
         from roles.replication.standby import slot_name
 
@@ -97,8 +104,8 @@ def programs_current(s: Switch) -> Reading:
     import hashlib
     import shlex
 
-    from drc.hostside import PROGRAMS
     from drc.hosts import remote
+    from drc.hostside import PROGRAMS
 
     want = {p.path: hashlib.sha256(p.source.read_bytes()).hexdigest() for p in PROGRAMS.values() if p.role == "base"}
     stale = []
@@ -562,6 +569,21 @@ def health_on(s: Switch, host: str, through_apache: bool = False) -> Reading:
 
 def app_healthy(s: Switch) -> Reading:
     return health_on(s, s.target)
+
+
+def checkpoint(s: Switch) -> dict:
+    """After a promotion the control file names the old timeline until a checkpoint: pg_rewind and
+    pgBackRest's backup read it (a backup before one fails: WAL timeline does not match pg_control)."""
+    r = s.psql(s.target, "CHECKPOINT", timeout=600)
+    if not r.ok:
+        raise RuntimeError(f"{s.target}: CHECKPOINT: {r.error or r.stderr.strip()}")
+    return {}
+
+
+def checkpoint_on_timeline(s: Switch) -> Reading:
+    st = s.state(s.target)
+    ok = st.get("checkpoint_timeline") == st.get("timeline")
+    return Reading(ok, f"{s.target}: last checkpoint on timeline {st.get('checkpoint_timeline')}, serving {st.get('timeline')}")
 
 
 def archive_check_target(s: Switch) -> dict:
