@@ -204,8 +204,10 @@ def kill_at_each_step(lab, args: list[str], delay_s: float) -> tuple[journals.Jo
                     time.sleep(delay_s)  # let the action get under way on the hosts
                     os.killpg(proc.pid, signal.SIGKILL)
                     if proc.wait(30) == -signal.SIGKILL:
-                        running = [e["step"] for e in journals.Journal.load(run.path).events if e["event"] == "step-start"]
-                        killed.append(running[-1])
+                        events = journals.Journal.load(run.path).events
+                        if events[-1]["event"] == "end":  # killed in its last words, after the run ended
+                            return journals.Journal.load(run.path), killed
+                        killed.append([e["step"] for e in events if e["event"] == "step-start"][-1])
                     break
                 time.sleep(0.05)
         finally:
