@@ -303,18 +303,6 @@ def no_authority(f: Failback) -> Reading:
     return Reading(st.get("ok") and not st.get("authority"), f"{f.target} still holds the authority")
 
 
-def two_sites_in_file(f: Failback) -> dict:
-    from drc.site.write import set_active_site
-
-    f.site = set_active_site(f.site_file, f.to)
-    return {"active_site": f.to, "lost_site": None}
-
-
-def file_says_two_sites(f: Failback) -> Reading:
-    f.site = load_site(f.site_file)
-    return Reading(f.site.lost_site is None, f"lost_site is still {f.site.lost_site}")
-
-
 def failback(site_file: Path, echo: Callable[[str], None] = print) -> tuple[Runbook, Failback]:
     f = failback_context(site_file, echo)
     old, new = f.source, f.target
@@ -332,7 +320,7 @@ def failback(site_file: Path, echo: Callable[[str], None] = print) -> tuple[Runb
         Step("follow", "EM-3", f"{old} streams from {new} as a standby", follow_rewound, sw.source_streams_from_target,
              deadline_s=120),
         Step("site-file", "EM-2", f"the site file no longer says lost_site: {old}'s site is deployed and synced again",
-             two_sites_in_file, file_says_two_sites),
+             sw.write_site_file, sw.site_file_says),
         Step("converge", "EM-2", "the site deploy: uploads sync, web ports, app, backups as the site file says", sw.converge,
              sw.converged, deadline_s=1),
         Step("archive", "BK-1", f"{new}'s WAL reaches the repository (pgbackrest check, its timeline's history file)",

@@ -47,6 +47,10 @@ class Failover(sw.Switch):
     def fence(self, host: str, args: dict, timeout: float = 180, connect_timeout: float = remote.CONNECT_TIMEOUT_S) -> dict:
         return H.program_json(remote.run_program(self.site, host, "fence", args, timeout=timeout, connect_timeout=connect_timeout))
 
+    @property
+    def lost_after(self) -> str | None:
+        return sw.other_site(self.to)
+
     def source_answers(self) -> bool:
         """The old primary answers this workstation (SSH) now."""
         r = remote.run(self.site, self.source, "true", timeout=ANSWER_TIMEOUT_S, connect_timeout=ANSWER_TIMEOUT_S)
@@ -216,30 +220,6 @@ def no_inbound_sync(f: Failover) -> Reading:
     return Reading(r.ok, f"{f.target}: {path} still there")
 
 
-def mark_site_lost(f: Failover) -> dict:
-    from drc.site.write import set_active_site
-
-    f.site = set_active_site(f.site_file, f.to, lost=sw.other_site(f.to))
-    return {"active_site": f.to, "lost_site": sw.other_site(f.to)}
-
-
-def site_file_says_lost(f: Failover) -> Reading:
-    f.site = sw.load_site(f.site_file)
-    ok = f.site.active_site == f.to and f.site.lost_site == sw.other_site(f.to)
-    return Reading(ok, f"active_site is {f.site.active_site}, lost_site {f.site.lost_site}")
-
-
-def converged_alone(f: Failover) -> Reading:
-    """The deploy of the serving site alone left nothing to change, and the app runs there (the
-    lost site is neither deployed nor asked)."""
-    from drc.hosts.deploy import no_change_problem, run_deploy
-
-    problem = no_change_problem(run_deploy(f.site_file, "deploys/site.py", "--dry", env=sw.skip_prechange_reason(f), echo=None))
-    on_target = H.is_active(f.site, f.target, f.site.spse_app.unit)
-    return Reading(problem is None and on_target, f"site deploy preview: {problem or 'no change'}; "
-                                                  f"{f.site.spse_app.unit} active on {f.target}={on_target}")
-
-
 def failover(site_file: Path, to: str, reason: str, decided_by: str, force: bool = False,
              echo: Callable[[str], None] = print) -> tuple[Runbook, Failover]:
     f = Failover(Path(site_file), to, echo, reason=reason, decided_by=decided_by, force=force)
@@ -261,10 +241,10 @@ def failover(site_file: Path, to: str, reason: str, decided_by: str, force: bool
         Step("primary-conf", "EM-3", f"{dst}'s standby settings removed", sw.drop_standby_conf, sw.no_standby_conf),
         Step("slot", "EM-3", f"{src}'s replication slot dropped on {dst} (it would keep WAL until the disk fills)",
              drop_source_slot, source_slot_absent),
-        Step("site-file", "EM-2", f"the site file says active_site: {to}, lost_site: {sw.other_site(to)}", mark_site_lost,
-             site_file_says_lost),
+        Step("site-file", "EM-2", f"the site file says active_site: {to}, lost_site: {sw.other_site(to)}", sw.write_site_file,
+             sw.site_file_says),
         Step("converge", "EM-2", f"the site deploy on {dst} alone: no sync or slot for {src}, backups into the repository "
-             f"at {to} (degraded)", sw.converge, converged_alone, deadline_s=1),
+             f"at {to} (degraded)", sw.converge, sw.converged, deadline_s=1),
         Step("checkpoint", "BK-1", f"CHECKPOINT on {dst}: its control file names its timeline (pgBackRest reads it)",
              sw.checkpoint, sw.checkpoint_on_timeline, deadline_s=60),
         Step("archive", "BK-1", f"{dst}'s WAL reaches the repository at its own site (pgbackrest check, its timeline's "

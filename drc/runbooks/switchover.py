@@ -85,6 +85,11 @@ class Switch:
         return remote.run(self.site, host, f"sudo -n -u postgres psql -XAtq -p {port} -d {shlex.quote(db)} -v ON_ERROR_STOP=1 "
                                            f"-c {shlex.quote(sql)}", timeout=timeout)
 
+    @property
+    def lost_after(self) -> str | None:
+        """The site the run leaves lost in the site file (lost_site): none after a switch-over."""
+        return None
+
     def slot_of(self, host: str) -> str:
         from roles.replication.standby import slot_name
 
@@ -501,13 +506,14 @@ def source_streams_from_target(s: Switch) -> Reading:
 def write_site_file(s: Switch) -> dict:
     from drc.site.write import set_active_site
 
-    s.site = set_active_site(s.site_file, s.to)
-    return {"active_site": s.to}
+    s.site = set_active_site(s.site_file, s.to, lost=s.lost_after)
+    return {"active_site": s.to, "lost_site": s.lost_after}
 
 
 def site_file_says(s: Switch) -> Reading:
     s.site = load_site(s.site_file)
-    return Reading(s.site.active_site == s.to, f"active_site is {s.site.active_site}")
+    ok = s.site.active_site == s.to and s.site.lost_site == s.lost_after
+    return Reading(ok, f"active_site is {s.site.active_site}, lost_site {s.site.lost_site}")
 
 
 def skip_prechange_reason(s: Switch) -> dict:
@@ -531,12 +537,13 @@ def converge(s: Switch) -> dict:
 
 def converged(s: Switch) -> Reading:
     """Proven, not assumed: a preview of the site deploy finds nothing left to change, and the app
-    runs on the target only."""
+    runs on the target only (a lost source is neither deployed nor asked)."""
     from drc.hosts.deploy import no_change_problem, run_deploy
 
     problem = no_change_problem(run_deploy(s.site_file, "deploys/site.py", "--dry", env=skip_prechange_reason(s), echo=None))
     app = s.site.spse_app.unit
-    on_target, on_source = H.is_active(s.site, s.target, app), H.is_active(s.site, s.source, app)
+    on_target = H.is_active(s.site, s.target, app)
+    on_source = s.source not in s.site.lost_hosts and H.is_active(s.site, s.source, app)
     ok = problem is None and on_target and not on_source
     return Reading(ok, f"site deploy preview: {problem or 'no change'}; {app} active on {s.target}={on_target}, "
                        f"on {s.source}={on_source}")
