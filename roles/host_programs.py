@@ -15,6 +15,8 @@ from drc.hostside import LIB, shipped_by
 def lib_directory() -> None:
     """/usr/local/lib/siaga, made once per host by the role that runs first (roles/base)."""
     files.directory(name=f"{LIB} (siaga's programs)", path=LIB, user="root", group="root", mode="755")
+    # The programs write no bytecode; one left by an older siaga is an unexplained file to AIDE.
+    files.directory(name=f"{LIB}/__pycache__ absent", path=f"{LIB}/__pycache__", present=False)
 
 
 def ship(role: str) -> None:

@@ -37,7 +37,9 @@ NOT_BACKUPS = {"prune"}
 
 
 def load(name, lib=LIB):
-    """Another host program of siaga's, loaded from its file (they have no .py suffix)."""
+    """Another host program of siaga's, loaded from its file (they have no .py suffix). No bytecode
+    is written beside it: a __pycache__ in the programs' directory is an unexplained file to AIDE."""
+    sys.dont_write_bytecode = True
     path = os.path.join(lib, name)
     loader = importlib.machinery.SourceFileLoader(name.replace("-", "_"), path)
     module = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))

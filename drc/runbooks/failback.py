@@ -162,20 +162,6 @@ def lost_writes_reported(f: Failback) -> Reading:
     return Reading(f.lost_writes_file.exists(), f"{f.lost_writes_file} missing")
 
 
-def known_uploads(f: Failback) -> dict[str, str]:
-    """rel path → sha256 of the uploads the serving database knows (the application's own records,
-    when its profile names them): a row that reached the new primary whose file had not been synced."""
-    fr = f.site.spse_app.restore_test.file_records if f.site.spse_app.restore_test else None
-    if fr is None:
-        return {}
-    rec = H.pg(f.site, f.target, "records", database=f.site.postgresql.database, table=fr.table, path_column=fr.path_column,
-               sha256_column=fr.sha256_column, timeout=300)
-    if not rec.get("ok"):
-        raise RuntimeError(f"{f.target}: the application's upload records: {rec.get('error')}")
-    root = f.site.spse_app.uploads_dir.rstrip("/") + "/"
-    return {(path[len(root):] if path.startswith(root) else path): digest for path, digest in rec["records"]}
-
-
 def copy_uploads(f: Failback, files: list[str]) -> None:
     """`files` (relative to the uploads) from the old primary to the serving host, over this
     workstation's SFTP (a tar made and unpacked as root; the app's account owns them there)."""
@@ -213,7 +199,7 @@ def keep_old_only_uploads(f: Failback) -> dict:
         raise RuntimeError(f"uploads: {src.get('error') or dst.get('error')}")
     only_old = sorted(p for p in src["files"] if p not in dst["files"])
     only_new = sorted(p for p in dst["files"] if p not in src["files"])
-    known = known_uploads(f)
+    known = H.known_uploads(f.site, f.target, also_ask=[f.source]) or {}
     restore = [p for p in only_old if known.get(p) and known[p] == src["files"][p][1]]
     orphans = [p for p in only_old if p not in restore]
     if restore:

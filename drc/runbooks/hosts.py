@@ -77,3 +77,41 @@ def loaded_ruleset_version(site: Site, host: str, table: str) -> str | None:
     from roles.firewall.ruleset import table_comment
 
     return table_comment(r.stdout.splitlines())  # as the firewall role's fact reads it
+
+
+def quarantined_uploads(site: Site, hosts: list[str]) -> set[str]:
+    """Upload paths (relative to the uploads) ClamAV moved to quarantine on any of `hosts`
+    (roles/clamav: one JSON line each in quarantine.jsonl). Their database row stays, their file
+    left on purpose: no copy of them is expected anywhere (SOP IN-2). A host not answering adds none."""
+    if not site.clamav.enabled:
+        return set()
+    records = shlex.quote(f"{site.clamav.state_dir}/quarantine.jsonl")
+    out: set[str] = set()
+    for host in hosts:
+        r = remote.run(site, host, f"sudo -n cat {records} 2>/dev/null || true", timeout=60)
+        for line in (r.stdout if r.ok else "").splitlines():
+            try:
+                out.add(relative_upload(site, json.loads(line)["path"]))
+            except (ValueError, KeyError, TypeError):
+                continue
+    return out
+
+
+def relative_upload(site: Site, path: str) -> str:
+    return path.removeprefix(site.spse_app.uploads_dir.rstrip("/") + "/")
+
+
+def known_uploads(site: Site, host: str, also_ask: list[str] | None = None) -> dict[str, str] | None:
+    """rel path → sha256 of the uploads `host`'s database knows (the application's own records, when
+    its profile names them; None when it names none), leaving out those ClamAV quarantined on `host`
+    or `also_ask`. Raises RuntimeError when the records cannot be read."""
+    fr = site.spse_app.restore_test.file_records if site.spse_app.restore_test else None
+    if fr is None:
+        return None
+    rec = pg(site, host, "records", database=site.postgresql.database, table=fr.table, path_column=fr.path_column,
+             sha256_column=fr.sha256_column, timeout=300)
+    if not rec.get("ok"):
+        raise RuntimeError(f"{host}: the application's upload records: {rec.get('error')}")
+    gone = quarantined_uploads(site, [host, *(also_ask or [])])
+    known = {relative_upload(site, path): digest for path, digest in rec["records"]}
+    return {p: d for p, d in known.items() if p not in gone}

@@ -39,7 +39,7 @@ def test_a_deployed_host_checks_clean(site, primary, drc):
 def test_tampering_is_reported_until_repaired_and_a_deploy_is_not_an_alarm(lab, site, primary):
     app_file = f"{app_dir(site.spse_app)}/standin.py"
     before = json.loads(primary.file(f"{site.file_integrity.state_dir}/status.json").content_string).get("alerts_total", 0)
-    primary.run_expect([0], f"cp -p {BINARY} /root/siaga-test-tac.orig")
+    primary.run_expect([0], f"cp -p {BINARY} /root/siaga-test-tac.orig && cp -p {app_file} /root/siaga-test-app.orig")
     try:
         primary.run_expect([0], f"printf '\\0' >> {BINARY} && printf '# tampered\\n' >> {app_file}")
         for _ in range(2):  # reported, and reported again: the baseline does not move
@@ -52,8 +52,13 @@ def test_tampering_is_reported_until_repaired_and_a_deploy_is_not_an_alarm(lab, 
         assert f"file integrity: {app_file} changed" in alerts and f"file integrity: {BINARY} changed" in alerts, alerts
         prom = primary.file(f"{site.file_integrity.state_dir}/siaga_integrity.prom").content_string
         assert "siaga_integrity_unexplained_changes 2\n" in prom
+    except BaseException:
+        # The application's file back too, or the next tests see a change to it (the deploy below
+        # puts it back when all went well: that is what this test checks).
+        primary.run_expect([0], f"cp -p /root/siaga-test-app.orig {app_file}")
+        raise
     finally:
-        primary.run_expect([0], f"cp /root/siaga-test-tac.orig {BINARY} && rm -f /root/siaga-test-tac.orig")
+        primary.run_expect([0], f"cp /root/siaga-test-tac.orig {BINARY} && rm -f /root/siaga-test-tac.orig /root/siaga-test-app.orig")
     # The site deploy puts the application's file back (and changes nothing else here).
     res = run_deploy(lab)
     assert res.ok, res.output[-4000:]
