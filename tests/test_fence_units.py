@@ -70,3 +70,27 @@ def test_the_writes_lost_on_an_old_primary_are_its_committed_transactions_after_
     lost = fence.parse_waldump(WALDUMP)
     assert [x["xid"] for x in lost] == [745]
     assert lost[0]["ops"] == {"1663/16384/16390": {"INSERT": 2}} and lost[0]["commit_time"].startswith("2026-11-26 15:00:25")
+
+
+# pg_rewind's own words (PostgreSQL 17), as it prints them on failure.
+@pytest.mark.parametrize("out,impossible,retry_safe", [
+    ("pg_rewind: error: could not find common ancestor of the source and target cluster's timelines", True, False),
+    ('pg_rewind: error: target server needs to use either data checksums or "wal_log_hints = on"', True, False),
+    ("pg_rewind: servers diverged at WAL location 0/5000000 on timeline 1\npg_rewind: error: could not find previous WAL "
+     'record at 0/4FFFF80: could not open file "/var/lib/postgresql/17/main/pg_wal/000000010000000000000004": No such file '
+     "or directory", True, False),
+    ("pg_rewind: servers diverged at WAL location 0/5000000 on timeline 1\npg_rewind: rewinding from last common checkpoint "
+     "at 0/4000028 on timeline 1\npg_rewind: reading source file list\npg_rewind: reading target file list\npg_rewind: "
+     "reading WAL in target\npg_rewind: need to copy 51 MB (total source directory size is 70 MB)\npg_rewind: error: could "
+     "not fetch remote file \"base/5/16384\": server closed the connection unexpectedly", True, False),
+    ('pg_rewind: error: could not connect to server: connection to server at "10.213.2.10", port 5432 failed: timeout '
+     "expired", False, True),
+    ('pg_rewind: error: connection to server at "10.213.2.10", port 5432 failed: FATAL:  password authentication failed',
+     False, True),
+])
+def test_a_failed_rewind_says_whether_a_fresh_copy_is_the_way_or_a_retry_is_safe(out, impossible, retry_safe):
+    """SOP EM-3.8: a fresh copy only when a rewind is impossible; a rewind that changed the data
+    directory is never tried again; one that stopped before changing anything may be."""
+    got = fence.rewind_failure(out)
+    assert (got["impossible"], got["retry_safe"]) == (impossible, retry_safe), got
+    assert bool(got["why"]) == impossible

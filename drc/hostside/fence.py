@@ -24,7 +24,11 @@ Modes given as one JSON word (by siaga over SSH):
 - `rewind` (fail-back): pg_rewind from the new primary, then standby.signal, in a systemd unit of
   its own (`siaga-rewind-<run>`: a killed siaga, or a dropped SSH connection, never interrupts it,
   which would leave the data directory beyond rewinding); called again for the same run, it waits
-  for that unit and answers its result. `rewound` says when.
+  for that unit and answers its result: whether a rewind is impossible here, and why.
+- `fresh-copy` (fail-back, only when a rewind is impossible): pg_basebackup from the new primary in
+  place of the data directory, which is kept beside it renamed; then standby.signal. In a unit of
+  its own too (`siaga-fresh-copy-<run>`); an interrupted copy is started again. `rewound` says
+  when, and by which method.
 - `authority`: `grant` or `drop` this host's authority: a host granted it (by a failover, or
   `siaga fence release`) may start read-write when it cannot reach its peer.
 
@@ -429,59 +433,106 @@ def diverged(c, a):
             "segments": len(segs), "note": se.strip().splitlines()[-1][-200:] if se.strip() else ""}
 
 
-def rewind_result_path(run_id):
-    return os.path.join(STATE_DIR, f"rewind-{re.sub(r'[^A-Za-z0-9_.-]', '_', run_id)}.json")
+# pg_rewind's words for a rewind that cannot work on this data directory, whatever is retried: the
+# way back is then a fresh copy (fail-back, SOP EM-3.8).
+REWIND_IMPOSSIBLE = (
+    ("could not find common ancestor", "the two timelines have no common ancestor"),
+    ("needs to use either data checksums", "this host ran without wal_log_hints and without data checksums"),
+    ("could not find previous WAL record", "this host's WAL from before the fork is gone"),
+    ("could not open file", "a WAL file pg_rewind needs is gone"),
+    ("could not read WAL record", "this host's WAL from before the fork cannot be read"),
+)
+# pg_rewind changes the target only after it has printed this: a failure after it leaves a data
+# directory half rewound.
+REWIND_CHANGING = "need to copy"
+DETACHED = {"rewind": "rewind-now", "fresh-copy": "fresh-copy-now"}  # kind -> the mode its unit runs
 
 
-def rewind(c, a, wait_s=7200):
-    """The rewind of run `run_id`, run once in its own unit; its result (waiting for it to end)."""
-    result = rewind_result_path(a["run_id"])
-    unit = "siaga-rewind-" + re.sub(r"[^A-Za-z0-9_-]", "_", a["run_id"]) + ".service"
-    if not os.path.exists(result):
+def result_path(kind, run_id):
+    return os.path.join(STATE_DIR, f"{kind}-{re.sub(r'[^A-Za-z0-9_.-]', '_', run_id)}.json")
+
+
+def detached(kind, a, wait_s=7200):
+    """The `kind` (rewind, fresh-copy) of run `run_id`, run in a systemd unit of its own so that a
+    killed siaga or a dropped SSH connection never interrupts it; its result, waiting for it to end,
+    or {"running": true} after `wait_s`. Called again for the same run, it waits for that unit or
+    answers the result it left. A rewind
+    that failed before changing anything is started again; an interrupted one is never retried."""
+    result = result_path(kind, a["run_id"])
+    unit = f"siaga-{kind}-" + re.sub(r"[^A-Za-z0-9_-]", "_", a["run_id"]) + ".service"
+    done = read_json(result)
+    if done and not done.get("ok") and done.get("retry_safe"):
+        remove(result)
+        remove(result + ".started")
+        done = None
+    if done is None:
         active = run(["systemctl", "is-active", unit], 30)[1].strip()
         if active not in ("active", "activating", "deactivating"):
-            # Started, and ended without a result (the host went down mid-way): pg_rewind interrupted
-            # leaves no safe second try.
-            if os.path.exists(result + ".started"):
-                return {"ok": False, "error": f"the rewind of {a['run_id']} was interrupted (journalctl -u {unit}): the data "
-                                              "directory may be half rewound; a fresh copy of this host is needed"}
+            if os.path.exists(result + ".started") and kind == "rewind":
+                # Started, and ended without a result (the host went down mid-way).
+                out = {"ok": False, "impossible": True, "why": f"the rewind of {a['run_id']} was interrupted (journalctl "
+                       f"-u {unit}): the data directory may be half rewound"}
+                write_json(result, {**out, "error": out["why"]})
+                return read_json(result)
             rc, so, se = run(["systemd-run", f"--unit={unit}", "--quiet", "--no-block", "--property=Type=oneshot",
                               "--property=RemainAfterExit=no", sys.executable, os.path.abspath(__file__),
-                              json.dumps({"mode": "rewind-now", "source": a["source"], "run_id": a["run_id"]})], 60)
+                              json.dumps({**a, "mode": DETACHED[kind]})], 60)
             if rc != 0:
                 return {"ok": False, "error": f"systemd-run: {(se or so).strip()[-300:]}"}
         end, start_by = time.monotonic() + wait_s, time.monotonic() + 60
-        while not os.path.exists(result) and time.monotonic() < end:
+        while not os.path.exists(result):
             running = run(["systemctl", "is-active", unit], 30)[1].strip() in ("active", "activating", "deactivating")
             if not running and (os.path.exists(result + ".started") or time.monotonic() > start_by):
                 break  # ended (its result is read below), or never started
+            if time.monotonic() > end:
+                return {"ok": False, "running": True, "unit": unit}  # still at work: ask again
             time.sleep(0.5)
     return read_json(result) or {"ok": False, "error": f"{unit} gave no result (journalctl -u {unit})"}
 
 
-def rewind_now(c, a):
-    """pg_rewind this (stopped, fenced) former primary from the new primary, then standby.signal at
-    once (nothing may start it as a primary again). The missing WAL of this host comes from its own
-    pg_wal; the new primary's from its server. The result is kept for `rewind` to answer."""
-    result = rewind_result_path(a["run_id"])
+def in_unit(kind, work, c, a):
+    """Run `work` inside the unit `detached` started; its result kept for `detached` to answer."""
+    result = result_path(kind, a["run_id"])
     write_json(result + ".started", {"at": now()})
-    out = _rewind(c, a)
+    out = work(c, a)
     write_json(result, out)
     return out
 
 
-def _rewind(c, a):
-    # pg_rewind logs in to database postgres (pg_hba allows the replication role there from the peer);
-    # the password is the replication role's, from its one passfile: a passfile for this run says so.
-    password = next((":".join(p[4:]) for ln in open(PASSFILE).read().splitlines()
-                     if len(p := ln.split(":")) >= 5 and p[0] == a["source"] and p[2] == "replication"), None)
+def replication_password(source):
+    """The replication role's password for `source`, from its one passfile (roles/replication)."""
+    return next((":".join(p[4:]) for ln in open(PASSFILE).read().splitlines()
+                 if len(p := ln.split(":")) >= 5 and p[0] == source and p[2] == "replication"), None)
+
+
+def run_passfile(c, a, database):
+    """A passfile for this run only (0600, postgres), removed by the caller."""
+    password = replication_password(a["source"])
     if password is None:
-        return {"ok": False, "error": f"{PASSFILE} holds no replication password for {a['source']}"}
-    runfile = "/run/siaga-rewind.pgpass"
+        raise RuntimeError(f"{PASSFILE} holds no replication password for {a['source']}")
+    runfile = f"/run/siaga-{a['mode']}.pgpass"
     fd = os.open(runfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
-        f.write(f"{a['source']}:{c['port']}:postgres:{c['replication_user']}:{password}\n")
+        f.write(f"{a['source']}:{c['port']}:{database}:{c['replication_user']}:{password}\n")
     shutil.chown(runfile, "postgres", "postgres")
+    return runfile
+
+
+def become_standby(c, a, method, **extra):
+    """standby.signal at once (nothing may start this host as a primary again), and the record."""
+    signal_file = os.path.join(data_dir(c), "standby.signal")
+    with open(signal_file, "a"):
+        pass
+    shutil.chown(signal_file, "postgres", "postgres")
+    write_json(os.path.join(STATE_DIR, "rewound.json"), {"run_id": a["run_id"], "at": now(), "source": a["source"],
+                                                          "method": method, **extra, **local_control(c)})
+
+
+def rewind_now(c, a):
+    """pg_rewind this (stopped, fenced) former primary from the new primary. The missing WAL of this
+    host comes from its own pg_wal; the new primary's from its server. A failure says whether a
+    retry is safe (nothing changed yet) and whether a rewind is impossible (a fresh copy is the way)."""
+    runfile = run_passfile(c, a, "postgres")  # pg_rewind logs in to database postgres
     src = (f"host={a['source']} port={c['port']} user={c['replication_user']} dbname=postgres "
            f"passfile={runfile} connect_timeout=10")
     t0 = time.monotonic()
@@ -493,16 +544,69 @@ def _rewind(c, a):
                           f"--config-file={conf}", "--progress"], 7200, user="postgres")
     finally:
         remove(runfile)
-    out = (so + se).strip()
+    out, seconds = (so + se).strip(), round(time.monotonic() - t0, 1)
     if rc != 0:
-        return {"ok": False, "error": f"pg_rewind: {out[-600:]}", "seconds": round(time.monotonic() - t0, 1)}
-    signal_file = os.path.join(data_dir(c), "standby.signal")
-    with open(signal_file, "a"):
-        pass
-    shutil.chown(signal_file, "postgres", "postgres")
-    write_json(os.path.join(STATE_DIR, "rewound.json"), {"run_id": a["run_id"], "at": now(), "source": a["source"],
-                                                          **local_control(c)})
-    return {"ok": True, "seconds": round(time.monotonic() - t0, 1), "output": out[-600:]}
+        return {"ok": False, "error": f"pg_rewind: {out[-600:]}", "seconds": seconds, **rewind_failure(out)}
+    copied = re.search(r"need to copy (\d+) MB \(total source directory size is (\d+) MB\)", out)
+    become_standby(c, a, "rewind")
+    return {"ok": True, "seconds": seconds, "output": out[-600:],
+            "copied_mb": int(copied.group(1)) if copied else None, "source_mb": int(copied.group(2)) if copied else None}
+
+
+def rewind_failure(out):
+    """What pg_rewind's output on failure means: impossible (and why: a fresh copy is the way), or
+    safe to retry (it stopped before changing anything: the new primary unreachable, a login refused)."""
+    changed = REWIND_CHANGING in out
+    why = next((w for words, w in REWIND_IMPOSSIBLE if words in out), None)
+    if changed:
+        why = "pg_rewind failed while changing the data directory: it is half rewound"
+    return {"impossible": why is not None, "why": why, "retry_safe": why is None and not changed}
+
+
+def du_bytes(path):
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                continue
+    return total
+
+
+def fresh_copy_now(c, a):
+    """A fresh copy of the new primary (pg_basebackup) in place of this host's data directory, when a
+    rewind is impossible. The old directory is kept beside it, renamed (never deleted: its diverged
+    writes are the LPSE's to read), and only when the disk holds both. Run again after an
+    interruption, the partial copy (this run's own: the old directory is already aside) is removed
+    and the copy starts again."""
+    pgdata = data_dir(c)
+    kept = f"{pgdata}.diverged-{re.sub(r'[^A-Za-z0-9_.-]', '_', a['run_id'])}"
+    if not os.path.isdir(kept):
+        need, free = int(du_bytes(pgdata) * 1.1), shutil.disk_usage(os.path.dirname(pgdata)).free
+        if free < need:
+            return {"ok": False, "retry_safe": True, "error": f"a fresh copy needs about {need / 2**30:.1f} GiB beside the "
+                    f"old data directory, which is kept; {free / 2**30:.1f} GiB free: free space on "
+                    f"{os.path.dirname(pgdata)}, or move {pgdata} elsewhere yourself, then run siaga failback again"}
+        os.rename(pgdata, kept)
+    elif os.path.isdir(pgdata):
+        shutil.rmtree(pgdata)  # this run's partial copy
+    os.mkdir(pgdata, 0o700)
+    shutil.chown(pgdata, "postgres", "postgres")
+    runfile = run_passfile(c, a, "replication")
+    t0 = time.monotonic()
+    try:
+        src = f"host={a['source']} port={c['port']} user={c['replication_user']} passfile={runfile} connect_timeout=10"
+        rc, so, se = run([f"/usr/lib/postgresql/{c['version']}/bin/pg_basebackup", "-d", src, "-D", pgdata, "-X", "stream",
+                          "-c", "fast", "-w"], 7200, user="postgres")
+    finally:
+        remove(runfile)
+    seconds = round(time.monotonic() - t0, 1)
+    if rc != 0:
+        return {"ok": False, "retry_safe": True, "seconds": seconds, "kept": kept,
+                "error": f"pg_basebackup: {(so + se).strip()[-600:]}"}
+    become_standby(c, a, "fresh-copy", kept=kept, why=a.get("why", ""))
+    return {"ok": True, "seconds": seconds, "kept": kept}
 
 
 def main(argv=None):
@@ -530,10 +634,12 @@ def main(argv=None):
             out.update(state(c))
         elif mode == "diverged":
             out = diverged(c, a)
-        elif mode == "rewind":
-            out = rewind(c, a)
+        elif mode in DETACHED:
+            out = detached(mode, a, float(a.get("wait_s", 7200)))
         elif mode == "rewind-now":
-            out = rewind_now(c, a)
+            out = in_unit("rewind", rewind_now, c, a)
+        elif mode == "fresh-copy-now":
+            out = in_unit("fresh-copy", fresh_copy_now, c, a)
         elif mode == "rewound":
             out = {"ok": True, "rewound": read_json(os.path.join(STATE_DIR, "rewound.json"))}
         elif mode == "authority":

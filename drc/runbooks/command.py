@@ -145,7 +145,7 @@ def cmd_failback(args: argparse.Namespace, console: Console) -> int:
     show_plan(console, book, ctx)
     lock = HostLock(ctx.site, [ctx.source, ctx.target])
     code = finish(args, console, ctx, Engine(book, ctx, store.records_dir(ctx.site), lock, progress_printer(console)))
-    lost = ctx.readings.get("lost_writes")
+    lost = ctx.reported().get("lost_writes")
     if lost is not None:
         console.print(f"writes lost on {ctx.source} (committed there after the fork, never on {ctx.target}): "
                       f"{lost['transactions']} transactions {lost['per_table']}; listed in {ctx.lost_writes_file}", highlight=False)
@@ -167,8 +167,8 @@ def finish(args: argparse.Namespace, console: Console, ctx, engine: Engine) -> i
     if args.json:
         console.file.write(json.dumps({"outcome": out.outcome, "run_id": out.run_id, "message": out.message,
                                        "journal": str(out.journal) if out.journal else None,
-                                       "readings": {k: v for k, v in ctx.readings.items()
-                                                    if k in ("at_risk", "source_answers", "lost_writes", "uploads")}},
+                                       "readings": {k: v for k, v in ctx.reported().items()
+                                                    if k in ("at_risk", "source_answers", "lost_writes", "uploads", "rejoin")}},
                                       default=str) + "\n")
     return report(console, out)
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shlex
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -45,6 +46,34 @@ class Failback(sw.Switch):
     @property
     def lost_writes_file(self) -> Path:
         return store.records_dir(self.site) / f"failback-lost-writes-{self.run_id}.json"
+
+    def detached(self, mode: str, args: dict, deadline_s: float = 7200) -> dict:
+        """A fence mode that runs in a unit of its own on the old primary (rewind, fresh-copy), asked
+        every half minute over a short SSH command: a host that goes down meanwhile is noticed at the
+        next question, not after the whole deadline."""
+        end = time.monotonic() + deadline_s
+        while True:
+            out = self.fence(self.source, {**args, "mode": mode, "wait_s": 30}, timeout=120)
+            if not out.get("running"):
+                return out
+            if time.monotonic() > end:
+                return {"ok": False, "error": f"{out.get('unit')} still runs after {deadline_s:g} s (it goes on: run "
+                                              "siaga failback again to wait for it)"}
+
+    def reported(self) -> dict:
+        """This process's readings; the lost writes and the old primary's uploads from the run's record
+        when an earlier, interrupted process of the same run read them: a resumed fail-back still says
+        what was lost."""
+        if "lost_writes" not in self.readings and self.run_id and self.lost_writes_file.exists():
+            rec = json.loads(self.lost_writes_file.read_text())
+            self.readings["lost_writes"] = {"transactions": len(rec["transactions"]),
+                                            "per_table": rec["transactions_per_table"]}
+            kept = rec.get("uploads_only_on_old_primary")
+            if kept is not None and "uploads" not in self.readings:
+                self.readings["uploads"] = {"copied_to_serving": kept["copied_to_serving"], "orphans": kept["orphans"],
+                                            "archive": kept["orphans_archive_on_host"],
+                                            "only_on_serving": rec.get("uploads_made_while_serving_alone")}
+        return self.readings
 
 
 def failback_context(site_file: Path, echo: Callable[[str], None]) -> Failback:
@@ -75,17 +104,10 @@ def old_primary_fenced_and_down(f: Failback) -> Reading:
     return Reading(True, data={"timeline": st.get("timeline"), "fenced": bool(st.get("fenced"))})
 
 
-def rewind_possible(f: Failback) -> Reading:
-    st = f.known(f.target)
-    ok = st.get("wal_log_hints") == "on" or st.get("data_checksums") == "on"
-    return Reading(ok, f"{f.target}: neither wal_log_hints nor data checksums: pg_rewind cannot run; a fresh copy is needed")
-
-
 PREFLIGHT = (
     Check("the serving host is the primary", "EM-3", serving_is_primary),
     Check("siaga's programs on the hosts are this siaga's", "EM-3", sw.programs_current),
     Check("the old primary is fenced (or held), down, of the same database", "EM-3", old_primary_fenced_and_down),
-    Check("pg_rewind is possible (wal_log_hints or checksums)", "EM-3.8", rewind_possible),
 )
 
 
@@ -242,10 +264,24 @@ def old_only_uploads_kept(f: Failback) -> Reading:
 
 
 def do_rewind(f: Failback) -> dict:
-    out = f.fence(f.source, {"mode": "rewind", "source": f.address(f.target), "run_id": f.run_id}, timeout=7200)
-    if not out.get("ok"):
+    """pg_rewind; a fresh copy only when pg_rewind says a rewind is impossible (no common ancestor,
+    the WAL it needs gone, no wal_log_hints nor checksums, a rewind interrupted half-way), saying why.
+    Both run on the host in a unit of their own; a re-run of this step waits for them."""
+    out = f.detached("rewind", {"source": f.address(f.target), "run_id": f.run_id})
+    if out.get("ok"):
+        f.readings["rejoin"] = {"method": "rewind", "seconds": out.get("seconds"), "copied_mb": out.get("copied_mb")}
+        return {"method": "rewind", "seconds": out.get("seconds"), "copied_mb": out.get("copied_mb"),
+                "source_mb": out.get("source_mb")}
+    if not out.get("impossible"):
         raise RuntimeError(f"{f.source}: {out.get('error')}")
-    return {"seconds": out.get("seconds")}
+    f.echo(f"  a rewind of {f.source} is impossible: {out.get('why')}; a fresh copy from {f.target} instead "
+           f"(its data directory kept beside it)")
+    copy = f.detached("fresh-copy", {"source": f.address(f.target), "run_id": f.run_id, "why": out.get("why")})
+    if not copy.get("ok"):
+        raise RuntimeError(f"{f.source}: a rewind is impossible ({out.get('why')}), and the fresh copy failed: {copy.get('error')}")
+    f.readings["rejoin"] = {"method": "fresh-copy", "why": out.get("why"), "seconds": copy.get("seconds"),
+                            "kept": copy.get("kept")}
+    return {"method": "fresh-copy", "why": out.get("why"), "seconds": copy.get("seconds"), "kept": copy.get("kept")}
 
 
 def rewound(f: Failback) -> Reading:
@@ -300,7 +336,8 @@ def failback(site_file: Path, echo: Callable[[str], None] = print) -> tuple[Runb
              lost_writes, lost_writes_reported),
         Step("old-uploads", "EM-3", f"uploads only on {old}: those {new}'s database knows copied there, the others "
              f"archived on {old} and listed", keep_old_only_uploads, old_only_uploads_kept),
-        Step("rewind", "EM-3.8", f"pg_rewind {old} from {new}; standby.signal", do_rewind, rewound, no_return=True),
+        Step("rewind", "EM-3.8", f"pg_rewind {old} from {new} (a fresh copy only when a rewind is impossible, saying "
+             "why); standby.signal", do_rewind, rewound, no_return=True),
         Step("release", "EM-3", f"{old}'s fence released (it can only start as a standby now)", release_fence, fence_released),
         Step("slot", "EM-3", f"replication slot for {old} on {new}", sw.slot_for_source, sw.source_slot_present),
         Step("follow", "EM-3", f"{old} streams from {new} as a standby", follow_rewound, sw.source_streams_from_target,

@@ -71,6 +71,10 @@ class Switch:
         self.readings[host] = st
         return st
 
+    def reported(self) -> dict:
+        """The readings the command reports at the end (--json): this process's."""
+        return self.readings
+
     def known(self, host: str) -> dict:
         """The state the preflight read last, or read now: the preflight reads each host once."""
         return self.readings.get(host) or self.state(host)

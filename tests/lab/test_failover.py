@@ -3,7 +3,8 @@ load, `siaga failover` with the decision recorded, the service on the DRC, never
 primaries; the old primary rebooted while the WAN is still cut stays down, and fences itself when
 the WAN heals: writes to it fail, its archive-push is refused, its uploads sync never runs, and it
 cannot be released while the DRC is the primary. Then `siaga failback` lists exactly the writes the
-probe lost, rewinds the old primary into a standby, and the service comes home by switch-over.
+probe lost, rejoins the old primary as a standby (pg_rewind; a fresh copy when its machine went down
+mid-rewind), and the service comes home by switch-over.
 SOP EM-2, EM-3.2-3.5, EM-3.8; issue 11 points 1, 2, 3 and 5."""
 
 from __future__ import annotations
@@ -190,11 +191,34 @@ def test_the_old_primary_rebooted_in_the_partition_stays_down_and_fences_itself_
     assert any(x.startswith("site primary lost") and "DEGRADED" in x for x in report["problems"]), report["problems"]
 
 
-def test_failback_lists_the_lost_writes_rewinds_the_old_primary_and_the_service_comes_home(labfo, failed_over):
+def test_failback_lists_the_lost_writes_rejoins_the_old_primary_and_the_service_comes_home(labfo, failed_over):
+    """The old primary's machine goes down again in the middle of its rewind (the WAN slowed so the
+    rewind lasts; siaga killed first, as an operator's lost session): a half-rewound data directory
+    can never be rewound again, so the fail-back, run again, makes a fresh copy, saying why, with the
+    old data directory kept beside it (EM-3.8). The lost writes are still listed exactly."""
     _out, lost_report = failed_over
+    primary = lab_host(labfo, "primary")
+    labfo.set_wan_rate(2)
+    try:
+        first = subprocess.Popen([sys.executable, "-m", "drc.cli", "failback", "--json", str(labfo.site_file)], cwd=REPO,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            poll("pg_rewind at work on the old primary", lambda: primary.run("pgrep -x pg_rewind").rc == 0, 300)
+        finally:
+            first.kill()
+            first.wait()
+        labfo.stop_host("primary", kill=True)
+    finally:
+        labfo.set_wan_rate(None)
+    labfo.restart_host("primary")
+    primary = lab_host(labfo, "primary")
     proc = siaga(labfo, "failback", "--json")
     out = last_json(proc)
     assert proc.returncode == 0 and out["outcome"] == "finished", proc.stdout[-5000:]
+    rejoin = out["readings"]["rejoin"]
+    assert rejoin["method"] == "fresh-copy" and "interrupted" in rejoin["why"], rejoin
+    assert primary.file(rejoin["kept"]).is_directory and primary.file(f"{rejoin['kept']}/PG_VERSION").exists, rejoin
+    assert f"a rewind of primary is impossible: {rejoin['why']}" in " ".join(proc.stdout.split())  # told, not just done
     lost, uploads = out["readings"]["lost_writes"], out["readings"]["uploads"]
     documents = sum(n for t, n in lost["per_table"].items() if t.endswith(".tender_document"))
     # Every acknowledged write the probe found missing is listed by the fail-back, and no more: its
@@ -218,7 +242,7 @@ def test_failback_lists_the_lost_writes_rewinds_the_old_primary_and_the_service_
     record = json.loads(Path(next(ln.split("listed in ")[1].strip() for ln in proc.stdout.splitlines() if "listed in" in ln))
                         .read_text())
     assert record["fork"]["lsn"] and len(record["transactions"]) == lost["transactions"]
-    primary, drc = lab_host(labfo, "primary"), lab_host(labfo, "drc")
+    drc = lab_host(labfo, "drc")
     assert primary.check_output("runuser -u postgres -- psql -XAtqc 'select status from pg_stat_wal_receiver'") == "streaming"
     assert not fence_state(primary)["fenced"] and not fence_state(drc)["authority"]
     assert load_site(labfo.site_file).lost_site is None  # two sites again: deployed, synced, backed up away
