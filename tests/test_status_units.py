@@ -421,3 +421,48 @@ def test_a_fenced_host_and_a_primary_serving_alone_are_said(site):
     p[old] = {**probes()[old], "fence": {"fenced": {"since": "t", "why": "superseded"}, "held": None, "authority": None}}
     report = status.evaluate(site, p)
     assert any(x.startswith(f"{old}: FENCED") for x in report["problems"]), report["problems"]
+
+
+# The security services' status files as the lab's hosts write them (roles/clamav, roles/file_integrity).
+CHECKED = {"finished": "2026-05-29T03:50:00+07:00", "finished_ts": 1779999000, "aide_ok": True, "unexplained": [],
+           "explained": {}, "differences": 0}
+SCANNED = {"kind": "new", "finished": "2026-05-29T03:59:50+07:00", "finished_ts": 1779999990, "files": 3, "found": 0,
+           "quarantined": 0, "ok": True, "error": ""}
+
+
+def secured(primary_integrity=CHECKED, drc_integrity=CHECKED, scan=SCANNED, **clamav) -> dict:
+    out = probes()
+    out["spse-primary"]["security"] = {"integrity": {"last_check": primary_integrity} if primary_integrity else None,
+                                       "clamav": {"last_scan": scan, **clamav} if scan else None}
+    out["spse-drc"]["security"] = {"integrity": {"last_check": drc_integrity}, "clamav": None}
+    return out
+
+
+def test_security_services_checked_and_scanning_where_the_app_runs_are_no_problem(site):
+    report = status.evaluate(site, secured())
+    assert report["problems"] == [] and not any("ClamAV" in n for n in report["notices"])
+
+
+@pytest.mark.parametrize("change,expected", [
+    ({"primary_integrity": {**CHECKED, "unexplained": [{"path": "/usr/bin/tac", "kind": "changed", "changed": ["sha256"]}]}},
+     "spse-primary: file integrity: 1 change(s) nobody explained since the baseline (/usr/bin/tac)"),
+    ({"drc_integrity": {**CHECKED, "finished_ts": 1779999000 - 3 * 86400}}, "spse-drc: file integrity last checked"),
+    ({"primary_integrity": None}, "spse-primary: file integrity never checked"),
+    ({"scan": {**SCANNED, "ok": False, "error": "clamdscan exit 2: can't connect to clamd"}},
+     "spse-primary: ClamAV's last scan of the uploads failed: clamdscan exit 2"),
+    ({"scan": {**SCANNED, "finished_ts": 1779999990 - 3600}}, "spse-primary: ClamAV last scanned the uploads at"),
+    ({"scan": None}, "spse-primary: ClamAV has not scanned the uploads yet"),
+])
+def test_a_security_service_that_is_not_working_or_found_changes_is_a_problem(site, change, expected):
+    """SOP IN-2: AIDE's unexplained changes and a stale or failing ClamAV scan fail `siaga status`."""
+    report = status.evaluate(site, secured(**change))
+    assert any(p.startswith(expected) for p in report["problems"]), report["problems"]
+    assert status.exit_code(report) != 0
+
+
+def test_a_quarantined_upload_is_a_notice_and_the_standby_is_not_asked_to_scan(site):
+    det = {"path": "/home/file/file_prod/2026/11/28/x-eicar.pdf", "signature": "Eicar-Signature", "at": "2026-11-28T05:59:50+07:00"}
+    report = status.evaluate(site, secured(quarantined_total=1, last_detection=det))
+    assert report["problems"] == []  # the DRC has no scan of its own: the uploads are scanned where they are written
+    assert any(n.startswith("spse-primary: ClamAV quarantined 1 upload(s); the last: /home/file/file_prod/2026/11/28/x-eicar.pdf")
+               for n in report["notices"]), report["notices"]

@@ -199,6 +199,19 @@ def fence_state(directory=FENCE_DIR):
     return out
 
 
+def security_state(files):
+    """The security services' own status files (roles/clamav, roles/file_integrity: world-readable
+    JSON), by name; None for a file that is not there (the service is off, or not deployed yet)."""
+    out = {}
+    for name, path in files.items():
+        try:
+            with open(path) as f:
+                out[name] = json.load(f)
+        except (OSError, ValueError):
+            out[name] = None
+    return out
+
+
 def probe(args):
     """Everything this host says about itself, as a JSON-ready dict."""
     timeout = args.get("timeout", 5)
@@ -213,6 +226,7 @@ def probe(args):
     out["updates"] = updates(args.get("apt_timeout", 30))
     out["reboot"] = reboot_required()
     out["fence"] = fence_state()
+    out["security"] = security_state(args.get("security_files", {}))
     out["uploads"] = uploads(args["uploads_dir"], args.get("listing_timeout", 60))
     out["now"] = time.time()  # after the listing: a file written during it has age >= 0
     return out

@@ -62,7 +62,18 @@ def _probe_args(site: Site, host: str, timeout: float) -> dict:
         "uploads_dir": app.uploads_dir,
         "components": [{"name": c.name, "kind": c.kind, "target": c.target}
                        for c in site.components if host in site.hosts_for(c.run_on)],
+        "security_files": {name: f"{state_dir}/status.json" for name, state_dir in security_services(site).items()},
     }
+
+
+def security_services(site: Site) -> dict[str, str]:
+    """The security services the site runs, by name → their state directory (their status.json)."""
+    out = {}
+    if site.clamav.enabled:
+        out["clamav"] = site.clamav.state_dir
+    if site.file_integrity.enabled:
+        out["integrity"] = site.file_integrity.state_dir
+    return out
 
 
 def probe_host(site: Site, host: str, timeout: float = CONNECT_TIMEOUT_S) -> Probe:
@@ -215,6 +226,48 @@ def notices(hosts: dict[str, dict]) -> list[str]:
     return out
 
 
+def security_problems(site: Site, name: str, p: Probe, now_ts: float) -> tuple[list[str], list[str]]:
+    """(problems, notices) of a host's security services (SOP IN-2): AIDE's last daily check with
+    changes nobody explained or none for two days; ClamAV's scans of the uploads where the app runs
+    (failing, or none for ten intervals); its quarantine, to know."""
+    if not p.get("reachable") or p.get("error") or "security" not in p:
+        return [], []
+    problems, notes = [], []
+    sec = p["security"]
+    now_ts = p.get("now", now_ts)  # the host's clock, as its services wrote their times
+    if "integrity" in security_services(site):
+        st = sec.get("integrity")
+        last = (st or {}).get("last_check")
+        if not last:
+            problems.append(f"{name}: file integrity never checked (siaga-integrity-check.timer; run the site deploy)")
+        else:
+            if not last.get("aide_ok"):
+                problems.append(f"{name}: file integrity check failed at {last.get('finished')}: {last.get('error', 'AIDE')}")
+            unexplained = [u["path"] for u in last.get("unexplained", [])]
+            if unexplained:
+                problems.append(f"{name}: file integrity: {len(unexplained)} change(s) nobody explained since the baseline "
+                                f"({', '.join(unexplained[:3])}{', ...' if len(unexplained) > 3 else ''}): review, then repair "
+                                f"or accept ({site.file_integrity.state_dir}/status.json)")
+            if now_ts - last.get("finished_ts", 0) > 2 * 86400:
+                problems.append(f"{name}: file integrity last checked {last.get('finished')}: over two days ago")
+    scanning = site.site_of[name] == site.active_site
+    if "clamav" in security_services(site) and scanning:
+        st = sec.get("clamav") or {}
+        last = st.get("last_scan")
+        if not last:
+            problems.append(f"{name}: ClamAV has not scanned the uploads yet (siaga-upload-scan.timer)")
+        else:
+            if not last.get("ok"):
+                problems.append(f"{name}: ClamAV's last scan of the uploads failed: {last.get('error')}")
+            if now_ts - last.get("finished_ts", 0) > 10 * site.clamav.scan_interval_seconds + 600:
+                problems.append(f"{name}: ClamAV last scanned the uploads at {last.get('finished')}")
+    if (sec.get("clamav") or {}).get("quarantined_total"):
+        det = sec["clamav"].get("last_detection") or {}
+        notes.append(f"{name}: ClamAV quarantined {sec['clamav']['quarantined_total']} upload(s); the last: {det.get('path')} "
+                     f"({det.get('signature')}) at {det.get('at')}")
+    return problems, notes
+
+
 def evaluate(site: Site, probes: dict[str, Probe], now: datetime.datetime | None = None) -> dict:
     """The report (JSON-ready) and its verdict, from what each host said. Touches no host."""
     th = site.status
@@ -277,6 +330,11 @@ def evaluate(site: Site, probes: dict[str, Probe], now: datetime.datetime | None
             problems.append(f"{h}: PostgreSQL held down by the fence guard ({fence['held'].get('why')})")
         if fence.get("authority") and d["role"] == "primary" and not standbys:
             problems.append(f"{h}: serving alone since a failover ({fence['authority'].get('why')}): DEGRADED, no standby")
+    security_notes: list[str] = []
+    for h in hosts:
+        more, notes_h = security_problems(site, h, probes.get(h) or {}, now.timestamp())
+        problems += more
+        security_notes += notes_h
     if site.lost_site:
         problems.append(f"site {site.lost_site} lost (lost_site in the site file): backups go into the repository at "
                         f"{site.backup.repository_site}, the serving site: DEGRADED (SOP BK-9: keep the offline media away "
@@ -325,7 +383,7 @@ def evaluate(site: Site, probes: dict[str, Probe], now: datetime.datetime | None
         "roles": {"primary": primaries, "standby": standbys, "unknown": unknown},
         "hosts": hosts,
         "problems": problems,
-        "notices": notices(hosts),
+        "notices": notices(hosts) + security_notes,
     }
 
 

@@ -11,6 +11,7 @@ import json
 import pytest
 
 from drc.site import load_site
+from drc.status.command import evaluate, probe_all
 from roles.spse_app.deploy import app_dir
 from tests.helpers import assert_no_change_rerun, run_deploy
 
@@ -52,6 +53,9 @@ def test_tampering_is_reported_until_repaired_and_a_deploy_is_not_an_alarm(lab, 
         assert f"file integrity: {app_file} changed" in alerts and f"file integrity: {BINARY} changed" in alerts, alerts
         prom = primary.file(f"{site.file_integrity.state_dir}/siaga_integrity.prom").content_string
         assert "siaga_integrity_unexplained_changes 2\n" in prom
+        # `siaga status` says it too, and fails (SOP IN-2).
+        report = evaluate(site, probe_all(site))
+        assert any(p.startswith("primary: file integrity: 2 change(s) nobody explained") for p in report["problems"]), report
     except BaseException:
         # The application's file back too, or the next tests see a change to it (the deploy below
         # puts it back when all went well: that is what this test checks).
