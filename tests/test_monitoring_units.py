@@ -45,6 +45,28 @@ def test_wal_positions_become_bytes_and_a_standby_reports_its_receiver():
     assert mf.pg_figures({"error": "psql: could not connect"}) == [("siaga_pg_up", {}, 0)]
 
 
+def test_the_uploads_heartbeat_is_written_at_the_source_and_read_where_it_is_synced(tmp_path):
+    """SOP EM-3, IN-4: the source writes the time (atomically, under a name the sync excludes while
+    it is written); a receiving host reports when the newest heartbeat it holds was written."""
+    path = tmp_path / ".siaga-uploads-heartbeat"
+    assert mf.heartbeat_figures(str(path)) == []  # none yet: no figure, not a zero
+    assert mf.beat(str(path), 1780000000.25) == [("siaga_uploads_sync_heartbeat_timestamp_seconds", {}, 1780000000.25)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".siaga-uploads-heartbeat"]
+    assert mf.heartbeat_figures(str(path)) == [("siaga_uploads_sync_heartbeat_received_timestamp_seconds", {}, 1780000000.25)]
+    path.write_text("half")
+    assert mf.heartbeat_figures(str(path)) == []
+
+
+def test_the_heartbeat_goes_where_lsyncd_sends_from_and_to():
+    from roles.monitoring.deploy import uploads_heartbeat
+
+    s = site()
+    assert uploads_heartbeat(s, "primary") == {"role": "source", "path": "/home/file/.siaga-uploads-heartbeat"}
+    assert uploads_heartbeat(s, "drc")["role"] == "target"
+    lost = parse_site(lab_like(active_site="drc", lost_site="primary"), Path("lab.yaml"))
+    assert uploads_heartbeat(lost, "drc") is None and uploads_heartbeat(lost, "primary") is None  # nothing to send to
+
+
 def test_backup_age_is_the_last_success_per_set_that_runs_here():
     read = {"runs": ["db", "offline", "prune"], "initialised": "2026-11-01T00:00:00+00:00", "records": [
         {"set": "db", "result": "success", "end": "2026-11-20T01:00:00+00:00"},
@@ -166,6 +188,9 @@ def test_rules_carry_the_site_files_thresholds():
             "OfflineCopyMissing", "ReplicationStopped", "RestoreTestOld", "VirusFound", "IntegrityChanged"} <= set(rules)
     assert rules["DiskFull"]["expr"].endswith("> 70") and rules["HostDown"]["for"] == "6s"
     assert rules["ReplicationLag"]["expr"] == f"siaga:replication_lag_bytes > {1024 * 1024}"  # status.max_lag_bytes
+    # The uploads lag: status.max_lag_seconds (60) plus one figures interval (60), the heartbeat's period.
+    assert rules["UploadsLag"]["expr"] == "siaga:uploads_lag_seconds > 120"
+    assert "siaga_uploads_sync_heartbeat_received_timestamp_seconds" in rules["siaga:uploads_lag_seconds"]["expr"]
     assert "{{ $labels.host }}" in rules["HostDown"]["annotations"]["summary"]
 
 

@@ -10,8 +10,12 @@ status-probe's `uploads()` (their bytes and files: the capacity report's uploads
 most every `uploads_every_s`, kept in STATE meanwhile, since a large uploads tree costs a walk), and
 on a DRC host the restore tests from the workstation's records copied there (`records`: the
 workstation's copy, drc/hostside/workstation_mirror.py; read with backup-read's `parse_log`).
+The uploads lag (`uploads_heartbeat`): on the uploads sync's source a heartbeat (the time) written
+into the uploads root, which lsyncd copies like any upload; on the hosts it goes to, that
+heartbeat's time (its age is the lag, to within one figures interval: Prometheus' siaga:uploads_lag_seconds).
 Arguments (JSON): {"out": "/var/lib/prometheus/node-exporter/siaga.prom", "pg_port": 5432,
 "uploads_dir": "/home/file", "uploads_every_s": 900,
+"uploads_heartbeat": {"role": "source" | "target", "path": "/home/file/.siaga-uploads-heartbeat"},
 "records": "/var/lib/siaga/workstation-mirror/<site>/records", "copy": ["/var/lib/siaga/clamav/siaga_clamav.prom"]}.
 The `copy` files (other siaga programs' figures: ClamAV's, AIDE's, written in their own state
 directories, some of them root-only) are copied beside OUT under their own names, so the
@@ -120,6 +124,29 @@ def uploads_figures(listing):
     return [("siaga_uploads_bytes", {}, sum(f[1] for f in files)), ("siaga_uploads_files", {}, len(files))]
 
 
+def beat(path, now):
+    """The uploads source's heartbeat: the time, written into the uploads root (outside the app's
+    uploads directory) where lsyncd copies it to the other site like any upload. Atomic: a .tmp- name
+    (excluded from the sync) renamed."""
+    tmp = os.path.join(os.path.dirname(path), f".tmp-{os.path.basename(path)}")
+    with open(tmp, "w") as fh:
+        fh.write(f"{now:.3f}\n")
+    os.replace(tmp, path)
+    return [("siaga_uploads_sync_heartbeat_timestamp_seconds", {}, now)]
+
+
+def heartbeat_figures(path):
+    """On a host the uploads are synced to: when the newest heartbeat that reached it was written at
+    the source (Prometheus' rule siaga:uploads_lag_seconds is its age: an upper bound of the uploads
+    lag, to within one figures interval). None yet: no figure."""
+    try:
+        with open(path) as fh:
+            written = float(fh.read().strip())
+    except (OSError, ValueError):
+        return []
+    return [("siaga_uploads_sync_heartbeat_received_timestamp_seconds", {}, written)]
+
+
 def cached_uploads(args, probe, now, state_file=STATE):
     """The uploads' figures, listed again only when the last listing is older than uploads_every_s."""
     try:
@@ -153,6 +180,9 @@ HELP = {
     "siaga_restore_test_last_success_timestamp_seconds": "end of the last successful restore test",
     "siaga_uploads_bytes": "bytes of every file under the uploads directory",
     "siaga_uploads_files": "files under the uploads directory",
+    "siaga_uploads_sync_heartbeat_timestamp_seconds": "when the uploads source last wrote its heartbeat into the uploads root",
+    "siaga_uploads_sync_heartbeat_received_timestamp_seconds": "when the newest heartbeat of the uploads source that "
+                                                               "reached this host was written there",
     "siaga_figures_ok": "every source of siaga's figures was read (1) or not (0)",
     "siaga_figures_timestamp_seconds": "when these figures were written",
 }
@@ -181,6 +211,15 @@ def collect(args, lib=LIB, state_file=STATE):
             ok &= read
     except Exception as exc:  # noqa: BLE001 - a figure missing is itself a figure
         print(f"monitor-figures: status-probe: {exc}", file=sys.stderr)
+        ok = 0
+    hb = args.get("uploads_heartbeat") or {}
+    try:
+        if hb.get("role") == "source":
+            figures += beat(hb["path"], time.time())
+        elif hb.get("role") == "target":
+            figures += heartbeat_figures(hb["path"])
+    except OSError as exc:
+        print(f"monitor-figures: uploads heartbeat: {exc}", file=sys.stderr)
         ok = 0
     backup_read = os.path.join(lib, "backup-read")
     if os.path.exists(backup_read):  # shipped by roles/backup; a site without backups has none

@@ -30,6 +30,7 @@ from roles.managed_files import MANAGED_HEADER, config_file
 from roles.packages import ensure_installed
 from roles.postgresql import operations as pg
 from roles.templating import render
+from roles.uploads_sync.topology import is_target, sends
 
 from .defaults import FS_FILTER, PG_ROLE, PORTS
 from .operations import checked_config, pg_role_member
@@ -49,6 +50,7 @@ BLACKBOX_YML = f"{ETC}/blackbox.yml"
 TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
 FIGURES_FILE = f"{TEXTFILE_DIR}/siaga.prom"
 FIGURES_SERVICE = "siaga-monitor-figures.service"
+HEARTBEAT_NAME = ".siaga-uploads-heartbeat"  # in the uploads root, outside the app's uploads directory
 FIGURES_TIMER = "siaga-monitor-figures.timer"
 
 
@@ -90,7 +92,7 @@ def render_prometheus(site: Site) -> str:
 def render_rules(site: Site) -> str:
     m = site.monitoring
     return render(ROLE_DIR, "siaga-alerts.yml.j2", header=HEADER, m=m, server_name=site.spse_app.server_name,
-                  fs_filter=FS_FILTER, max_lag_bytes=site.status.max_lag_bytes,
+                  fs_filter=FS_FILTER, max_lag_bytes=site.status.max_lag_bytes, max_lag_seconds=site.status.max_lag_seconds,
                   stale_s=3 * m.figures_interval_s + 60)
 
 
@@ -148,6 +150,17 @@ def other_figures(site: Site) -> list[str]:
     return out
 
 
+def uploads_heartbeat(site: Site, host_name: str) -> dict | None:
+    """The uploads lag's heartbeat (drc/hostside/monitor_figures.py): written where lsyncd sends
+    from, read where it sends to; none without an uploads sync (SOP EM-3, IN-4)."""
+    path = f"{site.spse_app.uploads_root.rstrip('/')}/{HEARTBEAT_NAME}"
+    if sends(site, host_name):
+        return {"role": "source", "path": path}
+    if is_target(site, host_name):
+        return {"role": "target", "path": path}
+    return None
+
+
 class _Ports:
     """The ports as attributes, for the templates."""
 
@@ -195,7 +208,7 @@ def monitoring(site: Site, host_name: str, is_db_source: bool) -> None:
     files.directory(name=f"{TEXTFILE_DIR} (node exporter's textfile collector)", path=TEXTFILE_DIR)
     args = json.dumps({"out": FIGURES_FILE, "pg_port": site.firewall.postgresql_port, "uploads_dir": site.spse_app.uploads_dir,
                        "uploads_every_s": m.uploads_every_s, "records": f"{MIRROR_ROOT}/{site.site}/records",
-                       "copy": other_figures(site)}, sort_keys=True)
+                       "copy": other_figures(site), "uploads_heartbeat": uploads_heartbeat(site, host_name)}, sort_keys=True)
     units = [config_file(name=f"Unit {FIGURES_SERVICE}", dest=f"/etc/systemd/system/{FIGURES_SERVICE}",
                          content=render(ROLE_DIR, f"{FIGURES_SERVICE}.j2", header=HEADER,
                                         program=program("monitor_figures").path, args=args)),

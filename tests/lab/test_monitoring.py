@@ -106,6 +106,13 @@ def test_each_site_scrapes_both_and_the_outsider_is_refused(lab, site, watching)
 
     poll("siaga's figures from both hosts, a primary and a standby", figures_in, 30)
     assert values(lab, active_host(site), "siaga:replication_lag_bytes >= 0"), "replication lag not computed"
+    # The uploads lag (EM-3): the source's heartbeat, copied by lsyncd, reaches the standby within
+    # the threshold; only the receiving host has the figure.
+    standby = next(h for h in watching if h != active_host(site))
+    limit = site.status.max_lag_seconds + site.monitoring.figures_interval_s
+    lag, _ = poll("the uploads heartbeat at the standby", lambda: (v := values(lab, active_host(site), "siaga:uploads_lag_seconds"))
+                  and set(v) == {standby} and v, 60)
+    assert 0 <= lag[standby] <= limit, (lag, limit)
     # AIDE's figures, written root-only by roles/file_integrity, copied for the exporter (IN-4).
     if site.file_integrity.enabled:
         for h in watching:
