@@ -494,7 +494,11 @@ def in_unit(kind, work, c, a):
     """Run `work` inside the unit `detached` started; its result kept for `detached` to answer."""
     result = result_path(kind, a["run_id"])
     write_json(result + ".started", {"at": now()})
-    out = work(c, a)
+    try:
+        out = work(c, a)
+    except Exception as exc:  # noqa: BLE001 (a result, always: no result reads as an interruption)
+        out = {"ok": False, "error": f"{kind}: {type(exc).__name__}: {exc} (journalctl -u 'siaga-{kind}-*'); "
+                                    "look before running siaga failback again"}
     write_json(result, out)
     return out
 
@@ -532,7 +536,10 @@ def rewind_now(c, a):
     """pg_rewind this (stopped, fenced) former primary from the new primary. The missing WAL of this
     host comes from its own pg_wal; the new primary's from its server. A failure says whether a
     retry is safe (nothing changed yet) and whether a rewind is impossible (a fresh copy is the way)."""
-    runfile = run_passfile(c, a, "postgres")  # pg_rewind logs in to database postgres
+    try:
+        runfile = run_passfile(c, a, "postgres")  # pg_rewind logs in to database postgres
+    except (OSError, RuntimeError) as exc:
+        return {"ok": False, "retry_safe": True, "error": str(exc)}
     src = (f"host={a['source']} port={c['port']} user={c['replication_user']} dbname=postgres "
            f"passfile={runfile} connect_timeout=10")
     t0 = time.monotonic()
@@ -593,7 +600,10 @@ def fresh_copy_now(c, a):
         shutil.rmtree(pgdata)  # this run's partial copy
     os.mkdir(pgdata, 0o700)
     shutil.chown(pgdata, "postgres", "postgres")
-    runfile = run_passfile(c, a, "replication")
+    try:
+        runfile = run_passfile(c, a, "replication")
+    except (OSError, RuntimeError) as exc:
+        return {"ok": False, "retry_safe": True, "kept": kept, "error": str(exc)}
     t0 = time.monotonic()
     try:
         src = f"host={a['source']} port={c['port']} user={c['replication_user']} passfile={runfile} connect_timeout=10"
