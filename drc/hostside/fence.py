@@ -60,6 +60,7 @@ CONFIG = "/etc/siaga/fence.json"
 STATE_DIR = "/var/lib/siaga/fence"
 MARKER = f"{STATE_DIR}/fenced.json"
 AUTHORITY = f"{STATE_DIR}/authority.json"
+REWINDING = f"{STATE_DIR}/rewinding.json"  # a rewind began and the data directory is not known sound since
 HELD = f"{STATE_DIR}/held.json"  # why the guard last kept PostgreSQL down (read by `state`)
 # A standby's last view of its primary, kept by `watch`: the last WAL position the primary reported
 # and what this host had received then. After the primary is lost, the failover's "data at risk".
@@ -456,8 +457,8 @@ def detached(kind, a, wait_s=7200):
     """The `kind` (rewind, fresh-copy) of run `run_id`, run in a systemd unit of its own so that a
     killed siaga or a dropped SSH connection never interrupts it; its result, waiting for it to end,
     or {"running": true} after `wait_s`. Called again for the same run, it waits for that unit or
-    answers the result it left. A rewind
-    that failed before changing anything is started again; an interrupted one is never retried."""
+    answers the result it left. A rewind that failed before changing anything is started again; a
+    data directory a rewind left suspect (REWINDING, whatever run) is never rewound again."""
     result = result_path(kind, a["run_id"])
     unit = f"siaga-{kind}-" + re.sub(r"[^A-Za-z0-9_-]", "_", a["run_id"]) + ".service"
     done = read_json(result)
@@ -468,12 +469,11 @@ def detached(kind, a, wait_s=7200):
     if done is None:
         active = run(["systemctl", "is-active", unit], 30)[1].strip()
         if active not in ("active", "activating", "deactivating"):
-            if os.path.exists(result + ".started") and kind == "rewind":
-                # Started, and ended without a result (the host went down mid-way).
-                out = {"ok": False, "impossible": True, "why": f"the rewind of {a['run_id']} was interrupted (journalctl "
-                       f"-u {unit}): the data directory may be half rewound"}
-                write_json(result, {**out, "error": out["why"]})
-                return read_json(result)
+            suspect = read_json(REWINDING) if kind == "rewind" else None
+            if suspect is not None:
+                why = suspect.get("why") or (f"the rewind of {suspect.get('run_id')} was interrupted (journalctl -u "
+                                             f"'siaga-rewind-*'): the data directory may be half rewound")
+                return {"ok": False, "impossible": True, "why": why, "error": why}
             rc, so, se = run(["systemd-run", f"--unit={unit}", "--quiet", "--no-block", "--property=Type=oneshot",
                               "--property=RemainAfterExit=no", sys.executable, os.path.abspath(__file__),
                               json.dumps({**a, "mode": DETACHED[kind]})], 60)
@@ -542,6 +542,9 @@ def rewind_now(c, a):
         return {"ok": False, "retry_safe": True, "error": str(exc)}
     src = (f"host={a['source']} port={c['port']} user={c['replication_user']} dbname=postgres "
            f"passfile={runfile} connect_timeout=10")
+    # Written before pg_rewind touches anything; left in place when it ends with the directory in
+    # doubt (interrupted: the host went down; or failed while changing it), so no later run rewinds it.
+    write_json(REWINDING, {"run_id": a["run_id"], "since": now()})
     t0 = time.monotonic()
     try:
         # Debian keeps the configuration in /etc/postgresql: pg_rewind's crash recovery of a host that
@@ -553,7 +556,14 @@ def rewind_now(c, a):
         remove(runfile)
     out, seconds = (so + se).strip(), round(time.monotonic() - t0, 1)
     if rc != 0:
-        return {"ok": False, "error": f"pg_rewind: {out[-600:]}", "seconds": seconds, **rewind_failure(out)}
+        failure = rewind_failure(out) if rc != 124 else {  # killed by run()'s timeout, wherever it was
+            "impossible": True, "retry_safe": False, "why": "pg_rewind did not end within 2 h: the data directory may be half rewound"}
+        if failure["retry_safe"]:
+            remove(REWINDING)
+        else:
+            write_json(REWINDING, {"run_id": a["run_id"], "since": now(), "why": failure["why"]})
+        return {"ok": False, "error": f"pg_rewind: {out[-600:]}", "seconds": seconds, **failure}
+    remove(REWINDING)
     copied = re.search(r"need to copy (\d+) MB \(total source directory size is (\d+) MB\)", out)
     become_standby(c, a, "rewind")
     return {"ok": True, "seconds": seconds, "output": out[-600:],
@@ -616,6 +626,7 @@ def fresh_copy_now(c, a):
         return {"ok": False, "retry_safe": True, "seconds": seconds, "kept": kept,
                 "error": f"pg_basebackup: {(so + se).strip()[-600:]}"}
     become_standby(c, a, "fresh-copy", kept=kept, why=a.get("why", ""))
+    remove(REWINDING)  # a new data directory: nothing of the rewind's doubt is left
     return {"ok": True, "seconds": seconds, "kept": kept}
 
 
