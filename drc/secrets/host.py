@@ -4,7 +4,6 @@ on its stdin, so they are in no command line, no process list and no log (SOP BK
 
 from __future__ import annotations
 
-import io
 import json
 
 from drc.hosts import remote
@@ -16,17 +15,13 @@ PROGRAM = "secrets_host"
 def call(site: Site, host: str, args: dict, secrets: dict | None = None, timeout: float = 3600) -> dict:
     """The program's JSON answer; an unreachable host or a missing program is {"ok": False, "error": ...}."""
     cmd = remote.program_command(PROGRAM, args)
-    stdin = io.StringIO(json.dumps(secrets) + "\n" if secrets is not None else "")
-    try:
-        with remote.connection(site, host) as conn:
-            r = conn.run(cmd, hide=True, warn=True, in_stream=stdin, timeout=timeout)
-    except Exception as exc:  # noqa: BLE001 (any failure to reach a host is reported, with why)
-        return {"ok": False, "error": f"{host}: {remote.why(exc)}"}
-    result = remote.Result(host, reachable=True, exited=r.exited, stdout=r.stdout, stderr=r.stderr)
+    result = remote.run_with_input(site, host, cmd, json.dumps(secrets) + "\n" if secrets is not None else "", timeout)
+    if not result.reachable:
+        return {"ok": False, "error": f"{host}: {result.error}"}
     missing = remote.program_missing(result, PROGRAM)
     if missing:
         return {"ok": False, "error": missing}
     try:
-        return json.loads(r.stdout.strip().splitlines()[-1])
+        return json.loads(result.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
-        return {"ok": False, "error": f"{host}: secrets-host exited {r.exited}: {(r.stderr or r.stdout).strip()[-500:]}"}
+        return {"ok": False, "error": f"{host}: secrets-host exited {result.exited}: {(result.stderr or result.stdout).strip()[-500:]}"}
