@@ -185,3 +185,40 @@ def test_unused_modules_are_never_loaded_but_portable_media_are():
     for module in ("dccp", "sctp", "rds", "tipc", "cramfs", "firewire-core"):
         assert f"install {module} /bin/false" in text and f"blacklist {module}" in text
     assert "usb-storage" not in text and "udf" not in text  # BK-9: offline copies on portable media
+
+
+def test_core_dumps_off_by_default_and_a_site_may_keep_them():
+    """SOP IN-2: no core of a process holding secrets, from a login session or a service."""
+    from roles.os_hardening.deploy import HEADER, ROLE_DIR, render
+
+    assert make_site().os_hardening.core_dumps is False
+
+    limits = [ln.split() for ln in render(ROLE_DIR, "limits-core.conf.j2", header=HEADER).splitlines() if ln and not ln.startswith("#")]
+    assert limits == [["*", "soft", "core", "0"], ["*", "hard", "core", "0"]]
+    coredump = render(ROLE_DIR, "coredump.conf.j2", header=HEADER)
+    assert "[Coredump]\nStorage=none\nProcessSizeMax=0\n" in coredump
+    assert make_site(os_hardening={"core_dumps": True}).os_hardening.core_dumps is True
+
+
+def test_password_quality_and_hash_rounds_follow_the_site_file():
+    from roles.os_hardening.deploy import login_defs, render_pwquality
+
+    assert login_defs(make_site()) == {"SHA_CRYPT_MIN_ROUNDS": "65536", "SHA_CRYPT_MAX_ROUNDS": "65536"}
+    site = make_site(os_hardening={"password_min_length": 20, "password_hash_rounds": 100000})
+    assert login_defs(site)["SHA_CRYPT_MIN_ROUNDS"] == "100000"
+    text = render_pwquality(site)
+    assert "minlen = 20" in text.splitlines() and "enforce_for_root" in text
+
+
+@pytest.mark.parametrize("over,key", [
+    ({"password_min_length": 4}, "os_hardening.password_min_length"),
+    ({"password_hash_rounds": 1000}, "os_hardening.password_hash_rounds"),
+])
+def test_weak_password_settings_are_refused_with_key_and_fix(tmp_path, over, key):
+    import yaml
+
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump(lab_like(os_hardening=over)))
+    with pytest.raises(SiteError) as exc:
+        load_site(path)
+    assert f"key '{key}" in str(exc.value) and "Fix: " in str(exc.value)

@@ -32,6 +32,15 @@ class OsHardeningSettings(BaseModel):
     # auditd with siaga's rules for privileged commands and changes to identity, sudo, sshd and
     # siaga's own files (SOP IN-4: password files, intrusion attempts).
     auditd: bool = True
+    # No core dumps from login sessions (limits.d) nor stored by systemd-coredump: a core of a
+    # process that read /etc/shadow, a TLS key or the database holds them in clear (SOP IN-2).
+    core_dumps: bool = False
+    # Rounds of SHA-512 password hashing for the tools that read login.defs (chpasswd, newusers):
+    # guessing a stolen hash costs this many times more (devsec os_sha_crypt_*_rounds; Debian 5000).
+    password_hash_rounds: int = Field(65536, ge=5000, le=999_999_999)
+    # Shortest password pam_pwquality accepts when one is set with passwd (admins log in by key and
+    # sudo without one, base.sudo_nopasswd; this is for any password set anyway).
+    password_min_length: int = Field(14, ge=8, le=128)
 
     @field_validator("sysctl_skip")
     @classmethod

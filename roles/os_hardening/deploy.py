@@ -1,5 +1,6 @@
-"""os_hardening role: kernel and sysctl hardening, auditd rules for privileged commands, the
-console login banner (controls after devsec.hardening os_hardening).
+"""os_hardening role: kernel and sysctl hardening, unused kernel modules, no core dumps, password
+quality and hashing, auditd rules for privileged commands, the console login banner (controls
+after devsec.hardening os_hardening).
 
 SOP IN-2 (security components on the servers), IN-4 (password files, intrusion attempts and
 system logs watched).
@@ -34,6 +35,10 @@ AUDIT_RULES = "/etc/audit/rules.d/60-siaga.rules"
 SIAGA_PATHS = ("/etc/siaga", "/usr/local/lib/siaga")
 ISSUE_FILE = "/etc/issue"
 MODPROBE_FILE = "/etc/modprobe.d/siaga-hardening.conf"
+CORE_LIMITS_FILE = "/etc/security/limits.d/60-siaga-no-core.conf"
+COREDUMP_FILE = "/etc/systemd/coredump.conf.d/60-siaga-no-core.conf"
+PWQUALITY_FILE = "/etc/security/pwquality.conf.d/60-siaga.conf"
+LOGIN_DEFS = "/etc/login.defs"
 
 
 def sysctl_settings(site: Site) -> dict[str, str]:
@@ -51,6 +56,16 @@ def render_modprobe() -> str:
     return render(ROLE_DIR, "modprobe.conf.j2", header=HEADER, modules=UNUSED_MODULES)
 
 
+def render_pwquality(site: Site) -> str:
+    return render(ROLE_DIR, "pwquality.conf.j2", header=HEADER, min_length=site.os_hardening.password_min_length)
+
+
+def login_defs(site: Site) -> dict[str, str]:
+    """login.defs keys siaga sets: Debian's file stays (a conffile of `login`), only these lines change."""
+    rounds = str(site.os_hardening.password_hash_rounds)
+    return {"SHA_CRYPT_MIN_ROUNDS": rounds, "SHA_CRYPT_MAX_ROUNDS": rounds}
+
+
 def render_audit_rules() -> str:
     return render(ROLE_DIR, "audit.rules.j2", header=HEADER, siaga_paths=SIAGA_PATHS)
 
@@ -64,6 +79,19 @@ def os_hardening(site: Site) -> None:
     sysctl_applied(name="Kernel settings applied now (where this host may write them)", settings=settings)
 
     config_file(name=f"Unused kernel modules never loaded {MODPROBE_FILE}", dest=MODPROBE_FILE, content=render_modprobe())
+
+    if not s.core_dumps:
+        config_file(name=f"No core dumps from login sessions {CORE_LIMITS_FILE}", dest=CORE_LIMITS_FILE,
+                    content=render(ROLE_DIR, "limits-core.conf.j2", header=HEADER))
+        config_file(name=f"No core dumps kept by systemd-coredump {COREDUMP_FILE}", dest=COREDUMP_FILE,
+                    content=render(ROLE_DIR, "coredump.conf.j2", header=HEADER))
+
+    # Passwords: none is needed to log in or to sudo (keys, base.sudo_nopasswd); any set anyway is
+    # strong and slow to guess from its hash.
+    ensure_installed(["libpam-pwquality"], "password quality (pam_pwquality)")
+    config_file(name=f"Password quality {PWQUALITY_FILE}", dest=PWQUALITY_FILE, content=render_pwquality(site))
+    for key, value in login_defs(site).items():
+        files.line(name=f"{LOGIN_DEFS}: {key} {value}", path=LOGIN_DEFS, line=rf"^{key}\s.*", replace=f"{key} {value}")
 
     # The console's login banner, the same notice as SSH's (ssh_hardening.banner).
     if site.ssh_hardening.banner:

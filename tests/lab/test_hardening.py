@@ -125,6 +125,21 @@ def test_auditd_records_a_privileged_command(lab, deployed):
     assert host.run(f"ausearch -k privileged --start @{marker}").rc == 0
 
 
+@pytest.mark.parametrize("name", ["primary", "drc"])
+def test_no_core_dumps_and_passwords_checked(lab, deployed, name):
+    """A new admin login session may not dump core (pam_limits read siaga's file); a password set
+    with passwd goes through pam_pwquality; login.defs hashes with siaga's rounds. SOP IN-2."""
+    from roles.os_hardening.deploy import LOGIN_DEFS, login_defs
+
+    session = lab_host(lab, name, sudo=False)  # sshd's PAM session itself, not sudo's
+    assert session.check_output("ulimit -Hc") == "0" and session.check_output("ulimit -Sc") == "0"
+    host = lab_host(lab, name)
+    assert host.run("grep -E '^password.*pam_pwquality.so' /etc/pam.d/common-password").rc == 0
+    site = load_site(lab.site_file)
+    defs = dict(ln.split(None, 1) for ln in host.file(LOGIN_DEFS).content_string.splitlines() if ln.startswith("SHA_CRYPT_"))
+    assert defs == login_defs(site)
+
+
 # --- fail2ban (last: changes the lab's allowlist for one deploy and restores it) -----------------
 
 def banned(host, jail: str) -> list[str]:
