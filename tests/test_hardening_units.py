@@ -222,3 +222,11 @@ def test_weak_password_settings_are_refused_with_key_and_fix(tmp_path, over, key
     with pytest.raises(SiteError) as exc:
         load_site(path)
     assert f"key '{key}" in str(exc.value) and "Fix: " in str(exc.value)
+
+
+def test_idle_shells_log_out_and_cannot_turn_it_off():
+    from roles.os_hardening.deploy import HEADER, ROLE_DIR, render
+
+    assert make_site().os_hardening.shell_idle_logout_seconds == 900
+    lines = [ln for ln in render(ROLE_DIR, "idle-logout.sh.j2", header=HEADER, seconds=600).splitlines() if ln and not ln.startswith("#")]
+    assert lines == ["TMOUT=600", "readonly TMOUT", "export TMOUT"]

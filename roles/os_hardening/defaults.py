@@ -35,6 +35,8 @@ class OsHardeningSettings(BaseModel):
     # No core dumps from login sessions (limits.d) nor stored by systemd-coredump: a core of a
     # process that read /etc/shadow, a TLS key or the database holds them in clear (SOP IN-2).
     core_dumps: bool = False
+    # An interactive shell idle at its prompt this long logs out (bash TMOUT, read-only); 0: never.
+    shell_idle_logout_seconds: int = Field(900, ge=0, le=86400)
     # Rounds of SHA-512 password hashing for the tools that read login.defs (chpasswd, newusers):
     # guessing a stolen hash costs this many times more (devsec os_sha_crypt_*_rounds; Debian 5000).
     password_hash_rounds: int = Field(65536, ge=5000, le=999_999_999)

@@ -39,6 +39,7 @@ CORE_LIMITS_FILE = "/etc/security/limits.d/60-siaga-no-core.conf"
 COREDUMP_FILE = "/etc/systemd/coredump.conf.d/60-siaga-no-core.conf"
 PWQUALITY_FILE = "/etc/security/pwquality.conf.d/60-siaga.conf"
 LOGIN_DEFS = "/etc/login.defs"
+IDLE_LOGOUT_FILE = "/etc/profile.d/60-siaga-idle-logout.sh"
 
 
 def sysctl_settings(site: Site) -> dict[str, str]:
@@ -85,6 +86,9 @@ def os_hardening(site: Site) -> None:
                     content=render(ROLE_DIR, "limits-core.conf.j2", header=HEADER))
         config_file(name=f"No core dumps kept by systemd-coredump {COREDUMP_FILE}", dest=COREDUMP_FILE,
                     content=render(ROLE_DIR, "coredump.conf.j2", header=HEADER))
+    else:
+        for path in (CORE_LIMITS_FILE, COREDUMP_FILE):
+            files.file(name=f"Core dumps as Debian has them: {path} absent", path=path, present=False)
 
     # Passwords: none is needed to log in or to sudo (keys, base.sudo_nopasswd); any set anyway is
     # strong and slow to guess from its hash.
@@ -92,6 +96,12 @@ def os_hardening(site: Site) -> None:
     config_file(name=f"Password quality {PWQUALITY_FILE}", dest=PWQUALITY_FILE, content=render_pwquality(site))
     for key, value in login_defs(site).items():
         files.line(name=f"{LOGIN_DEFS}: {key} {value}", path=LOGIN_DEFS, line=rf"^{key}\s.*", replace=f"{key} {value}")
+
+    if s.shell_idle_logout_seconds:
+        config_file(name=f"Idle shells log out {IDLE_LOGOUT_FILE}", dest=IDLE_LOGOUT_FILE,
+                    content=render(ROLE_DIR, "idle-logout.sh.j2", header=HEADER, seconds=s.shell_idle_logout_seconds))
+    else:
+        files.file(name=f"Idle shells never log out: {IDLE_LOGOUT_FILE} absent", path=IDLE_LOGOUT_FILE, present=False)
 
     # The console's login banner, the same notice as SSH's (ssh_hardening.banner).
     if site.ssh_hardening.banner:
