@@ -128,19 +128,18 @@ def test_auditd_records_a_privileged_command(lab, deployed):
 @pytest.mark.parametrize("name", ["primary", "drc"])
 def test_no_core_dumps_idle_logout_and_passwords_checked(lab, deployed, name):
     """A new admin login session may not dump core (pam_limits read siaga's file) and its login
-    shell logs out when idle; a password set
-    with passwd goes through pam_pwquality; login.defs hashes with siaga's rounds. SOP IN-2."""
+    shell logs out when idle; a password set with passwd goes through pam_pwquality; login.defs
+    hashes with siaga's rounds. SOP IN-2."""
     from roles.os_hardening.deploy import LOGIN_DEFS, login_defs
 
+    site = load_site(lab.site_file)
     session = lab_host(lab, name, sudo=False)  # sshd's PAM session itself, not sudo's
     assert session.check_output("ulimit -Hc") == "0" and session.check_output("ulimit -Sc") == "0"
     # A login shell gets the idle logout, read-only: unsetting it fails.
-    seconds = load_site(lab.site_file).os_hardening.shell_idle_logout_seconds
-    assert session.check_output("bash -lc 'echo $TMOUT'") == str(seconds)
+    assert session.check_output("bash -lc 'echo $TMOUT'") == str(site.os_hardening.shell_idle_logout_seconds)
     assert session.run("bash -lc 'unset TMOUT'").rc != 0
     host = lab_host(lab, name)
     assert host.run("grep -E '^password.*pam_pwquality.so' /etc/pam.d/common-password").rc == 0
-    site = load_site(lab.site_file)
     defs = dict(ln.split(None, 1) for ln in host.file(LOGIN_DEFS).content_string.splitlines() if ln.startswith("SHA_CRYPT_"))
     assert defs == login_defs(site)
 
