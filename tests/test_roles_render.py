@@ -215,7 +215,7 @@ def test_sshd_config_renders_every_setting():
     expected = {
         "Port": "22", "PermitRootLogin": "no", "PasswordAuthentication": "no", "MaxAuthTries": "2",
         "LoginGraceTime": "30s", "ClientAliveInterval": "300", "ClientAliveCountMax": "2",
-        "MaxSessions": "10", "MaxStartups": "10:30:60", "AllowTcpForwarding": "no",
+        "MaxSessions": "4", "MaxStartups": "10:30:60", "AllowTcpForwarding": "no",
         "AllowAgentForwarding": "no", "X11Forwarding": "no", "PermitTunnel": "no", "LogLevel": "VERBOSE",
         "KexAlgorithms": ",".join(s.kex_algorithms), "Ciphers": ",".join(s.ciphers), "MACs": ",".join(s.macs),
         "HostKeyAlgorithms": ",".join(s.host_key_algorithms), "AllowGroups": "lpse-admin backup siaga-sync siagabak postgres",

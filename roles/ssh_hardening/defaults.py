@@ -19,8 +19,11 @@ class SshHardeningSettings(BaseModel):
     # Dead sessions are closed after interval x count seconds (devsec: 2).
     client_alive_interval: int = Field(300, ge=0)
     client_alive_count_max: int = Field(2, ge=0)
-    # Sessions multiplexed over one connection (devsec default 10).
-    max_sessions: int = Field(10, ge=1)
+    # Sessions multiplexed over one connection (devsec 10, Lynis asks 2). siaga's own tools hold 2 at
+    # most: pyinfra keeps its SFTP channel open beside the one command it runs, Fabric (drc/hosts/
+    # remote.py) one command per connection at a time plus its cached SFTP; 4 leaves room for an
+    # admin's multiplexed (ControlMaster) terminals without letting one connection carry many.
+    max_sessions: int = Field(4, ge=2)
     # Unauthenticated connections: start dropping 30% at 10, refuse all at 60 (slows floods).
     max_startups: str = "10:30:60"
     # No forwarding or tunnels: remote repair is shell work, not a network path (SOP RA-4).
