@@ -79,8 +79,9 @@ def lynis(lab: Lab, host: str) -> dict:
     setup = on_host(lab, host, "command -v lynis >/dev/null || sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q lynis >/dev/null")
     if setup.returncode != 0:
         return {"error": f"lynis could not be installed: {setup.stderr.strip()[-300:]}"}
+    # A full audit takes over 10 minutes on a loaded 2-core machine (load 30+).
     proc = on_host(lab, host, "sudo lynis audit system --quick --no-colors 2>/dev/null; "
-                              "sudo sed -n 's/^suggestion\\[\\]=//p' /var/log/lynis-report.dat")
+                              "sudo sed -n 's/^suggestion\\[\\]=//p' /var/log/lynis-report.dat", timeout=1800)
     match = re.search(r"Hardening index\s*:\s*(\d+)", proc.stdout)
     if not match:
         return {"error": f"no hardening index in Lynis' output (exit {proc.returncode})"}
