@@ -37,9 +37,6 @@ class OsHardeningSettings(BaseModel):
     core_dumps: bool = False
     # An interactive shell idle at its prompt this long logs out (bash TMOUT, read-only); 0: never.
     shell_idle_logout_seconds: int = Field(900, ge=0, le=86400)
-    # Each login, sudo and su session gets its own TMPDIR, /tmp/user/<uid> (0700; Debian's
-    # libpam-tmpdir): another account cannot read or pre-create a session's temporary files.
-    private_tmpdir: bool = True
     # Rounds of SHA-512 password hashing for the tools that read login.defs (chpasswd, newusers):
     # guessing a stolen hash costs this many times more (devsec os_sha_crypt_*_rounds; Debian 5000).
     password_hash_rounds: int = Field(65536, ge=5000, le=999_999_999)

@@ -97,11 +97,6 @@ def os_hardening(site: Site) -> None:
     for key, value in login_defs(site).items():
         files.line(name=f"{LOGIN_DEFS}: {key} {value}", path=LOGIN_DEFS, line=rf"^{key}\s.*", replace=f"{key} {value}")
 
-    # pyinfra stages its uploads in /tmp (its own setting, not $TMPDIR); services do not open PAM
-    # sessions: only login, sudo and su sessions move.
-    if s.private_tmpdir:
-        ensure_installed(["libpam-tmpdir"], "a private TMPDIR per session (pam_tmpdir)")
-
     if s.shell_idle_logout_seconds:
         config_file(name=f"Idle shells log out {IDLE_LOGOUT_FILE}", dest=IDLE_LOGOUT_FILE,
                     content=render(ROLE_DIR, "idle-logout.sh.j2", header=HEADER, seconds=s.shell_idle_logout_seconds))
