@@ -55,7 +55,7 @@ def test_tampering_is_reported_until_repaired_and_a_deploy_is_not_an_alarm(lab, 
         assert "siaga_integrity_unexplained_changes 2\n" in prom
         # `siaga status` says it too, and fails (SOP IN-2).
         report = evaluate(site, probe_all(site))
-        assert any(p.startswith("primary: file integrity: 2 change(s) nobody explained") for p in report["problems"]), report
+        assert any(p.startswith("primary: file integrity: 2 change(s) nobody explained") for p in report["problems"]), report["problems"]
     except BaseException:
         # The application's file back too, or the next tests see a change to it (the deploy below
         # puts it back when all went well: that is what this test checks).
