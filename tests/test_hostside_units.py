@@ -384,3 +384,14 @@ def test_backup_read_runs_as_a_program(tmp_path):
     assert src.stat().st_mode & stat.S_IRUSR
     r = subprocess.run([sys.executable, str(src), json.dumps({"config": str(config)})], capture_output=True, text=True)
     assert r.returncode == 0 and json.loads(r.stdout) == {"runs": ["db"], "records": [], "bad_lines": 0, "initialised": None}
+
+
+def test_restore_probe_takes_its_arguments_on_stdin_when_they_are_too_long_for_one(monkeypatch, capsys):
+    """A sample of thousands of paths is longer than one argument may be (128 kB): `-` reads stdin."""
+    import io
+
+    paths = [f"2026/11/26/{i:032x}-probe-document-{i:07d}" for i in range(5000)]
+    monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps({"mode": "no-such-mode", "paths": paths})))
+    assert len(json.dumps(paths)) > 131072
+    assert restore_probe.main(["-"]) == 0
+    assert "unknown mode 'no-such-mode'" in json.loads(capsys.readouterr().out)["error"]

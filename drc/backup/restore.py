@@ -53,9 +53,12 @@ MAX_ARGS_BYTES = 120_000
 
 
 def probe(site: Site, host: str, args: dict, timeout: float) -> dict:
-    r = remote.run_program(site, host, "restore_probe", args, timeout=timeout)
-    if not r.reachable or r.error:
-        return {"error": f"{host}: {r.error}"}
+    # The arguments on stdin: a sample of thousands of paths is longer than one argument may be
+    # (128 kB: "Argument list too long", found by the failover lab test's full restore test).
+    r = remote.run_with_input(site, host, remote.program_command("restore_probe") + " -", json.dumps(args), timeout)
+    missing = remote.program_missing(r, "restore_probe") if r.reachable else None
+    if not r.reachable or missing:
+        return {"error": f"{host}: {r.error or missing}"}
     try:
         return json.loads(r.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):

@@ -357,9 +357,10 @@ def answer(a):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: restore-probe '<json args>'", file=sys.stderr)
+        print("usage: restore-probe '<json args>' | restore-probe - (the JSON on stdin)", file=sys.stderr)
         return 2
-    print(json.dumps(answer(json.loads(argv[0]))))
+    # `-`: the arguments on stdin: a sample of every document's path is longer than one argument may be.
+    print(json.dumps(answer(json.load(sys.stdin) if argv[0] == "-" else json.loads(argv[0]))))
     return 0
 
 
