@@ -148,8 +148,11 @@ def main() -> int:
         lab.restart_host("primary")
         lab.set_wan_rate(a.wan_mbit or None)
         fb = last_json(siaga("failback", "--json", str(lab.site_file)), "failback")
-        rewind_s = next(e["seconds"] for e in Journal.load(Path(fb["journal"])).events
-                        if e.get("step") == "rewind" and e["event"] == "step-end" and e.get("result") == "done")
+        ends = {e["step"]: e for e in Journal.load(Path(fb["journal"])).events
+                if e.get("step") and e["event"] == "step-end" and e.get("result") == "done"}
+        rewind_s = ends["rewind"]["seconds"]
+        # What pg_rewind copied (its own count) and the serving host's pg_wal trimmed before it.
+        rewind_mb, trim = (ends["rewind"].get("did") or {}).get("copied_mb"), ends.get("wal-trim", {}).get("did") or {}
         copy_s = fresh_copy_seconds(lab, pgv, site.replication.user)
         lab.set_wan_rate(None)
         bare_copy_s = fresh_copy_seconds(lab, pgv, site.replication.user)
@@ -168,6 +171,8 @@ def main() -> int:
     print(f"fail-back across {link}: pg_rewind {rewind_s:.1f} s against a fresh copy (pg_basebackup) {copy_s:.1f} s = "
           f"{(share or 0):.0%} (goal ≤ {GOAL_REWIND_SHARE:.0%}: {goal(share, GOAL_REWIND_SHARE)}); the same copy on the "
           f"bare lab bridge {bare_copy_s:.1f} s; {load}")
+    print(f"pg_rewind copied {rewind_mb} MB; the serving host's pg_wal before it: {trim.get('pg_wal_before')} → "
+          f"{trim.get('pg_wal_after')} (WAL kept from {trim.get('keep_from')}{'' if trim.get('trimmed') else ', not trimmed: ' + str(trim.get('why'))})")
     return 0
 
 

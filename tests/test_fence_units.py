@@ -94,3 +94,26 @@ def test_a_failed_rewind_says_whether_a_fresh_copy_is_the_way_or_a_retry_is_safe
     got = fence.rewind_failure(out)
     assert (got["impossible"], got["retry_safe"]) == (impossible, retry_safe), got
     assert bool(got["why"]) == impossible
+
+
+def controldata(checkpoint: str, redo: str, tli: int) -> str:
+    return (f"Database cluster state:               in production\nLatest checkpoint location:           {checkpoint}\n"
+            f"Latest checkpoint's REDO location:    {redo}\nLatest checkpoint's TimeLineID:       {tli}\n")
+
+
+@pytest.mark.parametrize("checkpoint,redo,tli,fork,expected", [
+    ("0/5000080", "0/5000028", 1, "0/50011C8", "0/5000028"),  # died after its last checkpoint: replay starts at its REDO
+    ("0/5002000", "0/5001F00", 1, "0/50011C8", None),  # a checkpoint after the fork: the common one is unknown here
+    ("0/5000080", "0/5000028", 2, "0/50011C8", None),  # another timeline's checkpoint
+    ("1/5000080", "1/4FFF000", 1, "1/50011C8", "1/4FFF000"),  # LSNs compare as positions, not as text
+])
+def test_the_rewound_hosts_replay_start_is_its_last_checkpoint_before_the_fork(monkeypatch, checkpoint, redo, tli, fork,
+                                                                                expected):
+    # SOP EM-3.8: the fail-back keeps the serving host's WAL from here on (pg_rewind copies it).
+    monkeypatch.setattr(fence, "run", lambda cmd, timeout=60, user=None: (0, controldata(checkpoint, redo, tli), ""))
+    assert fence.common_redo({"version": "17", "cluster": "main"}, 1, fork) == expected
+
+
+def test_no_replay_start_when_pg_controldata_fails(monkeypatch):
+    monkeypatch.setattr(fence, "run", lambda cmd, timeout=60, user=None: (1, "", "could not open"))
+    assert fence.common_redo({"version": "17", "cluster": "main"}, 1, "0/50011C8") is None

@@ -70,3 +70,17 @@ def test_the_figures_come_from_the_journal_times(tmp_path):
     gap = (dt.datetime.fromisoformat(at[("step-end", "web")]) - dt.datetime.fromisoformat(at[("step-start", "stop-app")])).total_seconds()
     assert fig["outcome"] == "finished" and fig["service_gap_s"] == round(gap, 2) and fig["service_gap_s"] >= 0
     assert fig["promotion_to_streaming_s"] is not None and fig["runbook_s"] >= fig["service_gap_s"]
+
+
+def test_a_wal_trim_interrupted_before_its_reset_is_told_from_an_admins_alter_system():
+    # SOP EM-3.8: the fail-back's temporary pair is reset on a re-run; an admin's own setting is left alone.
+    assert pg_role.leftover({"wal_keep_size": "96MB", "wal_recycle": "off"})
+    assert not pg_role.leftover({"wal_keep_size": "4GB"})
+    assert not pg_role.leftover({"wal_recycle": "off"})
+    assert not pg_role.leftover({"wal_keep_size": "96MB", "wal_recycle": "on"})
+
+
+def test_wal_trim_refuses_what_is_not_an_lsn():
+    for bad in (None, "0/5000028'; DROP TABLE x; --", "5000028", 7):
+        out = pg_role.wal_trim({"version": "17", "cluster": "main", "port": 5432, "keep_from": bad})
+        assert out["ok"] is False and "not an LSN" in out["error"]

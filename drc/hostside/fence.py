@@ -410,6 +410,26 @@ def parse_waldump(text):
     return [x for x in xacts.values() if x["committed"]]
 
 
+def lsn_int(lsn):
+    hi, lo = lsn.split("/")
+    return (int(hi, 16) << 32) | int(lo, 16)
+
+
+def common_redo(c, timeline, fork_lsn):
+    """Where the rewound host's replay will start: the REDO location of its last checkpoint before the
+    fork (pg_rewind's "last common checkpoint"), when that is the control file's latest, as after a
+    primary died; None when it checkpointed after the fork (then the fail-back trims no WAL)."""
+    rc, so, _ = run([f"/usr/lib/postgresql/{c['version']}/bin/pg_controldata", "-D", data_dir(c)], 30)
+    cd = {k.strip(): v.strip() for k, _, v in (ln.partition(":") for ln in so.splitlines())} if rc == 0 else {}
+    try:
+        if (int(cd["Latest checkpoint's TimeLineID"]) == int(timeline)
+                and lsn_int(cd["Latest checkpoint location"]) < lsn_int(fork_lsn)):
+            return cd["Latest checkpoint's REDO location"]
+    except (KeyError, ValueError):
+        pass
+    return None
+
+
 def diverged(c, a):
     """What this former primary wrote after the fork (the new primary's timeline switch point): its
     committed transactions read from its own WAL with pg_waldump, and those WAL files kept in
@@ -431,6 +451,7 @@ def diverged(c, a):
     if rc != 0 and not so.strip() and "could not find a valid record" not in se and "error in WAL record" not in se:
         return {"ok": False, "error": f"pg_waldump: {se.strip()[-400:]}"}
     return {"ok": True, "transactions": xacts, "end_lsn": end.group(1) if end else None, "kept": keep,
+            "common_redo": common_redo(c, a["timeline"], a["fork_lsn"]),
             "segments": len(segs), "note": se.strip().splitlines()[-1][-200:] if se.strip() else ""}
 
 

@@ -23,6 +23,11 @@ drc/runbooks. Standard library only. Every mode prints one JSON object; args alw
   archived and found in the repository (the archive works, the repository answers).
 - `history_archived`: the timeline's history file (`0000000N.history`) is in the repository's archive
   (archive-get into a scratch file): the new primary's archive-push reached it.
+- `wal_trim` (fail-back, on the serving primary, before pg_rewind, which copies the source's whole
+  pg_wal): the WAL before `keep_from` (the rewound host's last common checkpoint's REDO: its replay
+  starts there) removed by one CHECKPOINT under a temporary `wal_keep_size` just covering it and
+  `wal_recycle = off` (ALTER SYSTEM, reset before returning). WAL not yet archived stays (the
+  archiver's rule); `keep_from`'s segment must still be there afterwards. With `check`: read only.
 - `records`: the application's own record of its uploads: (path, sha256) of every row of `table`
   (identifiers validated by the site file's application profile), read from `database`.
 - `follow`: make a cleanly shut down former primary a standby: write `conf` (its
@@ -235,6 +240,87 @@ def history_push(a):
     return {"ok": True, "pushed": pushed}
 
 
+LSN = re.compile(r"^[0-9A-F]{1,8}/[0-9A-F]{1,8}$")
+TRIMMED = ("wal_keep_size", "wal_recycle")
+# WAL the server may write between reading its position and the trimming checkpoint, kept on top
+# (whole segments are kept or removed: 4 of the default 16 MB).
+TRIM_MARGIN_MB = 64
+
+
+def wal_dir(a, keep_from=None):
+    """pg_wal's WAL files (count, bytes), whether keep_from's segment (any timeline) is among them,
+    and the ALTER SYSTEM settings of the two parameters wal_trim changes."""
+    seg = f"substr(pg_walfile_name('{keep_from}'), 9, 16)" if keep_from else "NULL"
+    names = ", ".join(f"'{n}'" for n in TRIMMED)
+    rc, so, se = psql(a, "SELECT json_build_object("
+                         "'files', (SELECT count(*) FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{24}$'), "
+                         "'bytes', (SELECT coalesce(sum(size), 0) FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{24}$'), "
+                         f"'segment_present', (SELECT count(*) > 0 FROM pg_ls_waldir() WHERE substr(name, 9, 16) = {seg}), "
+                         "'in_recovery', pg_is_in_recovery(), "
+                         f"'overrides', (SELECT coalesce(json_object_agg(name, setting), '{{}}') FROM pg_file_settings WHERE name IN ({names}) "
+                         "AND sourcefile LIKE '%/postgresql.auto.conf'))", timeout=60)
+    if rc != 0:
+        raise RuntimeError((se or so).strip()[-300:])
+    return json.loads(so)
+
+
+def leftover(overrides):
+    """Both settings as wal_trim sets them: a trim interrupted before its reset (run it again)."""
+    return set(overrides) == set(TRIMMED) and overrides["wal_recycle"] == "off"
+
+
+def wal_trim(a):
+    keep_from = a.get("keep_from")
+    if not isinstance(keep_from, str) or not LSN.match(keep_from):
+        return {"ok": False, "error": f"keep_from {keep_from!r} is not an LSN"}
+    try:
+        before = wal_dir(a, keep_from)
+        if a.get("check") or before["in_recovery"]:
+            return {"ok": not before["in_recovery"], "before": before,
+                    "error": "in recovery: not the serving primary" if before["in_recovery"] else None}
+        if before["overrides"] and not leftover(before["overrides"]):
+            # An admin's ALTER SYSTEM: the reset below would drop it. Nothing trimmed (a slower rewind).
+            return {"ok": True, "trimmed": False, "before": before,
+                    "why": f"postgresql.auto.conf sets {', '.join(before['overrides'])}: left as they are, nothing trimmed"}
+
+        def q(sql, timeout=60):
+            rc, so, se = psql(a, sql, timeout=timeout)
+            if rc != 0:
+                raise RuntimeError(f"{sql}: {(se or so).strip()[-300:]}")
+            return so.strip()
+
+        # First the dirty buffers written, so the trimming checkpoint is quick: little WAL comes
+        # between the distance read below and the position that checkpoint keeps WAL back from.
+        q("CHECKPOINT", 1800)
+        need_mb = int(q(f"SELECT ceil(pg_wal_lsn_diff(pg_current_wal_lsn(), '{keep_from}') / 1048576.0)"))
+        keep_mb = need_mb + TRIM_MARGIN_MB
+        configured_mb = int(q("SELECT setting FROM pg_settings WHERE name = 'wal_keep_size'"))
+        if keep_mb >= configured_mb and q("SHOW wal_recycle") == "off":
+            return {"ok": True, "trimmed": False, "before": before, "why": "wal_keep_size already keeps no more"}
+        try:
+            q(f"ALTER SYSTEM SET wal_keep_size = '{min(keep_mb, configured_mb)}MB'")
+            q("ALTER SYSTEM SET wal_recycle = off")  # old segments removed, not renamed into future ones
+            q("SELECT pg_reload_conf()")
+            # The checkpointer reads the reload after the postmaster: a new session seeing the value
+            # says the postmaster has it; the checkpointer is signalled right after.
+            deadline = time.monotonic() + 10
+            while q("SHOW wal_recycle") != "off" and time.monotonic() < deadline:
+                time.sleep(0.1)
+            time.sleep(0.5)
+            q("CHECKPOINT", 1800)
+        finally:
+            for name in TRIMMED:
+                psql(a, f"ALTER SYSTEM RESET {name}", timeout=60)
+            psql(a, "SELECT pg_reload_conf()", timeout=60)
+        after = wal_dir(a, keep_from)
+    except RuntimeError as exc:
+        return {"ok": False, "error": str(exc)}
+    ok = (after["segment_present"] or not before["segment_present"]) and not after["overrides"]
+    return {"ok": ok, "trimmed": True, "keep_mb": keep_mb, "before": before, "after": after,
+            "error": None if ok else (f"settings left in postgresql.auto.conf: {after['overrides']}" if after["overrides"]
+                                      else f"the segment of {keep_from} is gone")}
+
+
 IDENT = re.compile(r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?$")
 
 
@@ -297,7 +383,7 @@ def _postgres():
     return pw.pw_uid, pw.pw_gid
 
 
-MODES = {"history_push": history_push, "state": state, "stop": stop, "start": start, "promote": promote, "slot": slot, "reach": reach, "unfollow": unfollow, "follow": follow,
+MODES = {"history_push": history_push, "wal_trim": wal_trim, "state": state, "stop": stop, "start": start, "promote": promote, "slot": slot, "reach": reach, "unfollow": unfollow, "follow": follow,
          "pgbackrest_check": pgbackrest_check, "history_archived": history_archived, "records": records}
 
 

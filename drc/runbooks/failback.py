@@ -173,7 +173,7 @@ def lost_writes(f: Failback) -> dict:
         for t in x["tables"]:
             per_table[t] = per_table.get(t, 0) + 1
     report = {"run_id": f.run_id, "host": f.source, "fork": {"timeline": old_tl, "lsn": fork}, "end_lsn": out.get("end_lsn"),
-              "kept_on_host": out.get("kept"), "transactions": xacts, "transactions_per_table": per_table,
+              "kept_on_host": out.get("kept"), "common_redo": out.get("common_redo"), "transactions": xacts, "transactions_per_table": per_table,
               "written_at": dt.datetime.now().astimezone().isoformat(timespec="seconds")}
     f.lost_writes_file.write_text(json.dumps(report, indent=1) + "\n")
     f.readings["lost_writes"] = {"transactions": len(xacts), "per_table": per_table}
@@ -263,6 +263,46 @@ def old_only_uploads_kept(f: Failback) -> Reading:
     return Reading(True)
 
 
+def common_redo(f: Failback) -> str | None:
+    """The old primary's last checkpoint before the fork (its REDO): its replay after pg_rewind starts there."""
+    return json.loads(f.lost_writes_file.read_text()).get("common_redo") if f.lost_writes_file.exists() else None
+
+
+def trim_wal(f: Failback) -> dict:
+    """pg_rewind copies the serving host's whole pg_wal (PostgreSQL 17 cannot skip it): there,
+    wal_keep_size's 1 GB, as many bytes as a fresh copy of 1 GiB. The rewound host needs only the
+    WAL from its last checkpoint before the fork on: the rest goes first (roles/postgresql/README.md)."""
+    redo = common_redo(f)
+    if redo is None:
+        return {"trimmed": False, "why": f"{f.source} checkpointed after the fork (or it is unknown): WAL kept as it is"}
+    out = H.pg(f.site, f.target, "wal_trim", keep_from=redo, timeout=3600)
+    if not out.get("ok"):
+        raise RuntimeError(f"{f.target}: {out.get('error')}")
+
+    def size(d: dict | None) -> str | None:
+        return f"{d.get('files')} files, {round(d.get('bytes', 0) / 2**20)} MiB" if d else None
+
+    f.readings["wal_trim"] = {"keep_from": redo, "before": out.get("before"), "after": out.get("after")}
+    return {"keep_from": redo, "trimmed": out.get("trimmed"), "why": out.get("why"),
+            "pg_wal_before": size(out.get("before")), "pg_wal_after": size(out.get("after"))}
+
+
+def wal_trimmed(f: Failback) -> Reading:
+    """The serving host's pg_wal still holds the WAL the rewound host needs, and no trim setting is left over."""
+    redo = common_redo(f)
+    if redo is None:
+        return Reading(True)
+    out = H.pg(f.site, f.target, "wal_trim", keep_from=redo, check=True, timeout=120)
+    st = out.get("before") or {}
+    if not out.get("ok"):
+        return Reading(False, f"{f.target}: {out.get('error')}")
+    left = st.get("overrides") or {}
+    if set(left) == {"wal_keep_size", "wal_recycle"} and left.get("wal_recycle") == "off":
+        return Reading(False, f"{f.target}: postgresql.auto.conf still holds the trim's temporary settings {left}")
+    return Reading(True, data={"pg_wal_files": st.get("files"), "pg_wal_bytes": st.get("bytes"),
+                               "segment_present": st.get("segment_present")})
+
+
 def do_rewind(f: Failback) -> dict:
     """pg_rewind; a fresh copy only when pg_rewind says a rewind is impossible (no common ancestor,
     the WAL it needs gone, no wal_log_hints nor checksums, a rewind interrupted half-way), saying why.
@@ -336,6 +376,8 @@ def failback(site_file: Path, echo: Callable[[str], None] = print) -> tuple[Runb
              lost_writes, lost_writes_reported),
         Step("old-uploads", "EM-3", f"uploads only on {old}: those {new}'s database knows copied there, the others "
              f"archived on {old} and listed", keep_old_only_uploads, old_only_uploads_kept),
+        Step("wal-trim", "EM-3.8", f"{new}'s pg_wal trimmed to what {old} needs after pg_rewind (it copies it whole)",
+             trim_wal, wal_trimmed, deadline_s=60),
         Step("rewind", "EM-3.8", f"pg_rewind {old} from {new} (a fresh copy only when a rewind is impossible, saying "
              "why); standby.signal", do_rewind, rewound, no_return=True),
         Step("release", "EM-3", f"{old}'s fence released (it can only start as a standby now)", release_fence, fence_released),
