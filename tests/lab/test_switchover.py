@@ -245,9 +245,11 @@ def test_siaga_killed_at_each_step_in_turn_ends_on_one_consistent_site_with_noth
         j, killed = kill_at_each_step(lab, ["switchover", "--to", to], delay_s)
     print(f"switch-over to {to}: killed in {len(killed)} steps: {', '.join(killed)}")
     assert j.outcome == "finished", j.events[-3:]
-    # Killed as soon as it starts, every step is hit; half a second into it, the steps that take longer
-    # than that (those that act on the hosts: the others are over before the kill lands). Promoted once.
-    must = set(plan_of(j)) if delay_s == 0 else {"shutdown", "uploads", "promote", "rejoin", "converge", "backup"}
+    # Killed as soon as it starts, every step is hit but `ttl` (after the kills before it the TTL has
+    # long passed: it is a look at the journal's clock, over before a kill lands, as the test saw on a
+    # loaded machine); half a second into it, the steps that take longer than that (those that act on
+    # the hosts: the others are over before the kill lands). Promoted once.
+    must = set(plan_of(j)) - {"ttl"} if delay_s == 0 else {"shutdown", "uploads", "promote", "rejoin", "converge", "backup"}
     assert_killed_at_each_step_once(j, killed, must)
     serving, following = (drc, primary) if to == "drc" else (primary, drc)
     assert_serves_from(lab, serving, following, to, "primary" if to == "drc" else "drc")
