@@ -358,7 +358,10 @@ def follow(a):
     cd = controldata(a)
     # After pg_rewind (fail-back) the control file says "in archive recovery": it must replay as a standby.
     clean = ("shut down", "shut down in recovery", *(("in archive recovery",) if a.get("rewound") else ()))
-    if cd.get("state") not in clean:
+    # After the fail-back's fresh copy (pg_basebackup of the running primary) it says "in production",
+    # beside the backup_label its recovery starts from.
+    base_backup = a.get("rewound") and os.path.exists(os.path.join(p["data"], "backup_label"))
+    if cd.get("state") not in clean and not (base_backup and cd.get("state") == "in production"):
         return {"ok": False, "error": f"the control file says {cd.get('state')!r}, not a clean shutdown: this needs "
                                       "fail-back (pg_rewind), not a plain rejoin", "control": cd}
     conf = standby_conf_path(a)
