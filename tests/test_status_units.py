@@ -447,17 +447,29 @@ def test_security_services_checked_and_scanning_where_the_app_runs_are_no_proble
     ({"primary_integrity": {**CHECKED, "unexplained": [{"path": "/usr/bin/tac", "kind": "changed", "changed": ["sha256"]}]}},
      "spse-primary: file integrity: 1 change(s) nobody explained since the baseline (/usr/bin/tac)"),
     ({"drc_integrity": {**CHECKED, "finished_ts": 1779999000 - 3 * 86400}}, "spse-drc: file integrity last checked"),
-    ({"primary_integrity": None}, "spse-primary: file integrity never checked"),
     ({"scan": {**SCANNED, "ok": False, "error": "clamdscan exit 2: can't connect to clamd"}},
      "spse-primary: ClamAV's last scan of the uploads failed: clamdscan exit 2"),
     ({"scan": {**SCANNED, "finished_ts": 1779999990 - 3600}}, "spse-primary: ClamAV last scanned the uploads at"),
-    ({"scan": None}, "spse-primary: ClamAV has not scanned the uploads yet"),
 ])
 def test_a_security_service_that_is_not_working_or_found_changes_is_a_problem(site, change, expected):
     """SOP IN-2: AIDE's unexplained changes and a stale or failing ClamAV scan fail `siaga status`."""
     report = status.evaluate(site, secured(**change))
     assert any(p.startswith(expected) for p in report["problems"]), report["problems"]
     assert status.exit_code(report) != 0
+
+
+def test_a_new_baseline_or_a_scanner_yet_to_run_is_no_problem_until_overdue(site):
+    """Right after a deploy: AIDE's baseline is made, its first check is the next daily run; ClamAV's
+    first scan comes within a minute (a notice meanwhile). A baseline two days unchecked is a problem."""
+    fresh = secured(primary_integrity=None, scan=None)
+    fresh["spse-primary"]["security"]["integrity"] = {"baseline": {"at": "2026-05-29T03:00:00+07:00", "by": "init"}}
+    report = status.evaluate(site, fresh)
+    assert report["problems"] == [] and any("ClamAV has not scanned the uploads yet" in n for n in report["notices"])
+    fresh["spse-primary"]["security"]["integrity"]["baseline"]["at"] = "2026-05-26T03:00:00+07:00"
+    assert any(p.startswith("spse-primary: file integrity not checked since its baseline")
+               for p in status.evaluate(site, fresh)["problems"])
+    fresh["spse-primary"]["security"]["integrity"] = None
+    assert any(p.startswith("spse-primary: file integrity has no baseline") for p in status.evaluate(site, fresh)["problems"])
 
 
 def test_a_quarantined_upload_is_a_notice_and_the_standby_is_not_asked_to_scan(site):

@@ -238,8 +238,16 @@ def security_problems(site: Site, name: str, p: Probe, now_ts: float) -> tuple[l
     if "integrity" in security_services(site):
         st = sec.get("integrity")
         last = (st or {}).get("last_check")
-        if not last:
-            problems.append(f"{name}: file integrity never checked (siaga-integrity-check.timer; run the site deploy)")
+        baseline = (st or {}).get("baseline") or {}
+        if not last and not baseline:
+            problems.append(f"{name}: file integrity has no baseline (run the site deploy: roles/file_integrity)")
+        elif not last:  # a new baseline: its first check is the next daily run, unless that is overdue
+            try:
+                since = datetime.datetime.fromisoformat(baseline["at"]).timestamp()
+            except (KeyError, TypeError, ValueError):
+                since = 0
+            if now_ts - since > 2 * 86400:
+                problems.append(f"{name}: file integrity not checked since its baseline of {baseline.get('at')}: over two days")
         else:
             if not last.get("aide_ok"):
                 problems.append(f"{name}: file integrity check failed at {last.get('finished')}: {last.get('error', 'AIDE')}")
@@ -254,8 +262,8 @@ def security_problems(site: Site, name: str, p: Probe, now_ts: float) -> tuple[l
     if "clamav" in security_services(site) and scanning:
         st = sec.get("clamav") or {}
         last = st.get("last_scan")
-        if not last:
-            problems.append(f"{name}: ClamAV has not scanned the uploads yet (siaga-upload-scan.timer)")
+        if not last:  # the timer's first run comes within a minute of the deploy
+            notes.append(f"{name}: ClamAV has not scanned the uploads yet (siaga-upload-scan.timer)")
         else:
             if not last.get("ok"):
                 problems.append(f"{name}: ClamAV's last scan of the uploads failed: {last.get('error')}")
