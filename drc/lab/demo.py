@@ -2,8 +2,8 @@
 
 Steps: lab up → site deploy → the same deploy again (must change nothing) → the lab checks of
 what the deploy built (DEMO_CHECKS: the lab, remote access, the data tier, `siaga status`, run
-against this lab, which stays up) → a switch-over round trip primary → DRC → primary with its
-figures → a summary table. The whole suite, with the failover's and Debian 12's labs, is `make test`.
+against this lab, which stays up) → the backups (`siaga backup run`) → a switch-over round trip
+primary → DRC → primary with its figures → a summary table. The whole suite, with the failover's and Debian 12's labs, is `make test`.
 """
 
 from __future__ import annotations
@@ -75,7 +75,13 @@ def main() -> int:
         )
         rows = _verified(junit) if junit.exists() else []
 
-    console.rule("5. switch-over round trip: primary → DRC → primary (EM-2 step 6)")
+    console.rule("5. backups: siaga backup run (the switch-over's preflight wants a good one within its period, BK-1)")
+    backup = subprocess.run([sys.executable, "-m", "drc.cli", "backup", "run", "--json", str(the_lab.site_file)],
+                            capture_output=True, text=True, cwd=REPO)
+    backed_up = backup.returncode == 0
+    console.print(backup.stdout[-2000:] if not backed_up else "every set backed up", markup=False, highlight=False)
+
+    console.rule("6. switch-over round trip: primary → DRC → primary (EM-2 step 6)")
     trips = [switch(the_lab, to) for to in ("drc", "primary")]
 
     table = Table(title=f"verified on lab '{the_lab.name}' (hosts stay up; `make lab-down` removes them)")
@@ -85,6 +91,7 @@ def main() -> int:
     table.add_row("second deploy changes nothing", "[green]ok[/green]" if idempotent else "[red]FAILED[/red]")
     for row in rows:
         table.add_row(*row)
+    table.add_row("siaga backup run", "[green]ok[/green]" if backed_up else "[red]FAILED[/red]")
     for to, fig in trips:
         ok = fig.get("outcome") == "finished"
         table.add_row(f"switch-over to {to}", ("[green]ok[/green]" if ok else "[red]FAILED[/red]") +
@@ -93,7 +100,7 @@ def main() -> int:
     console.print(table)
     console.print(f"site file: {the_lab.site_file}\nplan per host: .venv/bin/siaga check {the_lab.site_file}")
     switched = all(fig.get("outcome") == "finished" for _, fig in trips)
-    return 0 if idempotent and proc.returncode == 0 and switched else 1
+    return 0 if idempotent and proc.returncode == 0 and backed_up and switched else 1
 
 
 def switch(the_lab, to: str) -> tuple[str, dict]:
