@@ -127,17 +127,17 @@ def pg_unit(c):
     return f"postgresql@{c['version']}-{c['cluster']}.service"
 
 
+def controldata(c):
+    """pg_controldata's lines as {field: value} ({} when it cannot read the control file)."""
+    rc, so, _ = run([f"/usr/lib/postgresql/{c['version']}/bin/pg_controldata", "-D", data_dir(c)], 30)
+    return {k.strip(): v.strip() for k, _, v in (ln.partition(":") for ln in so.splitlines())} if rc == 0 else {}
+
+
 def local_control(c):
     """The control file's timeline and system identifier (PostgreSQL may be down)."""
-    rc, so, _ = run([f"/usr/lib/postgresql/{c['version']}/bin/pg_controldata", "-D", data_dir(c)], 30)
-    out = {"timeline": None, "system_identifier": None}
-    for line in so.splitlines() if rc == 0 else []:
-        key, _, value = line.partition(":")
-        if key.strip() == "Latest checkpoint's TimeLineID":
-            out["timeline"] = int(value.strip())
-        elif key.strip() == "Database system identifier":
-            out["system_identifier"] = value.strip()
-    return out
+    cd = controldata(c)
+    tl = cd.get("Latest checkpoint's TimeLineID")
+    return {"timeline": int(tl) if tl else None, "system_identifier": cd.get("Database system identifier")}
 
 
 def parse_identify(out):
@@ -419,8 +419,7 @@ def common_redo(c, timeline, fork_lsn):
     """Where the rewound host's replay will start: the REDO location of its last checkpoint before the
     fork (pg_rewind's "last common checkpoint"), when that is the control file's latest, as after a
     primary died; None when it checkpointed after the fork (then the fail-back trims no WAL)."""
-    rc, so, _ = run([f"/usr/lib/postgresql/{c['version']}/bin/pg_controldata", "-D", data_dir(c)], 30)
-    cd = {k.strip(): v.strip() for k, _, v in (ln.partition(":") for ln in so.splitlines())} if rc == 0 else {}
+    cd = controldata(c)
     try:
         if (int(cd["Latest checkpoint's TimeLineID"]) == int(timeline)
                 and lsn_int(cd["Latest checkpoint location"]) < lsn_int(fork_lsn)):
