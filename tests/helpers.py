@@ -56,3 +56,11 @@ def pg_version(lab) -> str:
     from drc.site import load_site
 
     return load_site(lab.site_file).postgresql.version
+
+
+def lost_writes(report: dict) -> str:
+    """A probe check's losses in a line: how many of each kind, the first sequence numbers, where."""
+    kinds = {k: report.get(k, []) for k in ("missing", "row_differs", "file_differs")}
+    return (f"{report.get('rpo_writes')} of {report.get('acked')} acknowledged writes lost on {report.get('primary')}: "
+            + ", ".join(f"{k} {len(v)} (first {v[:8]}, last {v[-3:]})" for k, v in kinds.items() if v)
+            + f"; probe log {report.get('log')}")

@@ -326,6 +326,42 @@ def replayed_past_token(s: Switch) -> Reading:
                    {"token": t.data["token"], "replay_lsn": replay, "in_recovery": st.get("in_recovery")})
 
 
+def _push_units() -> tuple[str, str]:
+    from roles.uploads_sync.deploy import RESYNC_TIMER, SYNC_UNIT
+
+    return SYNC_UNIT, RESYNC_TIMER
+
+
+def push_off(s: Switch) -> dict:
+    """The old site's uploads push stopped and disabled before the target can take writes: a later
+    start of its lsyncd (Restart=always, a reboot) or of its hourly re-sync would copy its uploads
+    over the new site's with --delete, removing every upload made there since. The converge that
+    follows keeps them off (it is no longer the uploads source)."""
+    units = _push_units()
+    r = remote.run(s.site, s.source, f"sudo -n systemctl disable --now {' '.join(units)}", timeout=120)
+    if not r.ok:
+        raise RuntimeError(f"{s.source}: stopping the uploads push: {r.error or r.stderr.strip()[-300:]}")
+    return {"stopped": list(units)}
+
+
+def push_is_off(s: Switch) -> Reading:
+    units = _push_units()
+    r = remote.run(s.site, s.source, f"systemctl is-active {' '.join(units)}; systemctl is-enabled {' '.join(units)}", timeout=30)
+    if not r.reachable:
+        return Reading(False, f"{s.source}: {r.error}")
+    states = r.stdout.split()
+    on = [f"{u} {st}" for u, st in zip(units * 2, states) if st in ("active", "activating", "reloading", "enabled")]
+    return Reading(len(states) == 2 * len(units) and not on, f"{s.source}: {', '.join(on) or r.stdout.strip()}")
+
+
+def push_on(s: Switch) -> dict:
+    """Rolled back before the promotion: the source pushes its uploads again, as its role has it."""
+    r = remote.run(s.site, s.source, f"sudo -n systemctl enable --now {' '.join(_push_units())}", timeout=120)
+    if not r.ok:
+        raise RuntimeError(f"{s.source}: starting the uploads push again: {r.error or r.stderr.strip()[-300:]}")
+    return {}
+
+
 def final_uploads_sync(s: Switch) -> dict:
     from roles.uploads_sync.deploy import RESYNC_UNIT
 
@@ -659,6 +695,8 @@ def switchover(site_file: Path, to: str, echo: Callable[[str], None] = print) ->
         Step("shutdown", "EM-2", f"CHECKPOINT and clean shutdown of {src}'s PostgreSQL; read its demotion token",
              shut_down_source, token, undo=start_source, deadline_s=10),
         Step("replayed", "EM-3", f"{dst} has replayed past the token", wait_for_replay, replayed_past_token, deadline_s=30),
+        Step("push-off", "EM-3", f"{src}'s uploads push (lsyncd, hourly re-sync) stopped and disabled: once {dst} "
+             "serves, nothing of the old site copies over its uploads", push_off, push_is_off, undo=push_on),
         Step("uploads", "EM-3", f"final uploads sync {src} → {dst}, verified file for file (size, sha256)",
              final_uploads_sync, uploads_identical, deadline_s=10),
         Step("promote", "EM-2", f"promote {dst}", promote, target_is_primary, guard=promote_guard, no_return=True),

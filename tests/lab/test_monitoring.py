@@ -105,7 +105,10 @@ def test_each_site_scrapes_both_and_the_outsider_is_refused(lab, site, watching)
             sorted(values(lab, active_host(site), "siaga_pg_in_recovery").values()) == [0.0, 1.0]
 
     poll("siaga's figures from both hosts, a primary and a standby", figures_in, 30)
-    assert values(lab, active_host(site), "siaga:replication_lag_bytes >= 0"), "replication lag not computed"
+    # The recorded lag follows at the next rule evaluation after both figures are in (polled: before
+    # it, the rule saw no primary's position and recorded nothing).
+    poll("the replication lag recorded", lambda: values(lab, active_host(site), "siaga:replication_lag_bytes >= 0"),
+         2 * site.monitoring.evaluation_interval_s + 30)
     # The uploads lag (EM-3): the source's heartbeat, copied by lsyncd, reaches the standby within
     # the threshold; only the receiving host has the figure.
     standby = next(h for h in watching if h != active_host(site))

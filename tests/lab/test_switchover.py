@@ -20,7 +20,7 @@ import pytest
 from drc.records.store import records_dir
 from drc.runbooks import journal as journals
 from drc.site import load_site
-from tests.helpers import REPO, assert_no_change_rerun
+from tests.helpers import REPO, assert_no_change_rerun, lost_writes
 from tests.lab.test_data_tier import poll, psql, upload
 
 TIMEOUT_S = 900
@@ -135,7 +135,7 @@ def test_a_round_trip_under_probe_load_loses_no_acknowledged_write(lab, primary,
             proc = siaga(lab, "switchover", "--to", to, "--json")
             assert outcome(proc)["outcome"] == "finished", proc.stdout[-4000:]
     report = run.check()
-    assert report["acked"] > 100 and report["rpo_writes"] == 0, report
+    assert report["acked"] > 100 and report["rpo_writes"] == 0, lost_writes(report)
     assert report["watcher"]["split_brain_rounds"] == 0 and report["watcher"]["rounds"] > 100, report["watcher"]
     assert len(report["timelines"]) >= 3, report  # it wrote through both promotions
     assert_serves_from(lab, primary, drc, "primary", "drc")
@@ -180,11 +180,11 @@ def start_runbook(lab, args: list[str]) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
-def kill_at_each_step(lab, args: list[str], delay_s: float) -> tuple[journals.Journal, list[str]]:
+def kill_at_each_step(lab, args: list[str], delay_s: float, on_kill=None) -> tuple[journals.Journal, list[str]]:
     """One runbook run (`siaga ARGS...`: switchover, failover, failback), SIGKILLed at each step in
     turn: started, killed `delay_s` after its next step started, started again (it resumes the same
     run), and so on until it finishes by itself. Returns the run's journal and the steps that were
-    running when siaga was killed."""
+    running when siaga was killed; `on_kill(step)` looks at the hosts while siaga is down."""
     rdir = records_dir(load_site(lab.site_file))
     known = {j.run_id for j in journals.runs(rdir)}
     run, killed = None, []
@@ -208,6 +208,8 @@ def kill_at_each_step(lab, args: list[str], delay_s: float) -> tuple[journals.Jo
                         if events[-1]["event"] == "end":  # killed in its last words, after the run ended
                             return journals.Journal.load(run.path), killed
                         killed.append([e["step"] for e in events if e["event"] == "step-start"][-1])
+                        if on_kill:
+                            on_kill(killed[-1])
                     break
                 time.sleep(0.05)
         finally:
@@ -241,10 +243,21 @@ def test_siaga_killed_at_each_step_in_turn_ends_on_one_consistent_site_with_noth
     """Issue 10 point 7: siaga killed at each step in turn and run again, under probe load."""
     from drc.lab.probing import ProbeRun
 
+    source = primary if to == "drc" else drc
+    pushing = {}  # step killed in -> the old source's uploads push units still on, from the promotion to the converge
+
+    def push_units_on(step: str) -> None:
+        if step in ("promote", "app-up", "web", "forward", "traffic", "primary-conf", "slot", "rejoin", "site-file", "ttl"):
+            pushing[step] = [u for u in ("siaga-uploads-sync.service", "siaga-uploads-resync.timer")
+                             if source.run(f"systemctl is-active {u} || systemctl is-enabled {u}").rc == 0]
+
     with ProbeRun(lab, tmp_path) as probe:
-        j, killed = kill_at_each_step(lab, ["switchover", "--to", to], delay_s)
+        j, killed = kill_at_each_step(lab, ["switchover", "--to", to], delay_s, push_units_on)
     print(f"switch-over to {to}: killed in {len(killed)} steps: {', '.join(killed)}")
     assert j.outcome == "finished", j.events[-3:]
+    # Once the target can take writes, the old source never pushes its uploads (a restart of its
+    # lsyncd would copy them over the new site's with --delete): off and disabled at every kill.
+    assert pushing and not any(pushing.values()), pushing
     # Killed as soon as it starts, every step is hit but `ttl` (after the kills before it the TTL has
     # long passed: it is a look at the journal's clock, over before a kill lands, as the test saw on a
     # loaded machine); half a second into it, the steps that take longer than that (those that act on
@@ -254,5 +267,5 @@ def test_siaga_killed_at_each_step_in_turn_ends_on_one_consistent_site_with_noth
     serving, following = (drc, primary) if to == "drc" else (primary, drc)
     assert_serves_from(lab, serving, following, to, "primary" if to == "drc" else "drc")
     report = probe.check()
-    assert report["acked"] > 50 and report["rpo_writes"] == 0, report
+    assert report["acked"] > 50 and report["rpo_writes"] == 0, lost_writes(report)
     assert report["watcher"]["split_brain_rounds"] == 0, report["watcher"]
