@@ -1,5 +1,5 @@
 """The watcher: beside the probe, asks PostgreSQL on every data-tier host whether it is writable
-(pg_is_in_recovery) every 0.2 s, over SSH connections kept open (three per host, so one slow
+(pg_is_in_recovery) every 0.4 s (issue 10: at least every 0.5 s), over SSH connections kept open (three per host, so one slow
 answer does not hold up the next poll), and counts the moments with more than one writable primary
 (split brain; SOP EM-3). One JSON line per round; the end line has each host's longest time
 between answered polls."""
@@ -16,7 +16,7 @@ from pathlib import Path
 from drc.hosts.remote import connection, why
 from drc.site import Site
 
-ROUND_S = 0.2
+ROUND_S = 0.4
 LANES = 3  # SSH connections per host: a slow answer (a loaded machine) never delays the next poll
 FRESH_S = 1.0  # a round uses each host's newest answer to a poll sent at most this long before
 
@@ -26,7 +26,10 @@ class _Host:
         self.site, self.name = site, name
         self.lanes = [[None, threading.Lock()] for _ in range(LANES)]
         port = site.firewall.postgresql_port
-        self.command = f"sudo -n -u postgres psql -XAtq -p {port} -d postgres -c 'SELECT pg_is_in_recovery()'"
+        # psql itself, not Debian's wrapper (a Perl start per poll): the watcher must not load the
+        # hosts it watches.
+        psql = f"/usr/lib/postgresql/{site.postgresql.version}/bin/psql"
+        self.command = f"sudo -n -u postgres {psql} -XAtq -p {port} -d postgres -c 'SELECT pg_is_in_recovery()'"
         self.latest: tuple[float, str] | None = None  # (monotonic time the poll was sent, state)
         self.sent_times: list[float] = []  # of the polls that were answered
         self.guard = threading.Lock()
