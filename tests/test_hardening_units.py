@@ -234,3 +234,16 @@ def test_private_tmpdir_shm_noexec_and_needrestart_list_only_by_default():
     assert STAGING_DIR == "/tmp"
     off = make_site(os_hardening={"private_tmpdir": False, "dev_shm_noexec": False, "needrestart": False}).os_hardening
     assert (off.private_tmpdir, off.dev_shm_noexec, off.needrestart) == (False, False, False)
+
+
+def test_debsums_runs_debians_daily_job_from_a_timer():
+    """SOP IN-2 (Lynis PKGS-7370): Debian's own job, daily by a systemd timer (no cron on the hosts)."""
+    from roles.file_integrity.debsums import DAILY_JOB, HEADER, ROLE_DIR, render
+
+    fi = make_site().file_integrity
+    assert fi.debsums is True and fi.debsums_time == "05:15"
+    service = render(ROLE_DIR, "debsums.service.j2", header=HEADER, job=DAILY_JOB)
+    assert f"ExecStart={DAILY_JOB}" in service.splitlines() and "IOSchedulingClass=idle" in service
+    assert "OnCalendar=*-*-* 05:15:00" in render(ROLE_DIR, "debsums.timer.j2", header=HEADER, at="05:15").splitlines()
+    with pytest.raises(SiteError):
+        make_site(file_integrity={"debsums_time": "5:15pm"})

@@ -173,6 +173,20 @@ def test_private_tmpdir_shm_noexec_and_needrestart_lists_only(lab, deployed, nam
     assert effective.stdout == "l", (effective.stdout, effective.stderr)
 
 
+@pytest.mark.parametrize("name", ["primary", "drc"])
+def test_debsums_daily_by_a_timer_runs_debians_job(lab, deployed, name):
+    """debsums' own daily job is switched on and a systemd timer runs it (no cron on these hosts);
+    debsums itself verifies a package against dpkg's checksums. SOP IN-2."""
+    from roles.file_integrity.debsums import DAILY_JOB, DEFAULTS_FILE, UNIT
+
+    host = lab_host(lab, name)
+    assert "CRON_CHECK=daily" in host.file(DEFAULTS_FILE).content_string.splitlines()
+    timer = host.service(f"{UNIT}.timer")
+    assert timer.is_running and timer.is_enabled
+    assert f"path={DAILY_JOB} " in host.check_output(f"systemctl show -p ExecStart {UNIT}.service")
+    assert host.run("debsums -s libpam-tmpdir needrestart").rc == 0
+
+
 # --- fail2ban (last: changes the lab's allowlist for one deploy and restores it) -----------------
 
 def banned(host, jail: str) -> list[str]:
