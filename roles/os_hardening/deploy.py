@@ -1,6 +1,7 @@
 """os_hardening role: kernel and sysctl hardening, unused kernel modules, no core dumps, password
-quality and hashing, auditd rules for privileged commands, the console login banner, a private $TMPDIR per session, /dev/shm noexec, needrestart list-only (controls
-after devsec.hardening os_hardening).
+quality and hashing, auditd rules for privileged commands, the console login banner, a private
+$TMPDIR per session, /dev/shm noexec, needrestart list-only (controls after devsec.hardening
+os_hardening).
 
 SOP IN-2 (security components on the servers), IN-4 (password files, intrusion attempts and
 system logs watched).
