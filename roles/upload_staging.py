@@ -5,7 +5,9 @@ directory is `$TMPDIR` as read under sudo; with libpam-tmpdir (roles/os_hardenin
 every PAM session, sudo's too, gets a private `$TMPDIR`, root's being `/tmp/user/0` (0700 root),
 where the admin's SFTP cannot write: every upload would fail. `/tmp` is writable by the admin
 (sticky, so no other user can touch the staged file) and pyinfra removes the file after the copy.
-SOP IN-2.
+Set for every deploy file siaga's runner loads (drc/hosts/run_deploy.py) and by siaga's own deploy
+files themselves (drc.hosts.inventory.this_host_in_site), so plain `pyinfra` runs them too; another
+deploy file run with plain `pyinfra` sets `config.TEMP_DIR = "/tmp"` itself. SOP IN-2.
 """
 
 from __future__ import annotations
