@@ -18,6 +18,7 @@ from pyinfra.facts.files import File, FileContents, Sha1File
 from pyinfra.operations.util.files import generate_color_diff
 
 from roles.templating import MANAGED_HEADER, sha1_of  # noqa: F401 (re-exported: roles import them from here)
+from roles.upload_staging import staging_path
 
 
 def is_current(path: str, content: str) -> bool:
@@ -62,7 +63,7 @@ def content_is_current(path: str, content: str, mode: int, user: str = "root", g
 
 def upload(content: str, dest: str, mode: int, user: str = "root", group: str = "root") -> Iterator:
     """Upload `content` to `dest` with the given owner and mode (no check, no diff)."""
-    yield FileUploadCommand(StringIO(content), dest, remote_temp_filename=host.get_temp_filename(dest))
+    yield FileUploadCommand(StringIO(content), dest, remote_temp_filename=staging_path(dest))
     yield StringCommand("chown", f"{user}:{group}", QuoteString(dest))
     yield StringCommand("chmod", f"{mode:o}", QuoteString(dest))
 

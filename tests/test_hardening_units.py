@@ -218,3 +218,32 @@ def test_idle_shells_log_out_and_cannot_turn_it_off():
     assert make_site().os_hardening.shell_idle_logout_seconds == 900
     lines = [ln for ln in render(ROLE_DIR, "idle-logout.sh.j2", header=HEADER, seconds=600).splitlines() if ln and not ln.startswith("#")]
     assert lines == ["TMOUT=600", "readonly TMOUT", "export TMOUT"]
+
+
+def test_private_tmpdir_shm_noexec_and_needrestart_list_only_by_default():
+    """SOP IN-2 (Lynis DEB-0280, FILE-6374, DEB-0831): on by default; needrestart lists, never restarts."""
+    from roles.os_hardening.deploy import HEADER, ROLE_DIR, SHM_LINE, render
+    from roles.upload_staging import STAGING_DIR
+
+    s = make_site().os_hardening
+    assert (s.private_tmpdir, s.dev_shm_noexec, s.needrestart) == (True, True, True)
+    assert SHM_LINE.split() == ["tmpfs", "/dev/shm", "tmpfs", "rw,nosuid,nodev,noexec", "0", "0"]
+    conf = [ln for ln in render(ROLE_DIR, "needrestart.conf.j2", header=HEADER).splitlines() if ln and not ln.startswith("#")]
+    assert conf == ["$nrconf{restart} = 'l';"]
+    # Uploads are staged where the admin's SFTP can write, never in sudo's private $TMPDIR.
+    assert STAGING_DIR == "/tmp"
+    off = make_site(os_hardening={"private_tmpdir": False, "dev_shm_noexec": False, "needrestart": False}).os_hardening
+    assert (off.private_tmpdir, off.dev_shm_noexec, off.needrestart) == (False, False, False)
+
+
+def test_debsums_runs_debians_daily_job_from_a_timer():
+    """SOP IN-2 (Lynis PKGS-7370): Debian's own job, daily by a systemd timer (no cron on the hosts)."""
+    from roles.file_integrity.debsums import DAILY_JOB, HEADER, ROLE_DIR, render
+
+    fi = make_site().file_integrity
+    assert fi.debsums is True and fi.debsums_time == "05:15"
+    service = render(ROLE_DIR, "debsums.service.j2", header=HEADER, job=DAILY_JOB)
+    assert f"ExecStart={DAILY_JOB}" in service.splitlines() and "IOSchedulingClass=idle" in service
+    assert "OnCalendar=*-*-* 05:15:00" in render(ROLE_DIR, "debsums.timer.j2", header=HEADER, at="05:15").splitlines()
+    with pytest.raises(SiteError):
+        make_site(file_integrity={"debsums_time": "5:15pm"})

@@ -66,8 +66,10 @@ def this_host_in_site() -> tuple[Site, str]:
     from pyinfra.context import ctx_host
 
     from roles.factcache import begin_section, install
+    from roles.upload_staging import stage_uploads_in_tmp
 
     install()  # facts read once per host, in one round trip (roles/factcache.py)
+    stage_uploads_in_tmp()  # uploads staged where the admin's SFTP can write (roles/upload_staging.py)
     deploy_file = sys._getframe(1).f_code.co_filename
     begin_section(ctx_host.get(), Path(deploy_file).stem)  # each deploy file its own plan
     # pyinfra orders operations by inspect.stack() at every operation of every host; for a deploy

@@ -178,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     from pyinfra_cli.log import setup_logging
     from pyinfra_cli.util import load_deploy_file
 
+    from roles.upload_staging import STAGING_DIR
+
     pyinfra.is_cli = True
     from drc.hosts import pyinfra_speed
 
@@ -195,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     config = Config()
     ctx_config.set(config)
     config.DIFF = args.diff
+    # Every deploy file this runner loads, siaga's or not, stages uploads where the admin's SFTP can
+    # write (roles/upload_staging.py: sudo's $TMPDIR is private with libpam-tmpdir).
+    config.TEMP_DIR = STAGING_DIR
     config.lock_current_state()
     names = [n for entries in groups.values() for n, _ in entries]
     inventory = Inventory((names, {}), **{g: (entries, {}) for g, entries in groups.items()})

@@ -215,7 +215,9 @@ def history_archived(a):
     import tempfile
 
     name = f"{int(a['timeline']):08X}.history"
-    with tempfile.TemporaryDirectory(prefix="siaga-history-") as d:
+    # In /tmp, not $TMPDIR: under sudo that is root's private /tmp/user/0 (libpam-tmpdir), which
+    # postgres cannot enter.
+    with tempfile.TemporaryDirectory(prefix="siaga-history-", dir="/tmp") as d:
         os.chown(d, *_postgres())
         rc, so, se = run(["pgbackrest", f"--stanza={a['stanza']}", "--log-level-console=warn", "archive-get", name,
                           os.path.join(d, name)], 120, user="postgres")

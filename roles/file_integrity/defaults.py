@@ -25,3 +25,9 @@ class FileIntegritySettings(BaseModel):
     check_time: str = Field("04:15", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
     # The baseline, the checks' records and the status for monitoring.
     state_dir: AbsPath = "/var/lib/siaga/integrity"
+    # debsums: Debian's own daily job (`debsums -cs`, idle I/O) checks every installed package's files
+    # against dpkg's checksums and logs each changed one (tag `debsums`); run by a systemd timer,
+    # these hosts have no cron. false: the timer is stopped, CRON_CHECK=never.
+    debsums: bool = True
+    # Its daily run, HH:MM in base.timezone (after the AIDE check: both read much of /usr).
+    debsums_time: str = Field("05:15", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")

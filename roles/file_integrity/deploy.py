@@ -33,6 +33,8 @@ from roles.managed_files import MANAGED_HEADER, config_file
 from roles.packages import ensure_installed
 from roles.templating import render
 
+from .debsums import package_checksums
+
 if TYPE_CHECKING:
     from drc.site import Site
 
@@ -97,6 +99,7 @@ def check_config(site: Site, host_name: str) -> str:
 @deploy("siaga file_integrity")
 def file_integrity(site: Site, host_name: str) -> None:
     s = site.file_integrity
+    package_checksums(site)  # debsums, apart from AIDE's switch (debsums.py)
     if not s.enabled:
         systemd.service(name=f"{UNIT}.timer stopped (file_integrity.enabled: false)", service=f"{UNIT}.timer",
                         running=False, enabled=False)

@@ -43,6 +43,19 @@ class OsHardeningSettings(BaseModel):
     # Shortest password pam_pwquality accepts when one is set with passwd (admins log in by key and
     # sudo without one, base.sudo_nopasswd; this is for any password set anyway).
     password_min_length: int = Field(14, ge=8, le=128)
+    # libpam-tmpdir: every PAM session (SSH logins, sudo, su, runuser) gets its own $TMPDIR,
+    # /tmp/user/<uid> (0700), so a temporary file of root or of a service account is neither
+    # guessable nor readable in the shared /tmp. siaga's deploys stage uploads in /tmp explicitly
+    # (roles/upload_staging.py). false: the package is removed.
+    private_tmpdir: bool = True
+    # /dev/shm (POSIX shared memory: PostgreSQL's dynamic shared memory) mounted nosuid,nodev,noexec,
+    # now and at boot (/etc/fstab): no program is run or setuid-ed from a world-writable tmpfs.
+    # false: the fstab line is removed (the next boot mounts it as systemd does: nosuid,nodev).
+    dev_shm_noexec: bool = True
+    # needrestart in list-only mode: after each apt run it lists the services still running replaced
+    # libraries; it never restarts one itself (PostgreSQL, the application: a restart is the admin's
+    # decision). false: the package is removed.
+    needrestart: bool = True
 
     @field_validator("sysctl_skip")
     @classmethod

@@ -1,6 +1,7 @@
 """os_hardening role: kernel and sysctl hardening, unused kernel modules, no core dumps, password
-quality and hashing, auditd rules for privileged commands, the console login banner (controls
-after devsec.hardening os_hardening).
+quality and hashing, auditd rules for privileged commands, the console login banner, a private
+$TMPDIR per session, /dev/shm noexec, needrestart list-only (controls after devsec.hardening
+os_hardening).
 
 SOP IN-2 (security components on the servers), IN-4 (password files, intrusion attempts and
 system logs watched).
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.operations import files, server, systemd
+from pyinfra.operations import apt, files, server, systemd
 
 from roles.managed_files import config_file
 from roles.packages import ensure_installed
@@ -21,7 +22,7 @@ from roles.ssh_hardening.deploy import render_banner
 from roles.templating import MANAGED_HEADER, render
 
 from .facts import AuditAvailable
-from .operations import sysctl_applied
+from .operations import mount_options_applied, sysctl_applied
 from .sysctl import SYSCTL, UNUSED_MODULES
 
 if TYPE_CHECKING:  # drc.site imports the roles' defaults
@@ -40,6 +41,10 @@ COREDUMP_FILE = "/etc/systemd/coredump.conf.d/60-siaga-no-core.conf"
 PWQUALITY_FILE = "/etc/security/pwquality.conf.d/60-siaga.conf"
 LOGIN_DEFS = "/etc/login.defs"
 IDLE_LOGOUT_FILE = "/etc/profile.d/60-siaga-idle-logout.sh"
+FSTAB = "/etc/fstab"
+SHM_OPTIONS = ["nosuid", "nodev", "noexec"]
+SHM_LINE = f"tmpfs /dev/shm tmpfs rw,{','.join(SHM_OPTIONS)} 0 0"
+NEEDRESTART_FILE = "/etc/needrestart/conf.d/60-siaga.conf"
 
 
 def sysctl_settings(site: Site) -> dict[str, str]:
@@ -103,6 +108,9 @@ def os_hardening(site: Site) -> None:
     else:
         files.file(name=f"Idle shells never log out: {IDLE_LOGOUT_FILE} absent", path=IDLE_LOGOUT_FILE, present=False)
 
+    temporary_files(site)
+    needrestart(site)
+
     # The console's login banner, the same notice as SSH's (ssh_hardening.banner).
     if site.ssh_hardening.banner:
         config_file(name=f"Login banner {ISSUE_FILE}", dest=ISSUE_FILE, content=render_banner(site.ssh_hardening))
@@ -122,6 +130,38 @@ def os_hardening(site: Site) -> None:
         host.log_styled("auditd installed and configured, not running: this host's kernel takes no audit rules from it "
                         "(a container: audit is one per machine, systemd-nspawn's seccomp filter refuses its socket; "
                         "or the kernel was booted with audit=0)", fg="yellow")
+
+
+def temporary_files(site: Site) -> None:
+    """A private $TMPDIR per session (libpam-tmpdir), and nothing run from /dev/shm."""
+    s = site.os_hardening
+    if s.private_tmpdir:
+        # Debian's package adds pam_tmpdir to common-session itself (pam-auth-update, Default: yes).
+        ensure_installed(["libpam-tmpdir"], "a private $TMPDIR per session (libpam-tmpdir)")
+    else:
+        apt.packages(name="libpam-tmpdir absent (os_hardening.private_tmpdir: false)", packages=["libpam-tmpdir"], present=False)
+
+    # systemd mounts /dev/shm nosuid,nodev; an fstab line for it is applied at boot by
+    # systemd-remount-fs, and the remount applies it now.
+    if s.dev_shm_noexec:
+        files.line(name=f"{FSTAB}: /dev/shm {','.join(SHM_OPTIONS)} at boot", path=FSTAB, line=r"^\S+\s+/dev/shm\s.*",
+                   replace=SHM_LINE)
+        mount_options_applied(name=f"/dev/shm {','.join(SHM_OPTIONS)} now", path="/dev/shm", options=SHM_OPTIONS)
+    else:
+        files.line(name=f"{FSTAB}: siaga's /dev/shm line absent", path=FSTAB, line=SHM_LINE,
+                   escape_regex_characters=True, present=False)
+
+
+def needrestart(site: Site) -> None:
+    """needrestart lists, never restarts: its configuration is in place before the package, whose
+    first apt hook would otherwise restart services by its default."""
+    if site.os_hardening.needrestart:
+        config_file(name=f"needrestart lists only {NEEDRESTART_FILE}", dest=NEEDRESTART_FILE,
+                    content=render(ROLE_DIR, "needrestart.conf.j2", header=HEADER))
+        ensure_installed(["needrestart"], "services running replaced libraries listed after updates (needrestart)")
+    else:
+        apt.packages(name="needrestart absent (os_hardening.needrestart: false)", packages=["needrestart"], present=False)
+        files.file(name=f"{NEEDRESTART_FILE} absent", path=NEEDRESTART_FILE, present=False)
 
 
 def _io(text: str):

@@ -43,3 +43,15 @@ class AuditAvailable(FactBase):
 
     def process(self, output: list[str]) -> bool:
         return bool(output) and output[0].strip() == "yes"
+
+
+class MountOptions(FactBase):
+    """The options `path` is mounted with now, e.g. {"rw", "nosuid", "nodev", "size=2468412k"};
+    None when nothing is mounted exactly there."""
+
+    def command(self, path: str) -> StringCommand:
+        return StringCommand("findmnt", "-n", "-o", "OPTIONS", "--mountpoint", QuoteString(path), "||", "true")
+
+    def process(self, output: list[str]) -> set[str] | None:
+        line = output[0].strip() if output else ""
+        return set(line.split(",")) if line else None

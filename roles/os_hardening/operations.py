@@ -1,11 +1,12 @@
-"""os_hardening operations pyinfra lacks: kernel settings applied where this host may write them."""
+"""os_hardening operations pyinfra lacks: kernel settings applied where this host may write them, a
+mount's options applied now."""
 
 from __future__ import annotations
 
 from pyinfra import host, logger
 from pyinfra.api import QuoteString, StringCommand, operation
 
-from .facts import SysctlState
+from .facts import MountOptions, SysctlState
 
 
 @operation()
@@ -37,3 +38,22 @@ def sysctl_applied(settings: dict[str, str]):
     if not commands:
         host.noop("the kernel settings this host can write are as wanted")
     yield from commands
+
+
+@operation()
+def mount_options_applied(path: str, options: list[str]):
+    """
+    Remount `path` now with these options where it lacks one (its /etc/fstab line applies them at
+    every boot). Nothing mounted there: reported, never failed.
+
+    + path: the mount point, e.g. /dev/shm
+    + options: mount options it must have, e.g. ["nosuid", "nodev", "noexec"]
+    """
+    have = host.get_fact(MountOptions, path=path)
+    if have is None:
+        host.log_styled(f"{path}: nothing mounted there, options not applied now", fg="yellow", log_func=logger.warning)
+        return
+    if set(options) <= have:
+        host.noop(f"{path} is mounted {','.join(options)}")
+        return
+    yield StringCommand("mount", "-o", QuoteString(",".join(["remount", *options])), QuoteString(path))

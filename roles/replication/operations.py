@@ -9,6 +9,7 @@ from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, operation
 
 from roles.postgresql.facts import PgReplicationSlots
 from roles.postgresql.operations import as_postgres_sql
+from roles.upload_staging import staging_path
 
 
 @operation()
@@ -38,6 +39,6 @@ def standby_build(script: str, already_standby: bool, script_path: str = "/usr/l
     if already_standby:
         host.noop("already a standby of this primary")
         return
-    yield FileUploadCommand(StringIO(script), script_path, remote_temp_filename=host.get_temp_filename(script_path))
+    yield FileUploadCommand(StringIO(script), script_path, remote_temp_filename=staging_path(script_path))
     yield StringCommand("chmod", "700", QuoteString(script_path))
     yield StringCommand(QuoteString(script_path))

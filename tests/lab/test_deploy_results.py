@@ -83,3 +83,21 @@ def test_plain_pyinfra_still_runs_the_site_deploy(lab, deployed):
                           env={**os.environ, "SIAGA_SITE": str(lab.site_file)})
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     assert (proc.stderr + proc.stdout).count("Ready: deploys/site.py") == len(HOSTS)
+
+
+def test_plain_pyinfra_uploads_although_sudo_has_a_private_tmpdir(lab, deployed):
+    """With libpam-tmpdir (os_hardening.private_tmpdir) sudo's $TMPDIR is root's private
+    /tmp/user/0, where the admin's SFTP cannot write: siaga's deploy files stage their uploads in
+    /tmp (roles/upload_staging.py), under plain `pyinfra` too. Two files put back by a real run:
+    one by pyinfra's files.put (the audit rules), one by siaga's config_file (the login banner)."""
+    from roles.os_hardening.deploy import AUDIT_RULES
+
+    primary = lab_host(lab, "primary")
+    assert primary.check_output("echo $TMPDIR") == "/tmp/user/0"
+    assert primary.run(f"rm -f {AUDIT_RULES} /etc/issue.net").rc == 0
+    proc = subprocess.run([str(Path(sys.executable).parent / "pyinfra"), "-y", "--limit", "primary", "inventory/lab.py",
+                           "deploys/remote_access.py"], cwd=REPO, capture_output=True, text=True, timeout=900, check=False,
+                          env={**os.environ, "SIAGA_SITE": str(lab.site_file)})
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    assert primary.file(AUDIT_RULES).exists and primary.file("/etc/issue.net").exists
+    assert primary.run("ls /tmp/pyinfra-* 2>/dev/null").stdout == ""  # pyinfra removed what it staged

@@ -144,6 +144,49 @@ def test_no_core_dumps_idle_logout_and_passwords_checked(lab, deployed, name):
     assert defs == login_defs(site)
 
 
+@pytest.mark.parametrize("name", ["primary", "drc"])
+def test_private_tmpdir_shm_noexec_and_needrestart_lists_only(lab, deployed, name):
+    """Each session its own $TMPDIR (libpam-tmpdir), the admin's login and sudo's alike; nothing runs
+    from /dev/shm, now and at boot; needrestart is configured to list, never to restart. SOP IN-2."""
+    from roles.os_hardening.deploy import FSTAB, NEEDRESTART_FILE, SHM_LINE, SHM_OPTIONS
+
+    session = lab_host(lab, name, sudo=False)  # sshd's PAM session
+    uid = session.check_output("id -u")
+    assert session.check_output("echo $TMPDIR") == f"/tmp/user/{uid}"
+    assert session.check_output('stat -c "%a %u" "$TMPDIR"') == f"700 {uid}"
+    host = lab_host(lab, name)  # through sudo: root's own
+    assert host.check_output("echo $TMPDIR") == "/tmp/user/0"
+    assert host.check_output('stat -c "%a %u" "$TMPDIR"') == "700 0"
+    assert session.run("ls /tmp/user/0").rc != 0  # the admin cannot look into root's
+
+    options = set(host.check_output("findmnt -n -o OPTIONS --mountpoint /dev/shm").split(","))
+    assert set(SHM_OPTIONS) <= options, options
+    assert SHM_LINE in host.file(FSTAB).content_string.splitlines()
+    probe = f"/dev/shm/siaga-exec-probe-{uid}"
+    ran = session.run(f"cp /bin/true {probe} && chmod 755 {probe} && {probe}; rc=$?; rm -f {probe}; exit $rc")
+    assert ran.rc == 126 and "Permission denied" in ran.stderr, (ran.rc, ran.stderr)
+
+    assert host.package("needrestart").is_installed
+    assert "$nrconf{restart} = 'l';" in host.file(NEEDRESTART_FILE).content_string.splitlines()
+    # needrestart's own config (which reads conf.d/*.conf last) ends list-only.
+    effective = host.run("perl -e 'our %nrconf; do q(/etc/needrestart/needrestart.conf); print $nrconf{restart}'")
+    assert effective.stdout == "l", (effective.stdout, effective.stderr)
+
+
+@pytest.mark.parametrize("name", ["primary", "drc"])
+def test_debsums_daily_by_a_timer_runs_debians_job(lab, deployed, name):
+    """debsums' own daily job is switched on and a systemd timer runs it (no cron on these hosts);
+    debsums itself verifies a package against dpkg's checksums. SOP IN-2."""
+    from roles.file_integrity.debsums import DAILY_JOB, DEFAULTS_FILE, UNIT
+
+    host = lab_host(lab, name)
+    assert "CRON_CHECK=daily" in host.file(DEFAULTS_FILE).content_string.splitlines()
+    timer = host.service(f"{UNIT}.timer")
+    assert timer.is_running and timer.is_enabled
+    assert f"path={DAILY_JOB} " in host.check_output(f"systemctl show -p ExecStart {UNIT}.service")
+    assert host.run("debsums -s libpam-tmpdir needrestart").rc == 0
+
+
 # --- fail2ban (last: changes the lab's allowlist for one deploy and restores it) -----------------
 
 def banned(host, jail: str) -> list[str]:

@@ -215,3 +215,7 @@ def test_ruleset_survives_a_reboot(lab, deployed):
     assert "table inet siaga" in tables
     assert tcp_from(lab, "outsider", lab.address("drc"), 22) == "timeout"
     assert ssh(lab, "drc", ADMINS[0]).returncode == 0
+    # os_hardening's /etc/fstab line for /dev/shm applied by the boot itself (systemd-remount-fs). SOP IN-2.
+    from roles.os_hardening.deploy import SHM_OPTIONS
+
+    assert set(SHM_OPTIONS) <= set(host.check_output("findmnt -n -o OPTIONS --mountpoint /dev/shm").split(","))
