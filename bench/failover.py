@@ -153,6 +153,7 @@ def main() -> int:
         rewind_s = ends["rewind"]["seconds"]
         # What pg_rewind copied (its own count) and the serving host's pg_wal trimmed before it.
         rewind_mb, trim = (ends["rewind"].get("did") or {}).get("copied_mb"), ends.get("wal-trim", {}).get("did") or {}
+        breakdown = (ends["rewind"].get("did") or {}).get("breakdown")
         copy_s = fresh_copy_seconds(lab, pgv, site.replication.user)
         lab.set_wan_rate(None)
         bare_copy_s = fresh_copy_seconds(lab, pgv, site.replication.user)
@@ -173,6 +174,11 @@ def main() -> int:
           f"bare lab bridge {bare_copy_s:.1f} s; {load}")
     print(f"pg_rewind copied {rewind_mb} MB; the serving host's pg_wal before it: {trim.get('pg_wal_before')} → "
           f"{trim.get('pg_wal_after')} (WAL kept from {trim.get('keep_from')}{'' if trim.get('trimmed') else ', not trimmed: ' + str(trim.get('why'))})")
+    if breakdown:
+        print("what pg_rewind fetched, MB: " + ", ".join(f"{k} {v / 1e6:.1f}" for k, v in breakdown["fetched_bytes"].items())
+              + f" ({breakdown['fetched_files']} files; largest other files {breakdown['largest_other_files']})")
+        print("pg_rewind's phases, s: " + ", ".join(f"{k} {v}" for k, v in breakdown["phase_seconds"].items())
+              + f"; the step around it {rewind_s:.1f} s")
     return 0
 
 
