@@ -148,11 +148,14 @@ def main() -> int:
         lab.restart_host("primary")
         lab.set_wan_rate(a.wan_mbit or None)
         fb = last_json(siaga("failback", "--json", str(lab.site_file)), "failback")
-        ends = {e["step"]: e for e in Journal.load(Path(fb["journal"])).events
-                if e.get("step") and e["event"] == "step-end" and e.get("result") == "done"}
+        fbj = Journal.load(Path(fb["journal"]))
+        ends = {e["step"]: e for e in fbj.events if e.get("step") and e["event"] == "step-end" and e.get("result") == "done"}
+        # The serving timeline's WAL the rewind copies grows with this (a segment per archive_timeout at least).
+        served_min = (dt.datetime.fromisoformat(fbj.events[0]["at"]).timestamp() - decided) / 60
         rewind_s = ends["rewind"]["seconds"]
         # What pg_rewind copied (its own count) and the serving host's pg_wal trimmed before it.
         rewind_mb, trim = (ends["rewind"].get("did") or {}).get("copied_mb"), ends.get("wal-trim", {}).get("did") or {}
+        breakdown = (ends["rewind"].get("did") or {}).get("breakdown")
         copy_s = fresh_copy_seconds(lab, pgv, site.replication.user)
         lab.set_wan_rate(None)
         bare_copy_s = fresh_copy_seconds(lab, pgv, site.replication.user)
@@ -171,8 +174,15 @@ def main() -> int:
     print(f"fail-back across {link}: pg_rewind {rewind_s:.1f} s against a fresh copy (pg_basebackup) {copy_s:.1f} s = "
           f"{(share or 0):.0%} (goal ≤ {GOAL_REWIND_SHARE:.0%}: {goal(share, GOAL_REWIND_SHARE)}); the same copy on the "
           f"bare lab bridge {bare_copy_s:.1f} s; {load}")
-    print(f"pg_rewind copied {rewind_mb} MB; the serving host's pg_wal before it: {trim.get('pg_wal_before')} → "
+    print(f"pg_rewind copied {rewind_mb} MB, {served_min:.1f} min after the failover's decision; the serving host's pg_wal before it: {trim.get('pg_wal_before')} → "
           f"{trim.get('pg_wal_after')} (WAL kept from {trim.get('keep_from')}{'' if trim.get('trimmed') else ', not trimmed: ' + str(trim.get('why'))})")
+    if breakdown:
+        print("what pg_rewind fetched, MB: " + ", ".join(f"{k} {v / 1e6:.1f}" for k, v in breakdown["fetched_bytes"].items())
+              + f" ({breakdown['fetched_files']} files; largest other files {breakdown['largest_other_files']})")
+        order = ("start", "crash recovery", "diverged", "copy", "control file", "sync")  # as pg_rewind goes
+        print("pg_rewind's phases, s: " + ", ".join(f"{k} {breakdown['phase_seconds'][k]}" for k in order
+                                                     if k in breakdown["phase_seconds"])
+              + f"; the step around it {rewind_s:.1f} s")
     return 0
 
 

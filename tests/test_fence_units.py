@@ -117,3 +117,56 @@ def test_the_rewound_hosts_replay_start_is_its_last_checkpoint_before_the_fork(m
 def test_no_replay_start_when_pg_controldata_fails(monkeypatch):
     monkeypatch.setattr(fence, "run", lambda cmd, timeout=60, user=None: (1, "", "could not open"))
     assert fence.common_redo({"version": "17", "cluster": "main"}, 1, "0/50011C8") is None
+
+
+def rewind_lines() -> list[tuple[float, str]]:
+    """pg_rewind 17's --progress --debug output of a fail-back (its messages as they come), timed."""
+    out = [
+        (0.0, 'pg_rewind: executing "/usr/lib/postgresql/17/bin/postgres" for target server to complete crash recovery'),
+        (2.0, "pg_rewind: servers diverged at WAL location 1/30001C8 on timeline 1"),
+        (2.1, "pg_rewind: rewinding from last common checkpoint at 1/3000080 on timeline 1"),
+        (2.2, "pg_rewind: reading source file list"),
+        (2.6, "pg_rewind: need to copy 50 MB (total source directory size is 1200 MB)"),
+        (2.6, "pg_rewind: debug: pg_wal/000000010000000100000002 (COPY)"),
+        (2.6, "pg_rewind: debug: pg_wal/000000020000000100000003 (COPY)"),
+        (2.6, "pg_rewind: debug: pg_wal/000000010000000100000003.partial (COPY)"),
+        (2.6, "pg_rewind: debug: pg_xact/0000 (COPY)"),
+        (2.6, "pg_rewind: debug: base/5/16384 (NONE)"),
+        (2.6, "pg_rewind: debug: block 7"),
+        (2.6, "pg_rewind: debug: base/5/16400 (COPY)"),
+        (2.6, "pg_rewind: debug: base/5/16384_vm (COPY)"),
+    ]
+    chunks = [("pg_wal/000000010000000100000002", 16 * 2**20), ("pg_wal/000000020000000100000003", 16 * 2**20),
+              ("pg_wal/000000010000000100000003.partial", 16 * 2**20), ("pg_xact/0000", 8192),
+              ("base/5/16384", 8192), ("base/5/16400", 40960), ("base/5/16384_vm", 8192)]
+    for path, size in chunks:
+        for off in range(0, size, 2**20):
+            out.append((3.0, f'pg_rewind: debug: received chunk for file "{path}", offset {off}, size {min(2**20, size - off)}'))
+    out += [(7.0, "pg_rewind: creating backup label and updating control file"),
+            (7.1, "pg_rewind: syncing target data directory"), (9.5, "pg_rewind: Done!")]
+    return out
+
+
+def test_what_a_rewind_fetched_is_summed_by_kind_and_its_phases_timed():
+    """SOP EM-3.8: the fail-back says what pg_rewind copied (the serving host's WAL before the old
+    primary's replay start is not needed by it) and where its time went."""
+    got = fence.rewind_breakdown(rewind_lines(), common_redo="1/3000028")
+    mib = 2**20
+    assert got["fetched_bytes"] == {"other files, whole": 8192 * 2, "pg_wal before the replay start": 16 * mib,
+                                    "pg_wal from the replay start": 16 * mib, "pg_wal other (history, .partial)": 16 * mib,
+                                    "relation blocks": 8192, "relation files, whole": 40960}
+    assert got["fetched_files"] == 7
+    assert got["largest_other_files"][0] == ("pg_xact/0000", 8192)
+    assert got["phase_seconds"] == {"start": 0.0, "crash recovery": 2.0, "diverged": 0.6, "copy": 4.4, "control file": 0.1,
+                                    "sync": 2.4}
+    # Without the replay start, all WAL segments count as needed.
+    assert "pg_wal before the replay start" not in fence.rewind_breakdown(rewind_lines())["fetched_bytes"]
+
+
+def test_a_rewinds_output_is_logged_line_by_line_with_its_time(tmp_path):
+    rc, lines = fence.run_logged(["sh", "-c", "echo one; echo two >&2; exit 3"], 30, str(tmp_path / "r.log"))
+    assert rc == 3 and [ln for _, ln in lines] == ["one", "two"]
+    assert (tmp_path / "r.log").stat().st_mode & 0o777 == 0o600
+    assert [ln.split(None, 1)[1] for ln in (tmp_path / "r.log").read_text().splitlines()] == ["one", "two"]
+    rc, _ = fence.run_logged(["sleep", "5"], 0.5, str(tmp_path / "t.log"))
+    assert rc == 124

@@ -84,3 +84,16 @@ def test_wal_trim_refuses_what_is_not_an_lsn():
     for bad in (None, "0/5000028'; DROP TABLE x; --", "5000028", 7):
         out = pg_role.wal_trim({"version": "17", "cluster": "main", "port": 5432, "keep_from": bad})
         assert out["ok"] is False and "not an LSN" in out["error"]
+
+
+SEG = 16 * 2**20
+
+
+def test_the_wal_trim_keeps_the_replay_starts_segment_and_a_guard_for_the_wal_written_meanwhile():
+    # SOP EM-3.8: the serving host keeps from the old primary's replay start on; the guard covers the
+    # segment boundaries the WAL written before the trimming CHECKPOINT may cross (at least one).
+    assert pg_role.trim_keep("1/3000028", "1/3000028", SEG, 0) == (1, 1)  # the same segment
+    assert pg_role.trim_keep("1/30000028", "1/2F000100", SEG, 0.3 * 2**20) == (2, 1)  # the next one: 16 MB apart
+    assert pg_role.trim_keep("1/9000000", "1/2FFFFFF", SEG, 0) == (8, 1)  # segments, not megabytes: 2 bytes short of 7
+    assert pg_role.trim_keep("2/0", "1/FF000000", SEG, 0) == (2, 1)  # across the 4 GiB boundary of the LSN's halves
+    assert pg_role.trim_keep("1/3000028", "1/3000028", SEG, 30 * 2**20) == (23, 23)  # a busy primary: 12 s at 30 MB/s

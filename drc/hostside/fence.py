@@ -52,8 +52,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 
 CONFIG = "/etc/siaga/fence.json"
@@ -570,11 +572,13 @@ def rewind_now(c, a):
         # Debian keeps the configuration in /etc/postgresql: pg_rewind's crash recovery of a host that
         # stopped uncleanly (single-user mode) must be told where it is.
         conf = f"/etc/postgresql/{c['version']}/{c['cluster']}/postgresql.conf"
-        rc, so, se = run([f"/usr/lib/postgresql/{c['version']}/bin/pg_rewind", "-D", data_dir(c), f"--source-server={src}",
-                          f"--config-file={conf}", "--progress"], 7200, user="postgres")
+        # --debug: every file and block it fetches, kept in the log and summed by kind in the result.
+        rc, lines = run_logged([f"/usr/lib/postgresql/{c['version']}/bin/pg_rewind", "-D", data_dir(c),
+                                f"--source-server={src}", f"--config-file={conf}", "--progress", "--debug"],
+                               7200, rewind_log(a["run_id"]), user="postgres")
     finally:
         remove(runfile)
-    out, seconds = (so + se).strip(), round(time.monotonic() - t0, 1)
+    out, seconds = "\n".join(ln for _, ln in lines if not DEBUG_LINE.match(ln)).strip(), round(time.monotonic() - t0, 1)
     if rc != 0:
         failure = rewind_failure(out) if rc != 124 else {  # killed by run()'s timeout, wherever it was
             "impossible": True, "retry_safe": False, "why": "pg_rewind did not end within 2 h: the data directory may be half rewound"}
@@ -586,8 +590,87 @@ def rewind_now(c, a):
     remove(REWINDING)
     copied = re.search(r"need to copy (\d+) MB \(total source directory size is (\d+) MB\)", out)
     become_standby(c, a, "rewind")
-    return {"ok": True, "seconds": seconds, "output": out[-600:],
-            "copied_mb": int(copied.group(1)) if copied else None, "source_mb": int(copied.group(2)) if copied else None}
+    return {"ok": True, "seconds": seconds, "output": out[-600:], "log": rewind_log(a["run_id"]),
+            "copied_mb": int(copied.group(1)) if copied else None, "source_mb": int(copied.group(2)) if copied else None,
+            "breakdown": rewind_breakdown(lines, a.get("common_redo"))}
+
+
+def rewind_log(run_id):
+    return os.path.join(STATE_DIR, "rewind-" + re.sub(r"[^A-Za-z0-9_.-]", "_", run_id) + ".log")
+
+
+def run_logged(cmd, timeout, log_path, user=None):
+    """`cmd` with its output (stderr into stdout) read line by line, each line with the seconds since
+    its start, also written to `log_path` (0600) as it comes: pg_rewind's phases can be timed after."""
+    if user:
+        cmd = ["runuser", "-u", user, "--", *cmd]
+    os.makedirs(os.path.dirname(log_path), mode=0o755, exist_ok=True)
+    lines, t0 = [], time.monotonic()
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as log:
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd="/",
+                             stdin=subprocess.DEVNULL)
+        timer = threading.Timer(timeout, p.kill)
+        timer.start()
+        try:
+            for line in p.stdout:
+                t = round(time.monotonic() - t0, 3)
+                lines.append((t, line.rstrip("\n")))
+                log.write(f"{t:9.3f} {line}")
+            p.wait()
+        finally:
+            timer.cancel()
+    return (124 if p.returncode == -signal.SIGKILL and time.monotonic() - t0 >= timeout else p.returncode), lines
+
+
+DEBUG_LINE = re.compile(r"^pg_rewind: debug: ")
+CHUNK = re.compile(r'received chunk for file "([^"]+)", offset (\d+), size (\d+)')
+ACTION = re.compile(r"^pg_rewind: debug: (\S+) \((COPY|COPY_TAIL|TRUNCATE|CREATE|REMOVE|NONE)\)$")
+REL_FILE = re.compile(r"^(global|base/\d+|pg_tblspc/\d+/[^/]+/\d+)/\d+(\.\d+)?$")
+WAL_FILE = re.compile(r"^pg_wal/([0-9A-F]{8})([0-9A-F]{16})$")
+# pg_rewind's progress messages (PostgreSQL 13-17), in the order they come.
+PHASES = (("crash recovery", "for target server to complete crash recovery"), ("diverged", "servers diverged at WAL location"),
+          ("copy", "need to copy "), ("control file", "creating backup label and updating control file"),
+          ("sync", "syncing target data directory"), ("done", "Done!"))
+
+
+def rewind_breakdown(lines, common_redo=None, seg_bytes=16 * 2**20):
+    """What pg_rewind fetched (its --debug lines), in bytes by kind, and how long each phase took.
+    The serving host's pg_wal is split at the rewound host's replay start (`common_redo`): its WAL
+    from there on is needed, the segments before it are not."""
+    action, fetched = {}, {}
+    for _, line in lines:
+        if m := ACTION.match(line):
+            action[m.group(1)] = m.group(2)
+        elif m := CHUNK.search(line):
+            fetched[m.group(1)] = fetched.get(m.group(1), 0) + int(m.group(3))
+    redo_seg = lsn_int(common_redo) // seg_bytes if common_redo else None
+    kinds, others = {}, {}
+    for path, n in fetched.items():
+        if m := WAL_FILE.match(path):
+            seg = int(m.group(2)[:8], 16) * (2**32 // seg_bytes) + int(m.group(2)[8:], 16)
+            kind = "pg_wal before the replay start" if redo_seg is not None and seg < redo_seg else "pg_wal from the replay start"
+        elif path.startswith("pg_wal/"):
+            kind = "pg_wal other (history, .partial)"
+        elif REL_FILE.match(path):
+            kind = "relation files, whole" if action.get(path) == "COPY" else "relation blocks"
+        else:
+            kind = "other files, whole"
+            others[path] = n
+        kinds[kind] = kinds.get(kind, 0) + n
+    at = {}
+    for t, line in lines:
+        for name, words in PHASES:
+            if name not in at and words in line:
+                at[name] = t
+    end = lines[-1][0] if lines else 0
+    marks = sorted(at.items(), key=lambda kv: kv[1])
+    phases = {"start": round(marks[0][1], 1) if marks else round(end, 1)}
+    for i, (name, t) in enumerate(marks):
+        if name != "done":
+            phases[name] = round((marks[i + 1][1] if i + 1 < len(marks) else end) - t, 1)
+    return {"fetched_bytes": {k: kinds[k] for k in sorted(kinds)}, "fetched_files": len(fetched),
+            "largest_other_files": sorted(others.items(), key=lambda kv: -kv[1])[:5], "phase_seconds": phases}
 
 
 def rewind_failure(out):

@@ -37,6 +37,7 @@ drc/runbooks. Standard library only. Every mode prints one JSON object; args alw
 """
 
 import json
+import math
 import os
 import re
 import subprocess
@@ -244,9 +245,25 @@ def history_push(a):
 
 LSN = re.compile(r"^[0-9A-F]{1,8}/[0-9A-F]{1,8}$")
 TRIMMED = ("wal_keep_size", "wal_recycle")
-# WAL the server may write between reading its position and the trimming checkpoint, kept on top
-# (whole segments are kept or removed: 4 of the default 16 MB).
-TRIM_MARGIN_MB = 64
+# The longest the trim waits between reading the WAL position and its CHECKPOINT (the reload's wait
+# below, bounded): the WAL written meanwhile moves the checkpoint's segment on, kept by guard segments.
+TRIM_WINDOW_S = 12
+
+
+def lsn_int(lsn):
+    hi, lo = lsn.split("/")
+    return (int(hi, 16) << 32) | int(lo, 16)
+
+
+def trim_keep(current, keep_from, seg_bytes, wal_bytes_per_s):
+    """Segments for wal_keep_size so that a CHECKPOINT keeps `keep_from`'s segment and removes every
+    one before it: the checkpoint keeps the `wal_keep_size` segments before its own, which is
+    `current`'s plus those the WAL written before it starts reaches (at most the guard: one segment
+    boundary crossed at any rate, more at the rate measured just before, over TRIM_WINDOW_S).
+    Returns (segments to keep, guard segments among them)."""
+    need = lsn_int(current) // seg_bytes - lsn_int(keep_from) // seg_bytes
+    guard = max(1, math.ceil(wal_bytes_per_s * TRIM_WINDOW_S / seg_bytes))
+    return need + guard, guard
 
 
 def wal_dir(a, keep_from=None):
@@ -292,10 +309,15 @@ def wal_trim(a):
             return so.strip()
 
         # First the dirty buffers written, so the trimming checkpoint is quick: little WAL comes
-        # between the distance read below and the position that checkpoint keeps WAL back from.
+        # between the position read below and the trimming checkpoint. The WAL written meanwhile
+        # gives the rate the guard segments cover.
+        t0, lsn0 = time.monotonic(), q("SELECT pg_current_wal_lsn()")
         q("CHECKPOINT", 1800)
-        need_mb = int(q(f"SELECT ceil(pg_wal_lsn_diff(pg_current_wal_lsn(), '{keep_from}') / 1048576.0)"))
-        keep_mb = need_mb + TRIM_MARGIN_MB
+        t1, current = time.monotonic(), q("SELECT pg_current_wal_lsn()")
+        seg_bytes = int(q("SELECT setting FROM pg_settings WHERE name = 'wal_segment_size'"))
+        rate = (lsn_int(current) - lsn_int(lsn0)) / max(t1 - t0, 1.0)
+        keep_segs, guard = trim_keep(current, keep_from, seg_bytes, rate)
+        keep_mb = keep_segs * seg_bytes // 2**20
         configured_mb = int(q("SELECT setting FROM pg_settings WHERE name = 'wal_keep_size'"))
         if keep_mb >= configured_mb and q("SHOW wal_recycle") == "off":
             return {"ok": True, "trimmed": False, "before": before, "why": "wal_keep_size already keeps no more"}
@@ -305,20 +327,27 @@ def wal_trim(a):
             q("SELECT pg_reload_conf()")
             # The checkpointer reads the reload after the postmaster: a new session seeing the value
             # says the postmaster has it; the checkpointer is signalled right after.
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + TRIM_WINDOW_S - 2
             while q("SHOW wal_recycle") != "off" and time.monotonic() < deadline:
                 time.sleep(0.1)
             time.sleep(0.5)
-            q("CHECKPOINT", 1800)
+            seen = q("SHOW wal_recycle") == "off"
+            if seen:  # else past the window the guard covers: no trimming checkpoint (a slower rewind)
+                q("CHECKPOINT", 1800)
         finally:
             for name in TRIMMED:
                 psql(a, f"ALTER SYSTEM RESET {name}", timeout=60)
             psql(a, "SELECT pg_reload_conf()", timeout=60)
         after = wal_dir(a, keep_from)
+        if not seen:
+            return {"ok": not after["overrides"], "trimmed": False, "before": before, "after": after,
+                    "why": f"the reload of the trim's settings was not seen within {TRIM_WINDOW_S - 2} s: nothing trimmed",
+                    "error": f"settings left in postgresql.auto.conf: {after['overrides']}" if after["overrides"] else None}
     except RuntimeError as exc:
         return {"ok": False, "error": str(exc)}
     ok = (after["segment_present"] or not before["segment_present"]) and not after["overrides"]
-    return {"ok": ok, "trimmed": True, "keep_mb": keep_mb, "before": before, "after": after,
+    return {"ok": ok, "trimmed": True, "keep_mb": keep_mb, "guard_segments": guard, "wal_rate_mb_s": round(rate / 2**20, 2),
+            "before": before, "after": after,
             "error": None if ok else (f"settings left in postgresql.auto.conf: {after['overrides']}" if after["overrides"]
                                       else f"the segment of {keep_from} is gone")}
 

@@ -307,11 +307,13 @@ def do_rewind(f: Failback) -> dict:
     """pg_rewind; a fresh copy only when pg_rewind says a rewind is impossible (no common ancestor,
     the WAL it needs gone, no wal_log_hints nor checksums, a rewind interrupted half-way), saying why.
     Both run on the host in a unit of their own; a re-run of this step waits for them."""
-    out = f.detached("rewind", {"source": f.address(f.target), "run_id": f.run_id})
+    # common_redo: the breakdown of what pg_rewind fetched tells the WAL the rewound host needs from the rest.
+    out = f.detached("rewind", {"source": f.address(f.target), "run_id": f.run_id, "common_redo": common_redo(f)})
     if out.get("ok"):
-        f.readings["rejoin"] = {"method": "rewind", "seconds": out.get("seconds"), "copied_mb": out.get("copied_mb")}
+        f.readings["rejoin"] = {"method": "rewind", "seconds": out.get("seconds"), "copied_mb": out.get("copied_mb"),
+                                "breakdown": out.get("breakdown")}
         return {"method": "rewind", "seconds": out.get("seconds"), "copied_mb": out.get("copied_mb"),
-                "source_mb": out.get("source_mb")}
+                "source_mb": out.get("source_mb"), "breakdown": out.get("breakdown"), "log": out.get("log")}
     if not out.get("impossible"):
         raise RuntimeError(f"{f.source}: {out.get('error')}")
     f.echo(f"  a rewind of {f.source} is impossible: {out.get('why')}; a fresh copy from {f.target} instead "
