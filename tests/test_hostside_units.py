@@ -395,3 +395,24 @@ def test_restore_probe_takes_its_arguments_on_stdin_when_they_are_too_long_for_o
     assert len(json.dumps(paths)) > 131072
     assert restore_probe.main(["-"]) == 0
     assert "unknown mode 'no-such-mode'" in json.loads(capsys.readouterr().out)["error"]
+
+
+def test_files_that_go_while_the_uploads_are_listed_or_hashed_are_left_out_not_an_error(tmp_path, monkeypatch):
+    """Under write load the app's temporary files are renamed into place while the switch-over lists
+    and hashes the uploads (a CI run refused a switch-over on find's 'No such file or directory')."""
+    from drc.hostside import uploads_digest
+
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "kept.pdf").write_bytes(b"kept")
+    real_walk = os.walk
+
+    def walk_with_a_vanished_file(root):
+        for dirpath, dirnames, filenames in real_walk(root):
+            yield dirpath, dirnames, [*filenames, ".tmp-gone"]  # listed, then renamed away
+    monkeypatch.setattr(uploads_digest.os, "walk", walk_with_a_vanished_file)
+    monkeypatch.setattr(uploads_digest.os.path, "isfile", lambda p: True)
+    out = uploads_digest.digest(str(tmp_path), [])
+    assert set(out) == {"d/kept.pdf"} and out["d/kept.pdf"][0] == 4
+    # status-probe's listing asks find to ignore the same race (its exit status is then 0).
+    src = Path(status_probe.__file__).read_text()
+    assert '"-ignore_readdir_race"' in src.split("def uploads(")[1].split("def parse_listing")[0]

@@ -95,9 +95,12 @@ def health(url, timeout, context=None, host_header=None):
 
 
 def uploads(directory, timeout):
-    """Every file under the uploads directory: [relative path, size, mtime] (find -printf '%P %s %T@')."""
+    """Every file under the uploads directory: [relative path, size, mtime] (find -printf '%P %s %T@').
+    A file that goes between find reading its name and its size (the app's temporary file renamed
+    into place, under write load) is left out, not an error (-ignore_readdir_race)."""
     try:
-        proc = subprocess.run(["sudo", "-n", "find", directory, "-type", "f", "-printf", "%P\\0%s\\0%T@\\0"],
+        proc = subprocess.run(["sudo", "-n", "find", directory, "-ignore_readdir_race", "-type", "f", "-printf",
+                               "%P\\0%s\\0%T@\\0"],
                               capture_output=True, timeout=timeout, cwd="/", stdin=subprocess.DEVNULL)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return {"error": f"find: {exc}"}

@@ -30,10 +30,14 @@ def digest(root, patterns):
             if excluded(rel, patterns) or not os.path.isfile(full) or os.path.islink(full):
                 continue
             h = hashlib.sha256()
-            with open(full, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(chunk)
-            out[rel] = [os.path.getsize(full), h.hexdigest()]
+            try:
+                with open(full, "rb") as fh:
+                    size = os.fstat(fh.fileno()).st_size
+                    for chunk in iter(lambda: fh.read(1 << 20), b""):
+                        h.update(chunk)
+            except FileNotFoundError:
+                continue  # gone since it was listed: a temporary file renamed into place (a heartbeat, an upload)
+            out[rel] = [size, h.hexdigest()]
     return out
 
 
