@@ -259,3 +259,28 @@ def test_a_final_failure_stops_the_polling_at_once():
     t0 = time.monotonic()
     r = poll(check, None, 30)
     assert not r.ok and len(calls) == 1 and time.monotonic() - t0 < 1
+
+
+class _DiesAfterRelease(FileLock):
+    """siaga killed right after it released the lock: the release happens, then the process is gone."""
+
+    def release(self, run_id: str) -> None:
+        super().release(run_id)
+        raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_killed_between_the_lock_release_and_the_end_the_run_is_open_and_a_rerun_ends_it(env, fail):
+    """The lock goes before "end" (finished or rolled back): a run whose journal says it ended never
+    holds the hosts' lock (a CI kill test found a fail-back ended with drc still locked)."""
+    w, records, lock_file = env
+    b = book(step("a"), step("b", fail=fail))
+    with pytest.raises(KeyboardInterrupt):
+        Engine(b, w, records, _DiesAfterRelease(lock_file)).run()
+    assert not lock_file.exists()
+    assert journals.open_runs(records), "the run must still be open"
+    if fail:
+        (w.root / "fail-b").unlink(missing_ok=True)
+    out = engine(b, env).run()
+    assert out.outcome == ("rolled-back" if fail else "finished") and not lock_file.exists()
+    assert not journals.open_runs(records)

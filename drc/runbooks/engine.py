@@ -214,8 +214,10 @@ class Engine:
                                          f"back, so nothing was rolled back: fix the cause and re-run to go forward")
                 journal.write("rollback", reason=f"step {step.name} failed: {failure}")
                 return self._roll_back(journal)
-        journal.write("end", outcome=FINISHED, message="every step done and checked")
+        # The lock goes before the journal says "end": killed in between, the run is still open and a
+        # re-run ends it (the other way round, a run that had ended kept its lock on the hosts).
         self.lock.release(journal.run_id)
+        journal.write("end", outcome=FINISHED, message="every step done and checked")
         return Outcome(journal.run_id, FINISHED, "every step done and checked", journal.path)
 
     def _do(self, journal: Journal, step: Step, resumed: bool) -> str | None:
@@ -276,8 +278,8 @@ class Engine:
             self._mirror()
         reason = next((e.get("reason") for e in journal.events if e["event"] == "rollback"), "")
         msg = f"rolled back to where it started ({reason})"
+        self.lock.release(journal.run_id)  # before "end", as above
         journal.write("end", outcome=ROLLED_BACK, message=msg)
-        self.lock.release(journal.run_id)
         return Outcome(journal.run_id, ROLLED_BACK, msg, journal.path)
 
     def _mirror(self) -> None:

@@ -207,7 +207,11 @@ def kill_at_each_step(lab, args: list[str], delay_s: float, on_kill=None) -> tup
                         events = journals.Journal.load(run.path).events
                         if events[-1]["event"] == "end":  # killed in its last words, after the run ended
                             return journals.Journal.load(run.path), killed
-                        killed.append([e["step"] for e in events if e["event"] == "step-start"][-1])
+                        starts = [i for i, e in enumerate(events) if e["event"] == "step-start"]
+                        step = events[starts[-1]]["step"]
+                        if step == plan[-1] and any(e["event"] == "step-end" for e in events[starts[-1]:]):
+                            continue  # killed after its last step, before its end: the next start ends it
+                        killed.append(step)
                         if on_kill:
                             on_kill(killed[-1])
                     break
