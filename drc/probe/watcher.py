@@ -1,5 +1,5 @@
 """The watcher: beside the probe, asks PostgreSQL on every data-tier host whether it is writable
-(pg_is_in_recovery) every 0.4 s (issue 10: at least every 0.5 s), over SSH connections kept open (three per host, so one slow
+(pg_is_in_recovery) every 0.2 s (issue 10: at least every 0.5 s), over SSH connections kept open (three per host, so one slow
 answer does not hold up the next poll), and counts the moments with more than one writable primary
 (split brain; SOP EM-3). One JSON line per round; the end line has each host's longest time
 between answered polls."""
@@ -16,7 +16,7 @@ from pathlib import Path
 from drc.hosts.remote import connection, why
 from drc.site import Site
 
-ROUND_S = 0.4
+ROUND_S = 0.2
 LANES = 3  # SSH connections per host: a slow answer (a loaded machine) never delays the next poll
 FRESH_S = 1.0  # a round uses each host's newest answer to a poll sent at most this long before
 
