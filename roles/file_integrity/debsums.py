@@ -8,7 +8,6 @@ the job itself runs only when /etc/default/debsums says CRON_CHECK=daily. SOP IN
 from __future__ import annotations
 
 from io import StringIO
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pyinfra import host
@@ -16,15 +15,13 @@ from pyinfra.facts.files import File
 from pyinfra.operations import files, systemd
 from pyinfra.operations.util import any_changed
 
-from roles.managed_files import MANAGED_HEADER
+from roles.file_integrity.layout import HEADER, ROLE_DIR
 from roles.packages import ensure_installed
 from roles.templating import render
 
 if TYPE_CHECKING:
     from drc.site import Site
 
-ROLE_DIR = Path(__file__).parent
-HEADER = MANAGED_HEADER.format(role="roles/file_integrity")
 UNIT = "siaga-debsums"
 DEFAULTS_FILE = "/etc/default/debsums"
 DAILY_JOB = "/etc/cron.daily/debsums"

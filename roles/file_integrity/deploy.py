@@ -18,7 +18,6 @@ import hashlib
 import json
 import re
 from io import StringIO
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pyinfra import host
@@ -29,7 +28,8 @@ from pyinfra.operations.util import any_changed
 
 from drc.hostside import PROGRAMS, program
 from roles import host_programs
-from roles.managed_files import MANAGED_HEADER, config_file
+from roles.file_integrity.layout import HEADER, ROLE_DIR
+from roles.managed_files import config_file
 from roles.packages import ensure_installed
 from roles.templating import render
 
@@ -38,8 +38,6 @@ from .debsums import package_checksums
 if TYPE_CHECKING:
     from drc.site import Site
 
-ROLE_DIR = Path(__file__).parent
-HEADER = MANAGED_HEADER.format(role="roles/file_integrity")
 CONFIG = "/etc/siaga/integrity-check.json"
 AIDE_CONF = "/etc/siaga/aide.conf"
 UNIT = "siaga-integrity-check"
