@@ -1,8 +1,8 @@
 """The watcher: beside the probe, asks PostgreSQL on every data-tier host whether it is writable
-(pg_is_in_recovery) every 0.2 s (issue 10: at least every 0.5 s), over SSH connections kept open (three per host, so one slow
-answer does not hold up the next poll), and counts the moments with more than one writable primary
-(split brain; SOP EM-3). One JSON line per round; the end line has each host's longest time
-between answered polls."""
+(pg_is_in_recovery) every 0.2 s (issue 10: at least every 0.5 s), over SSH connections kept open
+(three per host, so one slow answer does not hold up the next poll), and counts the moments with
+more than one writable primary (split brain; SOP EM-3). One JSON line per round; the end line has
+each host's longest time between answered polls."""
 
 from __future__ import annotations
 

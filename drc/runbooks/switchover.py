@@ -332,16 +332,20 @@ def _push_units() -> tuple[str, str]:
     return SYNC_UNIT, RESYNC_TIMER
 
 
+def _push(s: Switch, verb: str, doing: str) -> None:
+    """`systemctl VERB --now` of the source's uploads push units (lsyncd, the re-sync timer)."""
+    r = remote.run(s.site, s.source, f"sudo -n systemctl {verb} --now {' '.join(_push_units())}", timeout=120)
+    if not r.ok:
+        raise RuntimeError(f"{s.source}: {doing} the uploads push: {r.error or r.stderr.strip()[-300:]}")
+
+
 def push_off(s: Switch) -> dict:
     """The old site's uploads push stopped and disabled before the target can take writes: a later
     start of its lsyncd (Restart=always, a reboot) or of its hourly re-sync would copy its uploads
     over the new site's with --delete, removing every upload made there since. The converge that
     follows keeps them off (it is no longer the uploads source)."""
-    units = _push_units()
-    r = remote.run(s.site, s.source, f"sudo -n systemctl disable --now {' '.join(units)}", timeout=120)
-    if not r.ok:
-        raise RuntimeError(f"{s.source}: stopping the uploads push: {r.error or r.stderr.strip()[-300:]}")
-    return {"stopped": list(units)}
+    _push(s, "disable", "stopping")
+    return {"stopped": list(_push_units())}
 
 
 def push_is_off(s: Switch) -> Reading:
@@ -356,9 +360,7 @@ def push_is_off(s: Switch) -> Reading:
 
 def push_on(s: Switch) -> dict:
     """Rolled back before the promotion: the source pushes its uploads again, as its role has it."""
-    r = remote.run(s.site, s.source, f"sudo -n systemctl enable --now {' '.join(_push_units())}", timeout=120)
-    if not r.ok:
-        raise RuntimeError(f"{s.source}: starting the uploads push again: {r.error or r.stderr.strip()[-300:]}")
+    _push(s, "enable", "starting again")
     return {}
 
 
