@@ -39,16 +39,16 @@ demo: setup
 unit: setup
 	$(BIN)/pytest -m "not lab" -q
 
-# Two pytest runs side by side, so the suite takes the time of its longer part: the failover's module
-# (its own lab testfo: it kills and partitions hosts) then the switch-over's (lab testsw), and the
-# rest (unit tests, Debian 12's module on its own lab test12, and lab `test` shared by every other
-# lab module). A third run beside them was slower: three labs on 2 cores. The second part's output
-# is printed after the rest's; the target fails when either fails.
-OWN_LAB_TESTS := tests/lab/test_failover.py tests/lab/test_switchover.py
+# Two pytest runs side by side, so the suite takes the time of its longer part: on a lab of their
+# own (testown), the switch-over's module then the failover's (it kills and partitions hosts, and
+# ends with the service home), and the rest (unit tests, Debian 12's module on its own lab test12,
+# and lab `test` shared by every other lab module). A third run beside them was slower: three labs
+# on 2 cores. The second part's output is printed after the rest's; the target fails when either fails.
+OWN_LAB_TESTS := tests/lab/test_switchover.py tests/lab/test_failover.py
 
 test: setup
 	@out=$$(mktemp -d /tmp/siaga-test.XXXXXX); \
-	SIAGA_TEST_LAB=testsw $(BIN)/pytest -p no:cacheprovider --basetemp=$$out/own $(OWN_LAB_TESTS) >$$out/own.log 2>&1 & own=$$!; \
+	SIAGA_TEST_LAB=testown $(BIN)/pytest -p no:cacheprovider --basetemp=$$out/own $(OWN_LAB_TESTS) >$$out/own.log 2>&1 & own=$$!; \
 	$(BIN)/pytest --basetemp=$$out/shared $(addprefix --ignore=,$(OWN_LAB_TESTS)); shared=$$?; \
 	wait $$own; own_rc=$$?; \
 	echo "=== beside the rest: $(OWN_LAB_TESTS) (exit $$own_rc) ==="; cat $$out/own.log; \

@@ -1,4 +1,4 @@
-"""Unplanned failover and fail-back on a lab of their own: the primary's machine killed under probe
+"""Unplanned failover and fail-back on the session's lab: the primary's machine killed under probe
 load, `siaga failover` with the decision recorded, the service on the DRC, never two writable
 primaries; the old primary rebooted while the WAN is still cut stays down, and fences itself when
 the WAN heals: writes to it fail, its archive-push is refused, its uploads sync never runs, and it
@@ -23,7 +23,7 @@ from drc.records.store import records_dir
 from drc.runbooks import journal as journals
 from drc.runbooks.failover import DECISIONS
 from drc.site import load_site
-from tests.helpers import REPO, assert_no_change_rerun, lab_host, run_deploy
+from tests.helpers import REPO, assert_no_change_rerun, lab_host
 from tests.lab.test_data_tier import poll
 from tests.lab.test_switchover import assert_killed_at_each_step_once, kill_at_each_step, plan_of
 
@@ -32,18 +32,10 @@ FENCE = "/usr/local/lib/siaga/fence"
 
 
 @pytest.fixture(scope="module")
-def labfo():
-    from drc.lab.lab import Lab
-
-    the_lab = Lab(os.environ.get("SIAGA_TEST_LAB_FAILOVER", "testfo"))
-    the_lab.up(log=lambda _m: None)
-    try:
-        result = run_deploy(the_lab)
-        assert result.ok, result.output[-6000:]
-        yield the_lab
-    finally:
-        if os.environ.get("SIAGA_TEST_KEEP_LAB") != "1":
-            the_lab.down(log=lambda _m: None)
+def labfo(lab, deployed):
+    """The session's lab (`make test` runs this module after the switch-over's, on a lab of their
+    own: it kills and partitions hosts). It ends with the service home on `primary`."""
+    return lab
 
 
 def siaga(lab, *args: str) -> subprocess.CompletedProcess:
