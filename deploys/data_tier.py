@@ -12,7 +12,8 @@ from pyinfra.facts.files import File
 from pyinfra.api.exceptions import DeployError
 
 from roles import secret_custody
-from roles.backup.deploy import RUNNER, backup, backup_keys, init_marker
+from roles.backup.deploy import backup, backup_keys, init_marker
+from roles.backup.layout import RUNNER
 from roles.backup import prechange
 from roles.backup.operations import prechange_backup
 from drc.hosts.inventory import this_host_in_site

@@ -106,9 +106,9 @@ def fingerprint(value: str) -> str:
 
 def secret_specs(tier: DataTier) -> list[SecretSpec]:
     """Every secret the data tier deploy of this site uses, with where hosts hold it."""
-    from roles.backup.deploy import ETC, PG_SSH_DIR, REPO_CONFIG_PATH, SECRETS
-    from roles.replication.deploy import PASSFILE, PASSWORD_FILE
-    from roles.uploads_sync.deploy import KEY_FILE, PRIVATE_KEY
+    from roles.backup.layout import ETC, PG_SSH_DIR, REPO_CONFIG_PATH, SECRETS
+    from roles.replication.standby import PASSFILE, PASSWORD_FILE
+    from roles.uploads_sync.layout import KEY_FILE, PRIVATE_KEY
 
     site, r = tier.site, tier.replication
     out = [SecretSpec(
@@ -341,7 +341,7 @@ def _read_host(name: str, paths: list[str]) -> dict[str, tuple[str, str | None, 
     from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS
     from pyinfra.api.facts import _handle_fact_kwargs
 
-    from roles.replication.deploy import inventory_host
+    from roles.site_hosts import inventory_host
 
     h = inventory_host(name)
     if h is None:

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from drc.backup import media, offline as backup_offline
-from roles.backup.deploy import ROLE_DIR
+from roles.backup.layout import ROLE_DIR
 from tests.test_backup_cli_units import site  # noqa: F401  (fixture)
 
 RUNNER = ROLE_DIR / "files/siaga-backup"

@@ -12,7 +12,8 @@ from types import SimpleNamespace
 import pytest
 from pydantic import ValidationError
 
-from roles.backup.deploy import render_archive_conf, timers
+from roles.backup.deploy import timers
+from roles.backup.layout import render_archive_conf
 from roles.backup.defaults import BackupSettings
 
 REPO = Path(__file__).resolve().parent.parent

@@ -70,7 +70,7 @@ def _site(tmp_path, text, apt=False, key=b"-----BEGIN PGP PUBLIC KEY BLOCK-----\
 def test_block_incremental_with_debian13s_pgbackrest_or_an_apt_repository_not_with_debian12s(tmp_path):
     from types import SimpleNamespace
 
-    from roles.backup.deploy import ROLE_DIR
+    from roles.backup.layout import ROLE_DIR
     from roles.templating import render
 
     for text, apt, block in ((LAB, False, True), (DEBIAN12, False, False), (DEBIAN12, True, True)):
@@ -87,7 +87,7 @@ def test_options_of_the_configs_are_ones_pgbackrest_2_45_knows(tmp_path):
     """Debian 12's 2.45 refuses an unknown option: what its configs use is a known list."""
     from types import SimpleNamespace
 
-    from roles.backup.deploy import REPO_CONFIG_PATH, ROLE_DIR
+    from roles.backup.layout import REPO_CONFIG_PATH, ROLE_DIR
     from roles.templating import render
 
     known_245 = {"repo1-path", "repo1-cipher-type", "repo1-cipher-pass", "repo1-retention-full", "log-path", "log-level-file",

@@ -43,8 +43,8 @@ def test_an_authorized_keys_line_is_split_with_quoted_blanks_in_its_options():
 @pytest.mark.parametrize("name", ["pgbackrest_key", "restic_key", "repo_key", "uploads_sync"])
 def test_the_new_key_beside_the_old_then_the_old_removed_is_what_the_role_writes(tmp_path, name):
     """The keys file after a rotation equals the role's own rendering with the new key: the next deploy changes nothing."""
-    from roles.backup.deploy import HEADER, ROLE_DIR
     from roles.backup.keys import db_account_keys
+    from roles.backup.layout import HEADER, ROLE_DIR
     from roles.templating import render
     from roles.uploads_sync.deploy import authorized_keys
 

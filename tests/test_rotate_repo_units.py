@@ -231,13 +231,8 @@ def test_a_rotation_that_stopped_after_the_switch_is_finished_on_the_workstation
     """The hosts use generation 2 with the passphrase still pending on the workstation (the rotation
     stopped before its last step): the next rotation finishes that one, changes no host."""
     from drc.secrets import rotate_repo
-    from roles.backup.deploy import (
-        CONFIG_JSON,
-        REPO_CONFIG_PATH,
-        db_config,
-        repo_config,
-        runner_config_text,
-    )
+    from roles.backup.deploy import db_config, repo_config, runner_config_text
+    from roles.backup.layout import CONFIG_JSON, REPO_CONFIG_PATH
     from roles.secret_custody import spec_for
 
     sdir = tmp_path / "secrets"

@@ -13,7 +13,8 @@ import pytest
 from drc.site import SiteError
 from roles.firewall.rules import inbound_rules
 from roles.ssh_hardening.deploy import allow_groups, render_sshd_config
-from roles.uploads_sync.deploy import KNOWN_HOSTS, PRIVATE_KEY, authorized_keys, known_hosts_line, render_file
+from roles.uploads_sync.deploy import authorized_keys, known_hosts_line, render_file
+from roles.uploads_sync.layout import KNOWN_HOSTS, PRIVATE_KEY
 from roles.uploads_sync.topology import KEYS_DIR, forced_command, receiving_account, source_hosts, sync_sources, target_hosts
 from roles.uploads_sync.facts import GroupMembers, SshHostKey
 from roles.workstation_secrets import generate_ssh_key, read_ssh_key

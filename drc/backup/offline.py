@@ -52,7 +52,8 @@ def copy_on_host(site: Site, host: str, by: str) -> tuple[dict, dict | None]:
 
 def program_on_host(site: Site, host: str, mode: str, **extra) -> dict:
     """siaga-offline-copy in list or init mode on the repository host."""
-    from roles.backup.deploy import OFFLINE_COPY, offline_copy_args
+    from roles.backup.deploy import offline_copy_args
+    from roles.backup.layout import OFFLINE_COPY
 
     args = json.dumps({**offline_copy_args(site.backup), "mode": mode, **extra})
     r = remote.run(site, host, f"sudo -n {OFFLINE_COPY} {shlex.quote(args)}", timeout=300)

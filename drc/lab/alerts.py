@@ -10,15 +10,14 @@ Both are systemd units on the outsider, written into its files from the workstat
 
 from __future__ import annotations
 
-import mailbox
 import json
+import mailbox
 import time
 from email.message import Message
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
-if TYPE_CHECKING:
-    from drc.lab.lab import Lab
+from drc.lab.shell import LabHosts, run, wait_for, write_into_root
 
 HOST = "outsider"
 SMTP_PORT = 25
@@ -66,11 +65,8 @@ def site_settings(st: dict) -> dict:
     }}
 
 
-def ensure(lab: Lab, st: dict, log: Callable[[str], None] = print) -> None:
-    from drc.lab.dns import _write
-    from drc.lab.lab import run, wait_for
-
-    root = lab._rootfs(HOST) / "root"
+def ensure(lab: LabHosts, st: dict, log: Callable[[str], None] = print) -> None:
+    root = lab.rootfs(HOST) / "root"
     ssh = lab.ssh_cmd(HOST)
     if not (root / "usr/lib/python3/dist-packages/aiosmtpd").exists():
         start = time.monotonic()
@@ -79,9 +75,9 @@ def ensure(lab: Lab, st: dict, log: Callable[[str], None] = print) -> None:
                    "python3-aiosmtpd"], timeout=300)
         log(f"lab {lab.name}: aiosmtpd installed on {HOST} in {time.monotonic() - start:.1f}s")
     address = st["hosts"][HOST]["address"]
-    changed = _write(root / SINK.lstrip("/"), (Path(__file__).parent / "webhook_sink.py").read_text(), 0o755)
+    changed = write_into_root(root / SINK.lstrip("/"), (Path(__file__).parent / "webhook_sink.py").read_text(), 0o755)
     for unit, text in UNITS.items():
-        changed |= _write(root / "etc/systemd/system" / unit, text.format(address=address, smtp=SMTP_PORT, maildir=MAILDIR,
+        changed |= write_into_root(root / "etc/systemd/system" / unit, text.format(address=address, smtp=SMTP_PORT, maildir=MAILDIR,
                                                                           webhook=WEBHOOK_PORT, webhook_dir=WEBHOOK_DIR, sink=SINK), 0o644)
     for d in (f"{MAILDIR}/new", f"{MAILDIR}/cur", f"{MAILDIR}/tmp", WEBHOOK_DIR):  # a Maildir's three
         (root / d.lstrip("/")).mkdir(parents=True, exist_ok=True)
@@ -97,10 +93,10 @@ def ensure(lab: Lab, st: dict, log: Callable[[str], None] = print) -> None:
     wait_for(f"the lab's SMTP server and webhook receiver on {HOST}", listening, 30, 0.2)
 
 
-def mails(lab: Lab) -> list[Message]:
+def mails(lab: LabHosts) -> list[Message]:
     """Every message the lab's SMTP server delivered (read from the outsider's Maildir), in the order
     of delivery (a Maildir key starts with the second and microsecond it was written)."""
-    box = mailbox.Maildir(lab._rootfs(HOST) / "root" / MAILDIR.lstrip("/"), create=False)
+    box = mailbox.Maildir(lab.rootfs(HOST) / "root" / MAILDIR.lstrip("/"), create=False)
 
     def delivered(key: str) -> tuple[int, int, str]:
         secs, _, rest = key.partition(".M")
@@ -109,7 +105,7 @@ def mails(lab: Lab) -> list[Message]:
     return [box[k] for k in sorted(box.keys(), key=delivered)]
 
 
-def webhook_posts(lab: Lab) -> list[dict]:
+def webhook_posts(lab: LabHosts) -> list[dict]:
     """Every JSON body POSTed to the lab's webhook receiver, oldest first."""
-    d = lab._rootfs(HOST) / "root" / WEBHOOK_DIR.lstrip("/")
+    d = lab.rootfs(HOST) / "root" / WEBHOOK_DIR.lstrip("/")
     return [json.loads(f.read_text()) for f in sorted(d.glob("*.json"))]

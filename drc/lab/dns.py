@@ -17,14 +17,12 @@ import os
 import secrets
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 from drc.lab import tls
+from drc.lab.shell import LabError, LabHosts, run, wait_for, write_into_root
 from drc.site import load_site
 from drc.traffic.dns import ask
-
-if TYPE_CHECKING:
-    from drc.lab.lab import Lab
 
 DNS_HOST = "dns"
 ZONE = "lab.example"
@@ -164,22 +162,6 @@ lpse {ttl} A {address}
 """
 
 
-def _write(path: Path, text: str, mode: int, gid: int | None = None) -> bool:
-    """Write a file into the host's root (from the workstation); True when it changed."""
-    if path.exists() and path.read_text() == text:
-        return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.siaga")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.chmod(tmp, mode)
-    if gid is not None:
-        os.chown(tmp, 0, gid)
-    tmp.replace(path)
-    return True
-
-
 def _ids(root: Path, name: str) -> tuple[int, int]:
     for line in (root / "etc/passwd").read_text().splitlines():
         parts = line.split(":")
@@ -188,17 +170,15 @@ def _ids(root: Path, name: str) -> tuple[int, int]:
     raise RuntimeError(f"no user {name} on the DNS host")
 
 
-def ensure(lab: Lab, st: dict, log: Callable[[str], None] = print) -> None:
+def ensure(lab: LabHosts, st: dict, log: Callable[[str], None] = print) -> None:
     """Knot installed and configured, both servers answering; TLS files and the outsider set up."""
-    from drc.lab.lab import LabError, run, wait_for
-
     site = load_site(lab.site_file)
     t = site.traffic
     tls.ensure(lab.dir, t.public_name, lab.name)
     secret = ensure_key(t.dns_update.key_file, t.dns_update.key_name)
     ns1, ns2 = addresses(st)
     run(["ip", "-n", st["hosts"][DNS_HOST]["netns"], "addr", "replace", f"{ns2}/24", "dev", "eth0"])
-    root = lab._rootfs(DNS_HOST) / "root"
+    root = lab.rootfs(DNS_HOST) / "root"
     ssh = lab.ssh_cmd(DNS_HOST)
     if not (root / "usr/sbin/knotd").exists():
         start = time.monotonic()
@@ -207,12 +187,12 @@ def ensure(lab: Lab, st: dict, log: Callable[[str], None] = print) -> None:
                    "knot", "knot-dnsutils"], timeout=300)
         log(f"lab {lab.name}: Knot DNS installed on {DNS_HOST} in {time.monotonic() - start:.1f}s")
     uid, gid = _ids(root, "knot")
-    changed_ns1 = _write(root / "etc/knot/knot.conf", primary_conf(ns1, ns2, base64.b64encode(secret).decode()), 0o640, gid)
-    changed_ns2 = _write(root / "etc/knot/ns2.conf", secondary_conf(ns1, ns2), 0o640, gid)
-    unit = _write(root / "etc/systemd/system/knot-ns2.service", SECONDARY_UNIT, 0o644)
+    changed_ns1 = write_into_root(root / "etc/knot/knot.conf", primary_conf(ns1, ns2, base64.b64encode(secret).decode()), 0o640, gid)
+    changed_ns2 = write_into_root(root / "etc/knot/ns2.conf", secondary_conf(ns1, ns2), 0o640, gid)
+    unit = write_into_root(root / "etc/systemd/system/knot-ns2.service", SECONDARY_UNIT, 0o644)
     zone = root / f"var/lib/knot/{ZONE}.zone"
     if not zone.exists():
-        _write(zone, zone_text(ns1, ns2, str(t.addresses[site.active_site]), t.ttl), 0o640, gid)
+        write_into_root(zone, zone_text(ns1, ns2, str(t.addresses[site.active_site]), t.ttl), 0o640, gid)
         os.chown(zone, uid, gid)
         changed_ns1 = True
     for conf in ("knot.conf", "ns2.conf"):
@@ -232,16 +212,14 @@ def ensure(lab: Lab, st: dict, log: Callable[[str], None] = print) -> None:
     _outsider(lab, st, ns1, ns2)
 
 
-def _outsider(lab: Lab, st: dict, ns1: str, ns2: str) -> None:
+def _outsider(lab: LabHosts, st: dict, ns1: str, ns2: str) -> None:
     """The outsider resolves through the lab's DNS (then the machine's resolver for apt: an
     authoritative server refuses other names, and the resolver library moves on). Every lab host
     trusts the lab CA as hosts trust a public CA (the system bundle): the outsider as a client, the
     sites when one forwards to the other's public name during a switch-over."""
-    from drc.lab.lab import run
-
-    root = lab._rootfs("outsider") / "root"
-    _write(root / "etc/resolv.conf", f"nameserver {ns1}\nnameserver {ns2}\nnameserver {st['resolver']}\n", 0o644)
+    root = lab.rootfs("outsider") / "root"
+    write_into_root(root / "etc/resolv.conf", f"nameserver {ns1}\nnameserver {ns2}\nnameserver {st['resolver']}\n", 0o644)
     ca = tls.paths(lab.dir)["ca"].read_text()
     for host, d in st["hosts"].items():
-        if d["site"] in ("primary", "drc", "outside") and _write(lab._rootfs(host) / "root" / CA_ON_OUTSIDER.lstrip("/"), ca, 0o644):
+        if d["site"] in ("primary", "drc", "outside") and write_into_root(lab.rootfs(host) / "root" / CA_ON_OUTSIDER.lstrip("/"), ca, 0o644):
             run(lab.ssh_cmd(host) + ["sudo", "update-ca-certificates"], timeout=60)

@@ -40,6 +40,7 @@ from typing import Callable, Iterator
 import yaml
 
 from drc.lab import alerts
+from drc.lab.shell import LabError, run, wait_for
 from drc.site.platform import DEFAULT_PLATFORM, PLATFORMS
 
 LABS_ROOT = Path(os.environ.get("SIAGA_LAB_ROOT", "/var/lib/siaga/labs"))
@@ -107,10 +108,6 @@ def _add_dns(st: dict) -> None:
                                   "netns": f"{p}-{DNS_HOST.name}", "veth": f"{p}-{DNS_HOST.name}"}
 
 
-class LabError(RuntimeError):
-    pass
-
-
 HOSTS = lab_hosts()
 
 
@@ -121,25 +118,6 @@ def lab_platform(st: dict) -> str:
 
 def default_name() -> str:
     return os.environ.get("SIAGA_LAB", "lab")
-
-
-def run(cmd: list[str], check: bool = True, **kw) -> subprocess.CompletedProcess:
-    """Run a command, capturing output; raise LabError with its stderr on failure."""
-    proc = subprocess.run(cmd, capture_output=True, text=True, **kw)
-    if check and proc.returncode != 0:
-        raise LabError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}")
-    return proc
-
-
-def wait_for(what: str, condition: Callable[[], bool], deadline_s: float, interval_s: float = 0.2) -> None:
-    """Poll `condition` until true or the deadline passes (never a fixed sleep)."""
-    end = time.monotonic() + deadline_s
-    while True:
-        if condition():
-            return
-        if time.monotonic() > end:
-            raise LabError(f"timed out after {deadline_s:.0f}s waiting for {what}")
-        time.sleep(interval_s)
 
 
 @contextlib.contextmanager
@@ -434,12 +412,12 @@ class Lab:
                         "ca_file": str(files["ca"])},
         }
 
-    def _rootfs(self, host: str) -> Path:
+    def rootfs(self, host: str) -> Path:
         return self.dir / "machines" / host
 
     def _boot(self, st: dict, h: LabHost, image: Path) -> None:
         d = st["hosts"][h.name]
-        base = self._rootfs(h.name)
+        base = self.rootfs(h.name)
         root, upper, work = base / "root", base / "upper", base / "work"
         fresh = not upper.exists()
         for p in (root, upper, work):
@@ -498,7 +476,7 @@ class Lab:
         def booted(host: str) -> Callable[[], bool]:
             def check() -> bool:
                 if host not in self.running_hosts():
-                    raise LabError(f"lab host {host} stopped while booting; see {self._rootfs(host) / 'console.log'}")
+                    raise LabError(f"lab host {host} stopped while booting; see {self.rootfs(host) / 'console.log'}")
                 proc = run(self.ssh_cmd(host) + ["systemctl", "is-system-running"], check=False, timeout=15)
                 return proc.stdout.strip() in ("running", "degraded")
             return check

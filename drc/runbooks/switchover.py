@@ -327,7 +327,7 @@ def replayed_past_token(s: Switch) -> Reading:
 
 
 def _push_units() -> tuple[str, str]:
-    from roles.uploads_sync.deploy import RESYNC_TIMER, SYNC_UNIT
+    from roles.uploads_sync.layout import RESYNC_TIMER, SYNC_UNIT
 
     return SYNC_UNIT, RESYNC_TIMER
 
@@ -365,7 +365,7 @@ def push_on(s: Switch) -> dict:
 
 
 def final_uploads_sync(s: Switch) -> dict:
-    from roles.uploads_sync.deploy import RESYNC_UNIT
+    from roles.uploads_sync.layout import RESYNC_UNIT
 
     out = H.systemctl(s.site, s.source, "start", RESYNC_UNIT, timeout=1800)
     if not out.get("ok"):

@@ -131,7 +131,7 @@ def restore_offline(site: Site, doc: dict, host: str, copy: str | None, target: 
     for name, s in (res.get("files") or {}).get("sets", {}).items():
         if s.get("ok"):
             from drc.site.data_tier import data_tier_of
-            from roles.backup.deploy import backup_host
+            from roles.backup.topology import backup_host
 
             proof.setdefault("files", {})[name] = compare_files(site, host, backup_host(data_tier_of(site)), s, rng)
     res["proof"] = proof

@@ -75,7 +75,7 @@ def plan(site: Site, name: str) -> list[str]:
         return rotate_keys.plan(site, name)
     tier = data_tier_of(site)
     if name == "restic":
-        from roles.backup.deploy import backup_host
+        from roles.backup.topology import backup_host
 
         return [f"on {backup_host(tier)}: restic key add with a new password; check it opens the repository",
                 "rewrite /etc/siaga/backup/restic-repo1.password on every host holding it",
@@ -97,7 +97,8 @@ def replace_workstation(path, value: str) -> None:
 
 
 def rotate_restic(site: Site) -> dict:
-    from roles.backup.deploy import ETC, backup_host
+    from roles.backup.layout import ETC
+    from roles.backup.topology import backup_host
 
     tier = data_tier_of(site)
     spec = spec_for(tier, "restic")
@@ -131,7 +132,7 @@ def rotate_restic(site: Site) -> dict:
 
 
 def rotate_replication(site: Site) -> dict:
-    from roles.replication.deploy import PASSFILE
+    from roles.replication.standby import PASSFILE
 
     tier = data_tier_of(site)
     spec = spec_for(tier, "replication")

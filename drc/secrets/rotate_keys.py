@@ -37,7 +37,12 @@ from drc.secrets.rotation import SSH_KEYS, RotateError
 from drc.site import Site
 from drc.site.data_tier import data_tier_of
 from roles.secret_custody import SecretSpec, spec_for, workstation_value
-from roles.workstation_secrets import SecretError, check_private, private_dir, public_key_of
+from roles.workstation_secrets import (
+    SecretError,
+    check_private,
+    private_dir,
+    public_key_of,
+)
 
 PROGRAM = "key_rotate"
 KEYS = SSH_KEYS
@@ -79,8 +84,9 @@ def key_path(site: Site, name: str) -> KeyPath:
     except SecretError as exc:
         raise RotateError(str(exc)) from None
     if name in ("pgbackrest_key", "restic_key", "repo_key"):
-        from roles.backup.deploy import KNOWN_HOSTS, backup_host, repository_host
         from roles.backup.keys import keys_file
+        from roles.backup.layout import KNOWN_HOSTS
+        from roles.backup.topology import backup_host, repository_host
 
         src, repo = backup_host(tier), repository_host(tier)
         u = site.backup.repository_user
@@ -96,8 +102,9 @@ def key_path(site: Site, name: str) -> KeyPath:
         login = Login(src, u, str(site.hosts[repo].address), KNOWN_HOSTS)
         how = "pgbackrest-check" if name == "pgbackrest_key" else "restic-snapshots"
         return KeyPath(name, spec.what, ((src, private),), ((repo, keys_file(u)),), (login,), ((src, {"how": how}),), role_text)
-    from roles.uploads_sync.deploy import KNOWN_HOSTS as SYNC_KNOWN_HOSTS
-    from roles.uploads_sync.deploy import PRIVATE_KEY, authorized_keys, rsh, targets
+    from roles.uploads_sync.deploy import authorized_keys, rsh, targets
+    from roles.uploads_sync.layout import KNOWN_HOSTS as SYNC_KNOWN_HOSTS
+    from roles.uploads_sync.layout import PRIVATE_KEY
     from roles.uploads_sync.topology import KEYS_DIR, receiving_account, source_hosts
 
     account, port = receiving_account(site), site.ssh_hardening.port

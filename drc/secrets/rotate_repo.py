@@ -191,7 +191,7 @@ def finish_unfinished(site: Site, tier, spec, pending, old: str, generation: int
 
 def plan(site: Site) -> list[str]:
     """The `--dry-run` plan (reads the generation from the hosts; changes nothing)."""
-    from roles.backup.deploy import backup_host, repository_host
+    from roles.backup.topology import backup_host, repository_host
 
     tier = data_tier_of(site)
     b = site.backup
@@ -213,17 +213,14 @@ def rotate(site: Site) -> dict:
 def rotate_repo1(site: Site) -> dict:
     from drc.secrets.rotation import new_password
     from roles.backup.deploy import (
-        CONFIG_JSON,
-        REPO_CONFIG_PATH,
-        RUNNER,
-        backup_host,
         db_config,
         init_marker,
         repo_config,
-        repository_host,
         runner_config_text,
         writer_record,
     )
+    from roles.backup.layout import CONFIG_JSON, REPO_CONFIG_PATH, RUNNER
+    from roles.backup.topology import backup_host, repository_host
 
     tier = data_tier_of(site)
     b = site.backup
@@ -373,7 +370,8 @@ def rotate_repo1(site: Site) -> dict:
 def remove_expired(site: Site, dry_run: bool) -> dict:
     """Retired repositories removed from disk when their backups have expired and the repository
     in use verifies (roles.backup.repo1.removal_problem). The passphrases stay in the retired secrets."""
-    from roles.backup.deploy import REPO_CONFIG_PATH, repository_host
+    from roles.backup.layout import REPO_CONFIG_PATH
+    from roles.backup.topology import repository_host
 
     tier = data_tier_of(site)
     b = site.backup

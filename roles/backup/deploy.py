@@ -27,68 +27,31 @@ from pyinfra.facts.files import FileContents
 from pyinfra.facts.server import Command
 from pyinfra.operations import files, server, systemd
 
-from drc.hostside import LIB
 from drc.site.platform import version_tuple
 from roles import host_programs
-from roles.managed_files import MANAGED_HEADER, config_file
+from roles.managed_files import config_file
 from roles.packages import ensure_installed
 from roles.postgresql.deploy import config_dir
 from roles.postgresql import operations as pg_ops
 from roles.templating import render
 from roles import secret_custody
+from roles.site_hosts import inventory_host
 from roles.workstation_secrets import secret_file
 
 from . import operations as backup_ops
 from . import repo1 as repo1_gen
 from . import versions
 from .defaults import BackupSettings
+from .layout import (ROLE_DIR, HEADER, RUNNER, CONFIG_JSON, ETC, KNOWN_HOSTS, REPO_CONFIG_PATH, PG_SSH_DIR, STATE_DIR, OFFLINE_COPY, OFFLINE_HISTORY, RETIRED_SECRETS, APT_KEYRING, APT_SOURCE, APT_PIN, render_archive_conf)
+from .topology import backup_host, repository_host
 from .keys import KEYS_DIR, REMOTE_WRAPPER, db_account_keys, keys_file
 
 if TYPE_CHECKING:
     from drc.site.data_tier import DataTier
 
-ROLE_DIR = Path(__file__).parent
-HEADER = MANAGED_HEADER.format(role="roles/backup")
-RUNNER = "/usr/local/sbin/siaga-backup"
-CONFIG_JSON = "/etc/siaga/backup.json"
-ETC = "/etc/siaga/backup"
-KNOWN_HOSTS = f"{ETC}/known_hosts"
-REPO_CONFIG_PATH = "/etc/siaga/pgbackrest-repo"
-PG_SSH_DIR = "/var/lib/postgresql/.ssh"
-STATE_DIR = "/var/lib/siaga/backup"
-OFFLINE_COPY = f"{LIB}/siaga-offline-copy"
-# The copies made on every medium (which one is due in the rotation), kept by siaga-offline-copy.
-OFFLINE_HISTORY = f"{STATE_DIR}/offline-media.json"
-# Files of earlier versions that held the offline repository's own secrets (repo2 on the database host).
-RETIRED_SECRETS = (f"{ETC}/pgbackrest-repo2.conf", f"{ETC}/restic-repo2.password", "/etc/pgbackrest/conf.d/siaga-offline.conf")
-# pgBackRest from an apt repository (backup.pgbackrest_apt): its key, its source, its pin.
-APT_KEYRING = "/etc/apt/keyrings/siaga-pgbackrest"
-APT_SOURCE = "/etc/apt/sources.list.d/siaga-pgbackrest.list"
-APT_PIN = "/etc/apt/preferences.d/siaga-pgbackrest"
-# Secrets on the admin workstation (names inside the secrets directory).
-SECRETS = {
-    "repo1": "pgbackrest-repo1.passphrase",
-    "restic": "restic-repo1.password",
-    "pgbackrest_key": "backup-pgbackrest_ed25519",
-    "restic_key": "backup-restic_ed25519",
-    "repo_key": "backup-repo-to-db_ed25519",
-}
-
-
-def backup_host(tier: DataTier) -> str:
-    """The host that takes every backup: the database source (it holds the live data)."""
-    return tier.db_source_hosts[0]
-
-
-def repository_host(tier: DataTier) -> str:
-    return tier.site.hosts_in(tier.site.backup.repository_site)[0]
-
-
 def repo1_generation(tier: DataTier) -> int:
     """The pgBackRest repository generation the hosts are at (roles/backup/repo1.py): the highest
     any host of this deploy holds, so a stale site file never points back at a retired repository."""
-    from roles.replication.deploy import inventory_host
-
     seen = {}
     for name in tier.site.hosts:
         h = inventory_host(name)
@@ -207,14 +170,8 @@ def runner_config_text(tier: DataTier, host_name: str, generation: int | None = 
     return json.dumps(runner_config(tier, host_name, generation), indent=2, sort_keys=True) + "\n"
 
 
-def render_archive_conf(b: BackupSettings) -> str:
-    return render(ROLE_DIR, "archive.conf.j2", header=HEADER, b=b)
-
-
 def _host_key(tier: DataTier, name: str) -> str:
     """The repository host's ed25519 host key, read from that host (pinned for the backup SSH)."""
-    from roles.replication.deploy import inventory_host
-
     h = inventory_host(name)
     lines = h.get_fact(FileContents, path="/etc/ssh/ssh_host_ed25519_key.pub") if h else None
     if not lines:
@@ -229,8 +186,6 @@ def writer_record(tier: DataTier, generation: int | None = None) -> str:
 
 
 def _installed_pgbackrest(name: str) -> str | None:
-    from roles.replication.deploy import inventory_host
-
     h = inventory_host(name)
     versions = (h.get_fact(DebPackages) or {}).get("pgbackrest") if h else None
     return max(versions, key=version_tuple) if versions else None  # pyinfra gives a set
@@ -240,8 +195,6 @@ def install_pgbackrest(tier: DataTier, host_name: str) -> None:
     """The same pgBackRest on every PostgreSQL host (its remote protocol needs that): the platform's
     Debian one, or the apt repository's (backup.pgbackrest_apt). Never one older than a host has or
     than the one that wrote the repository: the deploy stops first (roles/backup/versions.py)."""
-    from roles.replication.deploy import inventory_host
-
     site, b = tier.site, tier.site.backup
     repo = repository_host(tier)
     rh = inventory_host(repo)

@@ -79,7 +79,7 @@ class Plan:
 def watched_files(tier: DataTier, host_name: str) -> list[Watched]:
     """The database's and the application's files the data tier writes on `host_name`, as the
     roles render them (the same functions the roles call)."""
-    from roles.backup.deploy import render_archive_conf
+    from roles.backup.layout import render_archive_conf
     from roles.postgresql.deploy import cluster_files, config_dir
     from roles.spse_app import deploy as app
     from roles.workstation_secrets import sha1_text
@@ -106,7 +106,7 @@ def decide(tier: DataTier, watched: list[Watched], sha1_of: Callable[[str], str 
            latest_schema: int | None, node: dict | None) -> Plan:
     """The plan from what the host has (`sha1_of(path)`: its file's sha1 or None, `schema`: its
     applied migration, `node`: its PgNode). Pure: unit-tested."""
-    from roles.backup.deploy import backup_host, repository_host
+    from roles.backup.topology import backup_host, repository_host
 
     plan = Plan(data_host=backup_host(tier), repository_host=repository_host(tier))
     if not (node and node.get("running") and node.get("in_recovery") is False and node.get("user_databases")):
@@ -136,8 +136,8 @@ def plan_for_deploy(tier: DataTier, nodes: dict) -> Plan:
     from pyinfra import state
     from pyinfra.facts.files import Sha1File
 
-    from roles.backup.deploy import backup_host, repository_host
-    from roles.replication.deploy import inventory_host
+    from roles.backup.topology import backup_host, repository_host
+    from roles.site_hosts import inventory_host
     from roles.spse_app.deploy import latest_migration
     from roles.spse_app.facts import SchemaVersion
 

@@ -48,7 +48,7 @@ def pg_unit(tier: DataTier) -> str:
 
 def held_units(tier: DataTier) -> list[str]:
     """What must not run on a fenced host: the app and the uploads sync (its full re-sync too)."""
-    from roles.uploads_sync.deploy import RESYNC_UNIT, SYNC_UNIT
+    from roles.uploads_sync.layout import RESYNC_UNIT, SYNC_UNIT
 
     return [tier.spse_app.unit, SYNC_UNIT, RESYNC_UNIT]
 

@@ -62,8 +62,8 @@ def watched(site: Site) -> tuple[list[str], list[str]]:
 
 def manifest(site: Site) -> dict[str, str]:
     """What siaga's deploys put in the watched paths: path -> sha256 of the content."""
-    from roles.backup.deploy import OFFLINE_COPY
-    from roles.backup.deploy import ROLE_DIR as BACKUP_DIR
+    from roles.backup.layout import OFFLINE_COPY
+    from roles.backup.layout import ROLE_DIR as BACKUP_DIR
     from roles.spse_app.deploy import MIGRATIONS, app_files
 
     out: dict[str, bytes] = {p.path: p.source.read_bytes() for p in PROGRAMS.values()}

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pyinfra import state
 from pyinfra.api import deploy
 from pyinfra.operations import files
 
@@ -21,6 +20,7 @@ from roles.postgresql import operations as pg_ops
 from roles.postgresql.facts import PgNode
 from roles.templating import render
 from roles import secret_custody
+from roles.site_hosts import inventory_host
 from roles.workstation_secrets import secret_file
 
 from . import operations as repl_ops
@@ -29,19 +29,9 @@ from .standby import CONF_NAME, PASSFILE, ROLE_DIR, slot_name, standby_conf, sta
 if TYPE_CHECKING:
     from drc.site.data_tier import DataTier
 
-PASSWORD_FILE = "replication.password"
-
-
 def replication_password(tier: DataTier) -> str:
     """From the admin workstation, after secret custody (roles/secret_custody.py); never printed."""
     return secret_custody.password(tier, "replication")
-
-
-def inventory_host(name: str):
-    for h in state.inventory:
-        if (h.data.get("siaga_host") or h.name) == name:
-            return h
-    return None
 
 
 def read_nodes(tier: DataTier) -> dict[str, dict | None]:

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 ROLE_DIR = Path(__file__).parent
 HEADER = "Managed by siaga (roles/replication); local changes are overwritten by the next deploy."
 PASSFILE = "/var/lib/postgresql/.pgpass"
+PASSWORD_FILE = "replication.password"  # on the admin workstation, in the secrets dir
 CONF_NAME = "siaga-standby.conf"
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import shlex
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pyinfra.api import deploy
@@ -24,33 +23,22 @@ from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
-from roles.managed_files import MANAGED_HEADER, config_file
+from roles.managed_files import config_file
 from roles.packages import ensure_installed
 from roles.templating import render
 from roles import secret_custody
+from roles.site_hosts import inventory_host
 from roles.workstation_secrets import secret_file
 
 from . import operations as sync_ops
 from .facts import SshHostKey
+from .layout import ROLE_DIR, HEADER, CONF_DIR, PRIVATE_KEY, KNOWN_HOSTS, LSYNCD_CONF, RESYNC_SCRIPT, STATE_DIR_NAME, STATE_DIR, SYNC_UNIT, RESYNC_UNIT, RESYNC_TIMER
 from .topology import KEYS_DIR, forced_command, is_source, is_target, receiving_account, sends, source_hosts, target_hosts
 
 if TYPE_CHECKING:  # drc.site imports this package's defaults
     from drc.site import Site
     from drc.site.data_tier import DataTier
 
-ROLE_DIR = Path(__file__).parent
-HEADER = MANAGED_HEADER.format(role="roles/uploads_sync")
-CONF_DIR = "/etc/siaga/uploads-sync"
-PRIVATE_KEY = f"{CONF_DIR}/id_ed25519"
-KNOWN_HOSTS = f"{CONF_DIR}/known_hosts"
-LSYNCD_CONF = f"{CONF_DIR}/lsyncd.conf.lua"
-RESYNC_SCRIPT = "/usr/local/sbin/siaga-uploads-resync"
-STATE_DIR_NAME = "siaga-uploads-sync"
-STATE_DIR = f"/var/lib/{STATE_DIR_NAME}"
-SYNC_UNIT = "siaga-uploads-sync.service"
-RESYNC_UNIT = "siaga-uploads-resync.service"
-RESYNC_TIMER = "siaga-uploads-resync.timer"
-KEY_FILE = "uploads-sync.id_ed25519"  # on the admin workstation, in the secrets dir
 
 
 @dataclass(frozen=True)
@@ -121,8 +109,6 @@ def sync_key(tier: DataTier) -> tuple[str, str]:
 
 def pinned_host_key(name: str) -> str:
     """The target's ed25519 host key, read on the target itself (cross-host fact)."""
-    from roles.replication.deploy import inventory_host
-
     h = inventory_host(name)
     key = h.get_fact(SshHostKey, key_type="ed25519") if h else None
     if not key:

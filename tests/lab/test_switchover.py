@@ -246,7 +246,7 @@ def test_siaga_killed_at_each_step_in_turn_ends_on_one_consistent_site_with_noth
     """Issue 10 point 7: siaga killed at each step in turn and run again, under probe load."""
     from drc.lab.probing import ProbeRun
 
-    from roles.uploads_sync.deploy import RESYNC_TIMER, SYNC_UNIT
+    from roles.uploads_sync.layout import RESYNC_TIMER, SYNC_UNIT
 
     source = primary if to == "drc" else drc
     pushing = {}  # step killed in -> the old source's uploads push units active or enabled then

@@ -149,7 +149,7 @@ def test_probe_baseline_every_acknowledged_write_kept_and_one_primary(lab, site,
 def test_lab_up_again_keeps_the_zone_and_changes_nothing(lab, site):
     """`lab up` on a running lab rewrites no DNS file and keeps the record a switch set."""
     t = site.traffic
-    root = lab._rootfs(lab_dns.DNS_HOST) / "root"
+    root = lab.rootfs(lab_dns.DNS_HOST) / "root"
     files = [root / "etc/knot/knot.conf", root / "etc/knot/ns2.conf", root / "etc/systemd/system/knot-ns2.service"]
     before = [(f.stat().st_mtime_ns, f.read_text()) for f in files]
     other = "drc" if site.active_site == "primary" else "primary"
