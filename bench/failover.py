@@ -94,18 +94,37 @@ def load_data(lab: Lab, pgv: str, gib: float) -> float:
     return int(size.strip()) / 2**30
 
 
-def fresh_copy_seconds(lab: Lab, pgv: str, user: str) -> float:
-    """pg_basebackup of the DRC into a scratch directory on the old primary: a rebuild's transfer."""
+def fresh_copy_seconds(lab: Lab, pgv: str, user: str, stream: bool = False) -> tuple[float, float | None]:
+    """pg_basebackup of the DRC into a scratch directory on the old primary: a rebuild's transfer.
+    With `stream`, the copy is then started as a standby beside the running one (another port, no
+    connections) until the DRC streams to it: (the copy's seconds, the copy and catch-up's seconds)."""
     scratch = "/var/lib/postgresql/siaga-bench-copy"
     on(lab, "primary", f"rm -rf {scratch}")
     t0 = time.monotonic()
     r = on(lab, "primary", f"runuser -u postgres -- /usr/lib/postgresql/{pgv}/bin/pg_basebackup -h {lab.address('drc')} "
-                           f"-U {user} -D {scratch} -X stream -c fast -w")
-    took = time.monotonic() - t0
-    on(lab, "primary", f"rm -rf {scratch}")
+                           f"-U {user} -D {scratch} -X stream -c fast -w{' -R' if stream else ''}")
+    took, streamed = time.monotonic() - t0, None
     if r.returncode != 0:
+        on(lab, "primary", f"rm -rf {scratch}")
         raise SystemExit(f"pg_basebackup: {r.stderr[-1000:]}")
-    return took
+    if stream:
+        etc = f"/etc/postgresql/{pgv}/main"
+        conf = (f"port = 5499\nlisten_addresses = ''\nunix_socket_directories = '/tmp'\nhba_file = '{etc}/pg_hba.conf'\n"
+                f"ident_file = '{etc}/pg_ident.conf'\nhot_standby = off\nshared_buffers = '32MB'\narchive_mode = off\n"
+                "cluster_name = 'benchcopy'\n")
+        on(lab, "primary", f"printf %s {shlex.quote(conf)} > {scratch}/postgresql.conf && chown postgres: {scratch}/postgresql.conf && "
+                           f"runuser -u postgres -- /usr/lib/postgresql/{pgv}/bin/pg_ctl -D {scratch} -l /tmp/siaga-bench-copy.log start")
+        end = time.monotonic() + 600
+        while time.monotonic() < end:
+            q = on(lab, "drc", "runuser -u postgres -- psql -XAtc \"select state from pg_stat_replication "
+                               "where application_name = 'benchcopy'\"").stdout.strip()
+            if q == "streaming":
+                streamed = time.monotonic() - t0
+                break
+            time.sleep(0.5)
+        on(lab, "primary", f"runuser -u postgres -- /usr/lib/postgresql/{pgv}/bin/pg_ctl -D {scratch} -m immediate stop")
+    on(lab, "primary", f"rm -rf {scratch}")
+    return took, streamed
 
 
 def acks_from(log: Path, address: str) -> int:
@@ -156,9 +175,13 @@ def main() -> int:
         # What pg_rewind copied (its own count) and the serving host's pg_wal trimmed before it.
         rewind_mb, trim = (ends["rewind"].get("did") or {}).get("copied_mb"), ends.get("wal-trim", {}).get("did") or {}
         breakdown = (ends["rewind"].get("did") or {}).get("breakdown")
-        copy_s = fresh_copy_seconds(lab, pgv, site.replication.user)
+        # The rewind and its catch-up: from the rewind step's start until the rewound host streams
+        # (the follow step's check): the WAL it fetches from the archive (or the serving host) counted.
+        rejoin_s = step_at(fbj, "follow") - step_at(fbj, "rewind", "step-start")
+        copy_s, _ = fresh_copy_seconds(lab, pgv, site.replication.user)
+        copy_only_s, copy_stream_s = fresh_copy_seconds(lab, pgv, site.replication.user, stream=True)
         lab.set_wan_rate(None)
-        bare_copy_s = fresh_copy_seconds(lab, pgv, site.replication.user)
+        bare_copy_s, _ = fresh_copy_seconds(lab, pgv, site.replication.user)
         load = machine_load()
     finally:
         release_lab(lab, a.keep)
@@ -174,6 +197,10 @@ def main() -> int:
     print(f"fail-back across {link}: pg_rewind {rewind_s:.1f} s against a fresh copy (pg_basebackup) {copy_s:.1f} s = "
           f"{(share or 0):.0%} (goal ≤ {GOAL_REWIND_SHARE:.0%}: {goal(share, GOAL_REWIND_SHARE)}); the same copy on the "
           f"bare lab bridge {bare_copy_s:.1f} s; {load}")
+    print(f"rewind + catch-up (rewind step's start → the rewound host streams, the follow step) {rejoin_s:.1f} s against "
+          f"a fresh copy + catch-up (pg_basebackup -R, started as a standby until the DRC streams to it) "
+          f"{copy_stream_s if copy_stream_s is not None else float('nan'):.1f} s (its copy {copy_only_s:.1f} s) = "
+          f"{(rejoin_s / copy_stream_s if copy_stream_s else float('nan')):.0%}; the rewound host's WAL: {trim.get('wal_from')}")
     print(f"pg_rewind copied {rewind_mb} MB, {served_min:.1f} min after the failover's decision; the serving host's pg_wal before it: {trim.get('pg_wal_before')} → "
           f"{trim.get('pg_wal_after')} (WAL kept from {trim.get('keep_from')}{'' if trim.get('trimmed') else ', not trimmed: ' + str(trim.get('why'))})")
     if breakdown:

@@ -97,3 +97,57 @@ def test_the_wal_trim_keeps_the_replay_starts_segment_and_a_guard_for_the_wal_wr
     assert pg_role.trim_keep("1/9000000", "1/2FFFFFF", SEG, 0) == (8, 1)  # segments, not megabytes: 2 bytes short of 7
     assert pg_role.trim_keep("2/0", "1/FF000000", SEG, 0) == (2, 1)  # across the 4 GiB boundary of the LSN's halves
     assert pg_role.trim_keep("1/3000028", "1/3000028", SEG, 30 * 2**20) == (23, 23)  # a busy primary: 12 s at 30 MB/s
+
+
+def test_the_rewound_host_asks_the_archive_for_each_segment_under_the_timeline_recovery_would_use():
+    # SOP EM-3.8: before the fork segment the old timeline's names, from it on the serving timeline's
+    # (a timeline that begins mid-segment owns that segment, as PostgreSQL's XLogFileReadAnyTLI reads).
+    from drc.runbooks.failback import recovery_names
+
+    assert recovery_names([(1, "0/5000100")], 2, "0/3000028", 6, SEG) == [
+        "000000010000000000000003", "000000010000000000000004", "000000020000000000000005", "000000020000000000000006"]
+    # Two failovers: timeline 2 began in segment 4, timeline 3 in segment 6; across an LSN's 4 GiB halves.
+    assert recovery_names([(1, "0/4800000"), (2, "0/6000000")], 3, "0/3FFFFFF", 6, SEG) == [
+        "000000010000000000000003", "000000020000000000000004", "000000020000000000000005", "000000030000000000000006"]
+    assert recovery_names([(1, "0/FF000010")], 2, "0/FE000000", 256, SEG) == [
+        "0000000100000000000000FE", "0000000200000000000000FF", "000000020000000100000000"]
+    assert recovery_names([(1, "0/5000100")], 2, "0/7000028", 6, SEG) == []  # the replay start not yet archived
+
+
+def test_the_serving_host_keeps_its_pg_wal_from_the_first_wal_file_the_archive_cannot_give():
+    # SOP EM-3.8, BK-1: what the rewound host cannot fetch stays for pg_rewind to copy; never later.
+    from drc.runbooks.failback import archive_keep_from, recovery_names
+
+    names = recovery_names([(1, "0/5000100")], 2, "0/3000028", 6, SEG)
+    assert archive_keep_from(names, set(names), "0/3000028", 6, SEG) == "0/7000000"  # all archived: after the last
+    assert archive_keep_from(names, set(names) - {"000000020000000000000005"}, "0/3000028", 6, SEG) == "0/5000000"
+    assert archive_keep_from(names, set(), "0/3000028", 6, SEG) == "0/3000028"  # nothing: from the replay start itself
+    # The .partial of the old timeline or a file of another timeline does not count as the one asked for.
+    assert archive_keep_from(names, set(names[:2]) | {"000000010000000000000005"}, "0/3000028", 6, SEG) == "0/5000000"
+    assert archive_keep_from([], set(), "0/7000028", 6, SEG) == "0/7000028"
+
+
+def test_the_fail_back_restore_command_reads_the_hosts_own_pgbackrest_archive():
+    from roles.replication.standby import restore_line
+
+    line = restore_line("spse")
+    assert "restore_command = 'pgbackrest --stanza=spse archive-get %f \"%p\"'" in line and line.endswith("\n")
+
+
+def test_the_fail_back_lets_the_old_primary_into_the_repository_with_the_pgbackrest_key_only(tmp_path):
+    # SOP EM-3.8, BK-8: the pgBackRest-remote line also from the old primary; restic's line unchanged;
+    # a second run changes nothing; a bad address is refused.
+    keys = tmp_path / "siagabak"
+    keys.write_text('# header\nrestrict,from="10.0.2.10",command="/usr/local/sbin/siaga-backup-remote" ssh-ed25519 AAA pg\n'
+                    'restrict,from="10.0.2.10",command="/usr/lib/openssh/sftp-server -d /srv/r/restic" ssh-ed25519 BBB restic\n')
+    keys.chmod(0o644)
+    a = {"keys_file": str(keys), "wrapper": "/usr/local/sbin/siaga-backup-remote", "address": "10.0.1.10"}
+    assert pg_role.repo_allow({**a, "check": True}) == {"ok": True, "allowed": False}
+    assert pg_role.repo_allow(a) == {"ok": True, "allowed": True}
+    text = keys.read_text()
+    assert 'from="10.0.2.10,10.0.1.10",command="/usr/local/sbin/siaga-backup-remote" ssh-ed25519 AAA pg\n' in text
+    assert 'restrict,from="10.0.2.10",command="/usr/lib/openssh/sftp-server -d /srv/r/restic"' in text
+    assert oct(keys.stat().st_mode & 0o777) == "0o644"
+    assert pg_role.repo_allow(a) == {"ok": True, "allowed": True} and keys.read_text() == text
+    assert pg_role.repo_allow({**a, "address": '10.0.1.10" ssh-rsa X'})["ok"] is False
+    assert pg_role.repo_allow({**a, "wrapper": "/bin/other"})["ok"] is False

@@ -28,6 +28,12 @@ drc/runbooks. Standard library only. Every mode prints one JSON object; args alw
   starts there) removed by one CHECKPOINT under a temporary `wal_keep_size` just covering it and
   `wal_recycle = off` (ALTER SYSTEM, reset before returning). WAL not yet archived stays (the
   archiver's rule); `keep_from`'s segment must still be there afterwards. With `check`: read only.
+- `switch_archived` (fail-back, on the serving primary, before the trim): pg_switch_wal(), then wait
+  until the archiver has archived the segment it closed (no failure newer): the WAL before is archived.
+- `archive_has` (fail-back, on the host to be rewound): which WAL files of `names` its pgBackRest finds
+  in the archive (repo-ls), the history file of `timeline` and the first name fetched (archive-get).
+- `repo_allow` (fail-back, on the repository host): the pgBackRest key's line of the repository account's
+  keys file also accepts `address` (the old primary), until the site deploy writes it again.
 - `records`: the application's own record of its uploads: (path, sha256) of every row of `table`
   (identifiers validated by the site file's application profile), read from `database`.
 - `follow`: make a cleanly shut down former primary a standby: write `conf` (its
@@ -243,6 +249,104 @@ def history_push(a):
     return {"ok": True, "pushed": pushed}
 
 
+def switch_archived(a):
+    """pg_switch_wal() on the serving primary, then wait (`deadline_s`) until its archiver has
+    archived the segment it closed, with no failure newer than that: every WAL file before the next
+    segment is then in the archive (the archiver goes in order, and PostgreSQL keeps what it has not
+    archived). Returns the closed segment's name and the segment size."""
+    rc, so, se = psql(a, "SELECT pg_walfile_name(pg_switch_wal()), current_setting('wal_segment_size')", timeout=60)
+    if rc != 0 or "|" not in so:
+        return {"ok": False, "error": (se or so).strip()[-300:]}
+    segment, seg_bytes = so.strip().split("|")
+    end = time.monotonic() + float(a.get("deadline_s", 60))
+    arch = {}
+    while True:
+        rc, so, se = psql(a, "SELECT row_to_json(a) FROM (SELECT last_archived_wal, last_failed_wal, "
+                             "coalesce(last_failed_time > coalesce(last_archived_time, 'epoch'), false) AS failing "
+                             "FROM pg_stat_archiver) a", timeout=30)
+        if rc == 0 and so.strip():
+            arch = json.loads(so)
+            done = arch.get("last_archived_wal") or ""
+            # Same timeline: the 24 hex digits order as the WAL does (a .partial or .history is no segment).
+            if re.fullmatch(r"[0-9A-F]{24}", done) and done >= segment and not arch.get("failing"):
+                return {"ok": True, "segment": segment, "seg_bytes": int(seg_bytes), "archiver": arch}
+        if time.monotonic() > end:
+            return {"ok": False, "segment": segment, "archiver": arch,
+                    "error": f"{segment} not archived within {a.get('deadline_s', 60)} s (archiver: {arch})"}
+        time.sleep(0.5)
+
+
+ARCHIVED = re.compile(r"\b([0-9A-F]{24})-[0-9a-f]{40}")
+
+
+def archive_has(a):
+    """On the host to be rewound: which of the WAL files `names` its pgBackRest (its own configuration,
+    the one a restore_command there uses) finds in the repository's archive (`repo-ls` of the stanza's
+    archive), and whether it can read them: the timeline's history file and the first of `names` are
+    fetched with archive-get into a scratch directory."""
+    import tempfile
+
+    names, stanza = list(a["names"]), a["stanza"]
+    if not all(re.fullmatch(r"[0-9A-F]{24}", n) for n in names):
+        return {"ok": False, "error": "names must be WAL segment names"}
+    rc, so, se = run(["pgbackrest", f"--stanza={stanza}", "--log-level-console=warn", "repo-ls", "--recurse",
+                      f"archive/{stanza}"], 300, user="postgres")
+    if rc != 0:
+        return {"ok": False, "error": f"repo-ls: {(se or so).strip()[-400:]}"}
+    listed = set(ARCHIVED.findall(so))
+    fetched = {}
+    with tempfile.TemporaryDirectory(prefix="siaga-archive-", dir="/tmp") as d:  # not $TMPDIR: see history_archived
+        os.chown(d, *_postgres())
+        for name in [f"{int(a['timeline']):08X}.history", *names[:1]]:
+            rc, so, se = run(["pgbackrest", f"--stanza={stanza}", "--log-level-console=warn", "archive-get", name,
+                              os.path.join(d, name)], 300, user="postgres")
+            fetched[name] = rc == 0 and os.path.exists(os.path.join(d, name))
+            if not fetched[name]:
+                return {"ok": False, "fetched": fetched, "error": f"archive-get {name}: {(se or so).strip()[-400:] or 'not found'}"}
+    return {"ok": True, "present": [n for n in names if n in listed], "fetched": fetched}
+
+
+ADDRESS = re.compile(r"^[0-9A-Fa-f.:]{2,45}$")
+
+
+def repo_allow(a):
+    """On the repository host, for the fail-back: the database hosts' pgBackRest key (the line of the
+    repository account's keys file forced to `wrapper`, pgBackRest's remote only) accepted from
+    `address` too (the old primary, to archive-get the WAL the serving host trimmed). The site deploy
+    writes the file as the site file says again (the converge step). With `check`: read only."""
+    path, wrapper, address = a["keys_file"], a["wrapper"], a["address"]
+    if not ADDRESS.match(address):
+        return {"ok": False, "error": f"bad address {address!r}"}
+    try:
+        with open(path) as fh:
+            lines = fh.readlines()
+    except OSError as exc:
+        return {"ok": False, "error": f"{path}: {exc}"}
+    line = re.compile(r'^restrict,from="([^"]*)",command="' + re.escape(wrapper) + r'" (.*)$', re.S)
+    found, allowed = False, False
+    for i, ln in enumerate(lines):
+        m = line.match(ln)
+        if not m:
+            continue
+        found = True
+        if address in m.group(1).split(","):
+            allowed = True
+        elif not a.get("check"):
+            lines[i] = f'restrict,from="{m.group(1)},{address}",command="{wrapper}" {m.group(2)}'
+            allowed = True
+    if not found:
+        return {"ok": False, "error": f"{path} has no line forced to {wrapper}"}
+    if allowed and not a.get("check"):
+        st = os.stat(path)
+        tmp = path + ".siaga-new"
+        with open(tmp, "w") as fh:
+            fh.writelines(lines)
+        os.chown(tmp, st.st_uid, st.st_gid)
+        os.chmod(tmp, st.st_mode & 0o777)
+        os.replace(tmp, path)
+    return {"ok": allowed or bool(a.get("check")), "allowed": allowed}
+
+
 LSN = re.compile(r"^[0-9A-F]{1,8}/[0-9A-F]{1,8}$")
 TRIMMED = ("wal_keep_size", "wal_recycle")
 # The longest the trim waits between reading the WAL position and its CHECKPOINT (the reload's wait
@@ -417,7 +521,7 @@ def _postgres():
     return pw.pw_uid, pw.pw_gid
 
 
-MODES = {"history_push": history_push, "wal_trim": wal_trim, "state": state, "stop": stop, "start": start, "promote": promote, "slot": slot, "reach": reach, "unfollow": unfollow, "follow": follow,
+MODES = {"repo_allow": repo_allow, "switch_archived": switch_archived, "archive_has": archive_has, "history_push": history_push, "wal_trim": wal_trim, "state": state, "stop": stop, "start": start, "promote": promote, "slot": slot, "reach": reach, "unfollow": unfollow, "follow": follow,
          "pgbackrest_check": pgbackrest_check, "history_archived": history_archived, "records": records}
 
 

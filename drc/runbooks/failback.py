@@ -129,8 +129,8 @@ def rewind_granted(f: Failback) -> Reading:
     return Reading(r.ok and r.stdout.strip() == "t", f"{f.target}: {user} may not run pg_rewind's functions")
 
 
-def fork_point(f: Failback) -> tuple[int, str]:
-    """(the old timeline, the LSN where the serving timeline left it), from its history file."""
+def serving_history(f: Failback) -> tuple[int, list[tuple[int, str]]]:
+    """(the serving timeline, its history file's entries: each earlier timeline and the LSN where it was left)."""
     st = f.known(f.target)
     tl = int(st.get("timeline") or 0)
     pg = f.site.postgresql
@@ -139,7 +139,52 @@ def fork_point(f: Failback) -> tuple[int, str]:
     lines = [ln.split() for ln in r.stdout.splitlines() if ln.strip() and not ln.startswith("#")]
     if not r.ok or not lines:
         raise RuntimeError(f"{f.target}: {path}: {r.error or r.stderr.strip() or 'empty'}")
-    return int(lines[-1][0]), lines[-1][1]
+    return tl, [(int(ln[0]), ln[1]) for ln in lines]
+
+
+def fork_point(f: Failback) -> tuple[int, str]:
+    """(the old timeline, the LSN where the serving timeline left it), from its history file."""
+    return serving_history(f)[1][-1]
+
+
+def lsn_int(lsn: str) -> int:
+    hi, lo = lsn.split("/")
+    return (int(hi, 16) << 32) | int(lo, 16)
+
+
+def lsn_str(n: int) -> str:
+    return f"{n >> 32:X}/{n & 0xFFFFFFFF:X}"
+
+
+def wal_name(tli: int, segno: int, seg_bytes: int) -> str:
+    per = 0x100000000 // seg_bytes
+    return f"{tli:08X}{segno // per:08X}{segno % per:08X}"
+
+
+def wal_segno(name: str, seg_bytes: int) -> int:
+    return int(name[8:16], 16) * (0x100000000 // seg_bytes) + int(name[16:24], 16)
+
+
+def recovery_names(history: list[tuple[int, str]], serving_tl: int, first_lsn: str, last_segno: int,
+                   seg_bytes: int) -> list[str]:
+    """The WAL file names a recovery following `serving_tl` asks its restore_command for, from the
+    segment of `first_lsn` to `last_segno`: for each segment the newest timeline that began in it or
+    before (PostgreSQL's XLogFileReadAnyTLI; a timeline that begins mid-segment owns that segment)."""
+    begins = [(serving_tl, lsn_int(history[-1][1]) // seg_bytes)] if history else [(serving_tl, 0)]
+    for i in range(len(history) - 1, -1, -1):
+        begins.append((history[i][0], lsn_int(history[i - 1][1]) // seg_bytes if i else 0))
+    return [wal_name(next(tl for tl, b in begins if b <= seg), seg, seg_bytes)
+            for seg in range(lsn_int(first_lsn) // seg_bytes, last_segno + 1)]
+
+
+def archive_keep_from(names: list[str], present: set[str], redo: str, last_segno: int, seg_bytes: int) -> str:
+    """Where the serving host's pg_wal may begin when the rewound host reads the archive: at the first
+    of the WAL files it needs (`names`, from the replay start on) that the archive lacks, else just
+    after the last archived segment. Never later than what it needs and cannot fetch."""
+    for name in names:
+        if name not in present:
+            return lsn_str(max(lsn_int(redo), wal_segno(name, seg_bytes) * seg_bytes))
+    return lsn_str(max(lsn_int(redo), (last_segno + 1) * seg_bytes))
 
 
 def table_names(f: Failback, rels: set[str]) -> dict[str, str]:
@@ -268,31 +313,98 @@ def common_redo(f: Failback) -> str | None:
     return json.loads(f.lost_writes_file.read_text()).get("common_redo") if f.lost_writes_file.exists() else None
 
 
+def allow_archive_reads(f: Failback) -> dict:
+    """The repository host lets the old primary's pgBackRest in (its key, pgBackRest's remote only):
+    after the failover the repository account's keys file names the serving host only. Until the
+    converge step's site deploy writes it as the site file says (the repository then moves to the
+    rejoined site). Nothing to do without backups."""
+    from roles.backup.keys import REMOTE_WRAPPER, keys_file
+    from roles.backup.topology import repository_host
+
+    if not f.site.backup.enabled:
+        return {"ok": False, "error": "backups are off: no archive"}
+    return H.pg(f.site, repository_host(f.tier()), "repo_allow", keys_file=keys_file(f.site.backup.repository_user),
+                wrapper=REMOTE_WRAPPER, address=f.address(f.source), timeout=60)
+
+
+def archived_keep_from(f: Failback, redo: str) -> tuple[str, str]:
+    """Where the serving host's pg_wal may begin, and why. The rewound host fetches from the pgBackRest
+    archive (restore_command, the follow step) the WAL it needs that is archived, when (1) the serving
+    host's WAL up to now is archived (pg_switch_wal, its archiver caught up) and (2) the host to be
+    rewound finds in the archive, with its own pgBackRest, every WAL file from its replay start on
+    and reads the history and the first of them. Else from the replay start (pg_rewind copies it)."""
+    sw_out = H.pg(f.site, f.target, "switch_archived", deadline_s=120, timeout=180)
+    if not sw_out.get("ok"):
+        return redo, f"the archive is behind ({sw_out.get('error')}): pg_wal kept from the replay start"
+    seg_bytes, last = int(sw_out["seg_bytes"]), sw_out["segment"]
+    last_segno = wal_segno(last, seg_bytes)
+    if lsn_int(redo) // seg_bytes > last_segno:
+        return redo, "the replay start is in WAL not yet archived: pg_wal kept from the replay start"
+    tl, history = serving_history(f)
+    names = recovery_names(history, tl, redo, last_segno, seg_bytes)
+    allowed = allow_archive_reads(f)
+    if not allowed.get("ok"):
+        return redo, f"the repository does not let {f.source} in ({allowed.get('error')}): pg_wal kept from the replay start"
+    has = H.pg(f.site, f.source, "archive_has", names=names, stanza=f.site.backup.stanza, timeline=tl, timeout=900)
+    if not has.get("ok"):
+        return redo, f"{f.source} cannot read the archive ({has.get('error')}): pg_wal kept from the replay start"
+    keep = archive_keep_from(names, set(has.get("present") or ()), redo, last_segno, seg_bytes)
+    missing = [n for n in names if n not in set(has.get("present") or ())]
+    if missing:
+        return keep, f"the archive lacks {missing[0]} ({len(missing)} of {len(names)} WAL files): pg_wal kept from it"
+    return keep, f"{len(names)} WAL files from the replay start to {last} come from the archive"
+
+
 def trim_wal(f: Failback) -> dict:
     """pg_rewind copies the serving host's whole pg_wal (PostgreSQL 17 cannot skip it): there,
     wal_keep_size's 1 GB, as many bytes as a fresh copy of 1 GiB. The rewound host needs only the
-    WAL from its last checkpoint before the fork on: the rest goes first (roles/postgresql/README.md)."""
+    WAL from its last checkpoint before the fork on, and that part of it already in the pgBackRest
+    archive it fetches from there (compressed; archive_timeout's segments are mostly zeros): the
+    rest of pg_wal goes first (roles/postgresql/README.md)."""
     redo = common_redo(f)
     if redo is None:
         return {"trimmed": False, "why": f"{f.source} checkpointed after the fork (or it is unknown): WAL kept as it is"}
-    out = H.pg(f.site, f.target, "wal_trim", keep_from=redo, timeout=3600)
+    rec = json.loads(f.lost_writes_file.read_text())
+    if rec.get("wal_trim_keep_from") is None:  # decided once per run: a resumed step trims to the same point
+        rec["wal_trim_keep_from"], rec["wal_trim_source"] = archived_keep_from(f, redo)
+        f.lost_writes_file.write_text(json.dumps(rec, indent=1) + "\n")
+    keep_from, source = rec["wal_trim_keep_from"], rec["wal_trim_source"]
+    out = H.pg(f.site, f.target, "wal_trim", keep_from=keep_from, timeout=3600)
     if not out.get("ok"):
         raise RuntimeError(f"{f.target}: {out.get('error')}")
 
     def size(d: dict | None) -> str | None:
         return f"{d.get('files')} files, {round(d.get('bytes', 0) / 2**20)} MiB" if d else None
 
-    f.readings["wal_trim"] = {"keep_from": redo, "before": out.get("before"), "after": out.get("after")}
-    return {"keep_from": redo, "trimmed": out.get("trimmed"), "why": out.get("why"),
+    f.readings["wal_trim"] = {"keep_from": keep_from, "replay_start": redo, "before": out.get("before"), "after": out.get("after")}
+    return {"keep_from": keep_from, "replay_start": redo, "wal_from": source, "trimmed": out.get("trimmed"), "why": out.get("why"),
             "pg_wal_before": size(out.get("before")), "pg_wal_after": size(out.get("after"))}
 
 
+def trim_keep_from(f: Failback) -> str | None:
+    """The WAL position the serving host's pg_wal is kept from (the run's record), else the replay start."""
+    if not f.lost_writes_file.exists():
+        return None
+    rec = json.loads(f.lost_writes_file.read_text())
+    return rec.get("wal_trim_keep_from") or rec.get("common_redo")
+
+
+def from_archive(f: Failback) -> bool:
+    """The trim left WAL the rewound host needs to the archive only (the run's record)."""
+    if not f.lost_writes_file.exists():
+        return False
+    rec = json.loads(f.lost_writes_file.read_text())
+    keep, redo = rec.get("wal_trim_keep_from"), rec.get("common_redo")
+    return bool(keep and redo and lsn_int(keep) > lsn_int(redo))
+
+
 def wal_trimmed(f: Failback) -> Reading:
-    """The serving host's pg_wal still holds the WAL the rewound host needs, and no trim setting is left over."""
-    redo = common_redo(f)
-    if redo is None:
+    """The serving host's pg_wal still holds the WAL the rewound host needs and cannot fetch from the
+    archive, and no trim setting is left over."""
+    keep_from = trim_keep_from(f)
+    if keep_from is None:
         return Reading(True)
-    out = H.pg(f.site, f.target, "wal_trim", keep_from=redo, check=True, timeout=120)
+    out = H.pg(f.site, f.target, "wal_trim", keep_from=keep_from, check=True, timeout=120)
     st = out.get("before") or {}
     if not out.get("ok"):
         return Reading(False, f"{f.target}: {out.get('error')}")
@@ -347,9 +459,17 @@ def fence_released(f: Failback) -> Reading:
 
 
 def follow_rewound(f: Failback) -> dict:
-    from roles.replication.standby import standby_conf
+    from roles.replication.standby import restore_line, standby_conf
 
-    out = H.pg(f.site, f.source, "follow", conf=standby_conf(f.tier(), f.source, f.target), rewound=True, timeout=300)
+    # The WAL the serving host's pg_wal no longer holds comes from the archive; the site deploy (the
+    # converge step, once it streams) writes the standby settings without it again.
+    if from_archive(f):  # a site deploy since the trim may have written the keys file again
+        allowed = allow_archive_reads(f)
+        if not allowed.get("ok"):
+            raise RuntimeError(f"the repository must let {f.source} read the archive (the WAL {f.target} no longer "
+                               f"holds): {allowed.get('error')}")
+    conf = standby_conf(f.tier(), f.source, f.target) + restore_line(f.site.backup.stanza)
+    out = H.pg(f.site, f.source, "follow", conf=conf, rewound=True, timeout=300)
     if not out.get("ok"):
         raise RuntimeError(f"{f.source}: {out.get('error')}")
     return {"control": out.get("control")}

@@ -35,3 +35,11 @@ def standby_context(tier: DataTier, host_name: str, source: str) -> dict:
 def standby_conf(tier: DataTier, host_name: str, source: str) -> str:
     """conf.d/siaga-standby.conf of `host_name` following `source`."""
     return render(ROLE_DIR, "standby.conf.j2", **standby_context(tier, host_name, source))
+
+
+def restore_line(stanza: str) -> str:
+    """The restore_command a rewound former primary recovers with during the fail-back (its own
+    pgBackRest configuration, roles/backup): the WAL the serving host trimmed before pg_rewind
+    (drc/runbooks/failback.py). Not in the deploy's standby settings: the converge drops it."""
+    return ("# Fail-back only (siaga failback): WAL the serving host no longer holds, from the pgBackRest archive.\n"
+            f"restore_command = 'pgbackrest --stanza={stanza} archive-get %f \"%p\"'\n")
