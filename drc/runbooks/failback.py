@@ -504,8 +504,9 @@ def failback(site_file: Path, echo: Callable[[str], None] = print) -> tuple[Runb
              "why); standby.signal", do_rewind, rewound, no_return=True),
         Step("release", "EM-3", f"{old}'s fence released (it can only start as a standby now)", release_fence, fence_released),
         Step("slot", "EM-3", f"replication slot for {old} on {new}", sw.slot_for_source, sw.source_slot_present),
+        # Its recovery first fetches the archived WAL (a segment per archive_timeout at least while {new} served).
         Step("follow", "EM-3", f"{old} streams from {new} as a standby", follow_rewound, sw.source_streams_from_target,
-             deadline_s=120),
+             deadline_s=900),
         Step("site-file", "EM-2", f"the site file no longer says lost_site: {old}'s site is deployed and synced again",
              sw.write_site_file, sw.site_file_says),
         Step("converge", "EM-2", "the site deploy: uploads sync, web ports, app, backups as the site file says", sw.converge,
