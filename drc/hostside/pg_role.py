@@ -254,7 +254,8 @@ def switch_archived(a):
     archived the segment it closed, with no failure newer than that: every WAL file before the next
     segment is then in the archive (the archiver goes in order, and PostgreSQL keeps what it has not
     archived). Returns the closed segment's name and the segment size."""
-    rc, so, se = psql(a, "SELECT pg_walfile_name(pg_switch_wal()), current_setting('wal_segment_size')", timeout=60)
+    rc, so, se = psql(a, "SELECT pg_walfile_name(pg_switch_wal()), "
+                         "(SELECT setting FROM pg_settings WHERE name = 'wal_segment_size')", timeout=60)  # bytes
     if rc != 0 or "|" not in so:
         return {"ok": False, "error": (se or so).strip()[-300:]}
     segment, seg_bytes = so.strip().split("|")

@@ -335,7 +335,7 @@ def archived_keep_from(f: Failback, redo: str) -> tuple[str, str]:
     and reads the history and the first of them. Else from the replay start (pg_rewind copies it)."""
     sw_out = H.pg(f.site, f.target, "switch_archived", deadline_s=120, timeout=180)
     if not sw_out.get("ok"):
-        return redo, f"the archive is behind ({sw_out.get('error')}): pg_wal kept from the replay start"
+        return redo, f"the serving host's WAL is not shown archived ({sw_out.get('error')}): pg_wal kept from the replay start"
     seg_bytes, last = int(sw_out["seg_bytes"]), sw_out["segment"]
     last_segno = wal_segno(last, seg_bytes)
     if lsn_int(redo) // seg_bytes > last_segno:
