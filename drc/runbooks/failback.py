@@ -463,12 +463,15 @@ def follow_rewound(f: Failback) -> dict:
 
     # The WAL the serving host's pg_wal no longer holds comes from the archive; the site deploy (the
     # converge step, once it streams) writes the standby settings without it again.
+    conf = standby_conf(f.tier(), f.source, f.target)
+    # Only when the trim left WAL to the archive: a restore_command that cannot reach the repository
+    # costs its connect timeout for every WAL file recovery asks for (seen: 10 s a segment).
     if from_archive(f):  # a site deploy since the trim may have written the keys file again
         allowed = allow_archive_reads(f)
         if not allowed.get("ok"):
             raise RuntimeError(f"the repository must let {f.source} read the archive (the WAL {f.target} no longer "
                                f"holds): {allowed.get('error')}")
-    conf = standby_conf(f.tier(), f.source, f.target) + restore_line(f.site.backup.stanza)
+        conf += restore_line(f.site.backup.stanza)
     out = H.pg(f.site, f.source, "follow", conf=conf, rewound=True, timeout=300)
     if not out.get("ok"):
         raise RuntimeError(f"{f.source}: {out.get('error')}")

@@ -91,6 +91,11 @@ def backup_sources(site: Site, host_name: str) -> tuple[str, ...]:
     """Addresses that reach this host's backup repository account (empty: not the repository host)."""
     b = site.backup
     repo, source = site.hosts_in(b.repository_site)[:1], site.hosts_in(site.replication.source_site)[:1]
+    if b.enabled and site.lost_site and host_name in repo:
+        # While a site is lost, the repository (at the serving site) also from the lost site's database
+        # host: its fail-back reads the archived WAL there (pgBackRest's remote only, its key let in by
+        # the fail-back alone: roles/backup README). SOP EM-3.8, BK-1.
+        return tuple(str(ipaddress.ip_network(site.hosts[h].address)) for h in site.hosts_in(site.lost_site)[:1])
     if not b.enabled or not repo or not source or repo == source:
         return ()
     # The data host pushes WAL and files to the repository; the repository host pulls the database backup.
