@@ -113,3 +113,13 @@ def test_monitoring_ports_open_to_the_peer_site_admins_and_lkpp_only():
                    (9094, "tcp"): peers, (9094, "udp"): peers, (9090, "tcp"): peers + admin + ("203.0.113.0/28",)}
     assert not any(r.anywhere for r in rules)
     assert not [r for r in inbound_rules(make_site(monitoring={"enabled": False}), "drc1") if r.port >= 9090]
+
+
+def test_while_a_site_is_lost_the_repository_lets_the_lost_database_host_reach_ssh_for_its_fail_back():
+    # SOP EM-3.8, BK-1: the repository is at the serving site; the fail-back's rewound host reads the
+    # archived WAL there (its key let in by the fail-back alone). The lost site's hosts open nothing new.
+    lost = make_site(active_site="drc", lost_site="primary")
+    assert [r.sources for r in inbound_rules(lost, "drc1") if "backups" in r.comment] == [("10.77.1.10/32",)]
+    assert [r.sources for r in inbound_rules(lost, "app1") if "backups" in r.comment] == []
+    off = make_site(active_site="drc", lost_site="primary", backup={"enabled": False})
+    assert not [r for r in inbound_rules(off, "drc1") if "backups" in r.comment]
