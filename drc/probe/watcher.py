@@ -2,10 +2,17 @@
 (pg_is_in_recovery) every 0.2 s (issue 10: at least every 0.5 s), over SSH connections kept open
 (three per host, so one slow answer does not hold up the next poll), and counts the moments with
 more than one writable primary (split brain; SOP EM-3). One JSON line per round; the end line has
-each host's longest time between answered polls."""
+each host's longest time between answered polls.
+
+Each connection keeps one psql session open and sends it the query: a poll is one query on a
+session, not an SSH exec, sudo, psql and a new backend. That chain cost tens of milliseconds of
+CPU per poll and, on a loaded machine, answers later than FRESH_S (rounds counted unanswered). A
+session that ends (PostgreSQL stopped or restarted: psql exits when its connection is lost), an
+error or a late answer closes the connection; the next poll opens a new one."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import threading
@@ -19,17 +26,57 @@ from drc.site import Site
 ROUND_S = 0.2
 LANES = 3  # SSH connections per host: a slow answer (a loaded machine) never delays the next poll
 FRESH_S = 1.0  # a round uses each host's newest answer to a poll sent at most this long before
+ANSWER_S = 2.0  # a lane whose answer takes longer is closed (a new session next time)
+QUERY = b"SELECT pg_is_in_recovery();\n"
+
+
+class _Lane:
+    """One SSH connection to a host with one psql session on it, asked one query at a time."""
+
+    def __init__(self, host: _Host):
+        self.host, self.lock = host, threading.Lock()
+        self.conn = self.chan = None
+        self.buf = b""
+
+    def ask(self) -> str:
+        if self.chan is None:
+            self.conn = connection(self.host.site, self.host.name, timeout=2)
+            self.conn.open()
+            self.chan = self.conn.client.get_transport().open_session()
+            self.chan.settimeout(ANSWER_S)
+            self.chan.exec_command(self.host.command)
+            self.buf = b""
+        self.chan.sendall(QUERY)
+        while b"\n" not in self.buf:
+            data = self.chan.recv(256)
+            if not data:  # psql ended: PostgreSQL down, or its connection lost
+                err = self.chan.recv_stderr(4096).decode(errors="replace").strip() if self.chan.recv_stderr_ready() else ""
+                self.close()
+                return f"down: {err[-200:] or 'psql ended'}"
+            self.buf += data
+        line, self.buf = self.buf.split(b"\n", 1)
+        out = line.decode(errors="replace").strip()
+        if out not in ("f", "t"):
+            self.close()
+        return {"f": "primary", "t": "standby"}.get(out, f"down: {out[:200]}")
+
+    def close(self) -> None:
+        for c in (self.chan, self.conn):
+            if c is not None:
+                with contextlib.suppress(Exception):  # closing what already broke
+                    c.close()
+        self.conn = self.chan = None
 
 
 class _Host:
     def __init__(self, site: Site, name: str):
         self.site, self.name = site, name
-        self.lanes = [[None, threading.Lock()] for _ in range(LANES)]
         port = site.firewall.postgresql_port
-        # psql itself, not Debian's wrapper (a Perl start per poll): the watcher must not load the
-        # hosts it watches.
+        # psql itself, not Debian's wrapper (a Perl start per session), reading its queries from the
+        # connection: the watcher must not load the hosts it watches.
         psql = f"/usr/lib/postgresql/{site.postgresql.version}/bin/psql"
-        self.command = f"sudo -n -u postgres {psql} -XAtq -p {port} -d postgres -c 'SELECT pg_is_in_recovery()'"
+        self.command = f"sudo -n -u postgres {psql} -XAtq -p {port} -d postgres"
+        self.lanes = [_Lane(self) for _ in range(LANES)]
         self.latest: tuple[float, str] | None = None  # (monotonic time the poll was sent, state)
         self.sent_times: list[float] = []  # of the polls that were answered
         self.guard = threading.Lock()
@@ -37,25 +84,21 @@ class _Host:
     def poll(self) -> str:
         """'primary', 'standby', or 'down: why'; 'busy' when every lane is still waiting."""
         for lane in self.lanes:
-            if lane[1].acquire(blocking=False):
+            if lane.lock.acquire(blocking=False):
                 break
         else:
             return "busy"
         sent = time.monotonic()
         try:
-            if lane[0] is None:
-                lane[0] = connection(self.site, self.name, timeout=2)
-                lane[0].open()
-            r = lane[0].run(self.command, hide=True, warn=True, in_stream=False, timeout=2)
-            out = r.stdout.strip()
-            state = {"f": "primary", "t": "standby"}.get(out, f"down: {(r.stderr.strip() or out)[:200]}")
+            state = lane.ask()
+        except TimeoutError as exc:
+            lane.close()
+            state = f"down: no answer within {ANSWER_S:g} s ({why(exc)})"
         except Exception as exc:  # noqa: BLE001 (a host that cannot be asked is reported, then asked again)
-            if lane[0] is not None:
-                lane[0].close()
-            lane[0] = None
+            lane.close()
             state = f"down: {why(exc)}"
         finally:
-            lane[1].release()
+            lane.lock.release()
         with self.guard:
             if self.latest is None or sent > self.latest[0]:
                 self.latest = (sent, state)
@@ -64,8 +107,7 @@ class _Host:
 
     def close(self) -> None:
         for lane in self.lanes:
-            if lane[0] is not None:
-                lane[0].close()
+            lane.close()
 
 
 def watch(site: Site, log_path: Path, duration_s: float | None, round_s: float = ROUND_S) -> dict:
