@@ -218,18 +218,24 @@ def pgbackrest_check(a):
     return {"ok": rc == 0, "error": None if rc == 0 else (se or so).strip()[-400:]}
 
 
-def history_archived(a):
+def archive_get(stanza, name, timeout):
+    """pgBackRest's archive-get of `name` into a scratch directory, as postgres: (fetched, error)."""
     import tempfile
 
-    name = f"{int(a['timeline']):08X}.history"
     # In /tmp, not $TMPDIR: under sudo that is root's private /tmp/user/0 (libpam-tmpdir), which
     # postgres cannot enter.
-    with tempfile.TemporaryDirectory(prefix="siaga-history-", dir="/tmp") as d:
+    with tempfile.TemporaryDirectory(prefix="siaga-archive-", dir="/tmp") as d:
         os.chown(d, *_postgres())
-        rc, so, se = run(["pgbackrest", f"--stanza={a['stanza']}", "--log-level-console=warn", "archive-get", name,
-                          os.path.join(d, name)], 120, user="postgres")
+        rc, so, se = run(["pgbackrest", f"--stanza={stanza}", "--log-level-console=warn", "archive-get", name,
+                          os.path.join(d, name)], timeout, user="postgres")
         found = rc == 0 and os.path.exists(os.path.join(d, name))
-    return {"ok": found, "file": name, "error": None if found else (se or so).strip()[-400:] or f"{name} not in the archive"}
+    return found, None if found else (se or so).strip()[-400:] or f"{name} not in the archive"
+
+
+def history_archived(a):
+    name = f"{int(a['timeline']):08X}.history"
+    found, error = archive_get(a["stanza"], name, 120)
+    return {"ok": found, "file": name, "error": error}
 
 
 def history_push(a):
@@ -285,8 +291,6 @@ def archive_has(a):
     the one a restore_command there uses) finds in the repository's archive (`repo-ls` of the stanza's
     archive), and whether it can read them: the timeline's history file and the first of `names` are
     fetched with archive-get into a scratch directory."""
-    import tempfile
-
     names, stanza = list(a["names"]), a["stanza"]
     if not all(re.fullmatch(r"[0-9A-F]{24}", n) for n in names):
         return {"ok": False, "error": "names must be WAL segment names"}
@@ -296,14 +300,10 @@ def archive_has(a):
         return {"ok": False, "error": f"repo-ls: {(se or so).strip()[-400:]}"}
     listed = set(ARCHIVED.findall(so))
     fetched = {}
-    with tempfile.TemporaryDirectory(prefix="siaga-archive-", dir="/tmp") as d:  # not $TMPDIR: see history_archived
-        os.chown(d, *_postgres())
-        for name in [f"{int(a['timeline']):08X}.history", *names[:1]]:
-            rc, so, se = run(["pgbackrest", f"--stanza={stanza}", "--log-level-console=warn", "archive-get", name,
-                              os.path.join(d, name)], 300, user="postgres")
-            fetched[name] = rc == 0 and os.path.exists(os.path.join(d, name))
-            if not fetched[name]:
-                return {"ok": False, "fetched": fetched, "error": f"archive-get {name}: {(se or so).strip()[-400:] or 'not found'}"}
+    for name in [f"{int(a['timeline']):08X}.history", *names[:1]]:
+        fetched[name], error = archive_get(stanza, name, 300)
+        if not fetched[name]:
+            return {"ok": False, "fetched": fetched, "error": f"archive-get {name}: {error}"}
     return {"ok": True, "present": [n for n in names if n in listed], "fetched": fetched}
 
 

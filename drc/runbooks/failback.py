@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from drc.hostside.pg_role import lsn_int
 from drc.hosts import remote
 from drc.records import store
 from drc.runbooks import hosts as H
@@ -47,6 +48,14 @@ class Failback(sw.Switch):
     def lost_writes_file(self) -> Path:
         return store.records_dir(self.site) / f"failback-lost-writes-{self.run_id}.json"
 
+    def record(self) -> dict:
+        """The run's record (the lost writes, the old primary's uploads, the trim's point); {} before
+        the lost-writes step wrote it."""
+        return json.loads(self.lost_writes_file.read_text()) if self.lost_writes_file.exists() else {}
+
+    def save_record(self, rec: dict) -> None:
+        self.lost_writes_file.write_text(json.dumps(rec, indent=1) + "\n")
+
     def detached(self, mode: str, args: dict, deadline_s: float = 7200) -> dict:
         """A fence mode that runs in a unit of its own on the old primary (rewind, fresh-copy), asked
         every half minute over a short SSH command: a host that goes down meanwhile is noticed at the
@@ -64,8 +73,7 @@ class Failback(sw.Switch):
         """This process's readings; the lost writes and the old primary's uploads from the run's record
         when an earlier, interrupted process of the same run read them: a resumed fail-back still says
         what was lost."""
-        if "lost_writes" not in self.readings and self.run_id and self.lost_writes_file.exists():
-            rec = json.loads(self.lost_writes_file.read_text())
+        if "lost_writes" not in self.readings and self.run_id and (rec := self.record()):
             self.readings["lost_writes"] = {"transactions": len(rec["transactions"]),
                                             "per_table": rec["transactions_per_table"]}
             kept = rec.get("uploads_only_on_old_primary")
@@ -147,11 +155,6 @@ def fork_point(f: Failback) -> tuple[int, str]:
     return serving_history(f)[1][-1]
 
 
-def lsn_int(lsn: str) -> int:
-    hi, lo = lsn.split("/")
-    return (int(hi, 16) << 32) | int(lo, 16)
-
-
 def lsn_str(n: int) -> str:
     return f"{n >> 32:X}/{n & 0xFFFFFFFF:X}"
 
@@ -220,7 +223,7 @@ def lost_writes(f: Failback) -> dict:
     report = {"run_id": f.run_id, "host": f.source, "fork": {"timeline": old_tl, "lsn": fork}, "end_lsn": out.get("end_lsn"),
               "kept_on_host": out.get("kept"), "common_redo": out.get("common_redo"), "transactions": xacts, "transactions_per_table": per_table,
               "written_at": dt.datetime.now().astimezone().isoformat(timespec="seconds")}
-    f.lost_writes_file.write_text(json.dumps(report, indent=1) + "\n")
+    f.save_record(report)
     f.readings["lost_writes"] = {"transactions": len(xacts), "per_table": per_table}
     return {"transactions": len(xacts), "per_table": per_table, "file": str(f.lost_writes_file), "kept": out.get("kept")}
 
@@ -281,19 +284,20 @@ def keep_old_only_uploads(f: Failback) -> dict:
             raise RuntimeError(f"{f.source}: {r.error or r.stderr.strip()}")
     f.readings["uploads"] = {"only_on_old": only_old, "copied_to_serving": restore, "orphans": orphans,
                              "only_on_serving": len(only_new), "archive": archive if orphans else None}
-    data = json.loads(f.lost_writes_file.read_text())
+    data = f.record()
     data["uploads_only_on_old_primary"] = {"copied_to_serving": restore, "orphans": orphans,
                                            "orphans_archive_on_host": archive if orphans else None}
     data["uploads_made_while_serving_alone"] = len(only_new)
-    f.lost_writes_file.write_text(json.dumps(data, indent=1) + "\n")
+    f.save_record(data)
     return {"copied_to_serving": len(restore), "orphans": len(orphans), "archive": archive if orphans else None,
             "only_on_serving": len(only_new)}
 
 
 def old_only_uploads_kept(f: Failback) -> Reading:
-    if not f.lost_writes_file.exists():
+    rec = f.record()
+    if not rec:
         return Reading(False, "no lost-writes record")
-    kept = json.loads(f.lost_writes_file.read_text()).get("uploads_only_on_old_primary")
+    kept = rec.get("uploads_only_on_old_primary")
     if kept is None:
         return Reading(False, "the old primary's own uploads are not listed yet")
     if kept["copied_to_serving"]:
@@ -310,7 +314,7 @@ def old_only_uploads_kept(f: Failback) -> Reading:
 
 def common_redo(f: Failback) -> str | None:
     """The old primary's last checkpoint before the fork (its REDO): its replay after pg_rewind starts there."""
-    return json.loads(f.lost_writes_file.read_text()).get("common_redo") if f.lost_writes_file.exists() else None
+    return f.record().get("common_redo")
 
 
 def allow_archive_reads(f: Failback) -> dict:
@@ -364,10 +368,10 @@ def trim_wal(f: Failback) -> dict:
     redo = common_redo(f)
     if redo is None:
         return {"trimmed": False, "why": f"{f.source} checkpointed after the fork (or it is unknown): WAL kept as it is"}
-    rec = json.loads(f.lost_writes_file.read_text())
+    rec = f.record()
     if rec.get("wal_trim_keep_from") is None:  # decided once per run: a resumed step trims to the same point
         rec["wal_trim_keep_from"], rec["wal_trim_source"] = archived_keep_from(f, redo)
-        f.lost_writes_file.write_text(json.dumps(rec, indent=1) + "\n")
+        f.save_record(rec)
     keep_from, source = rec["wal_trim_keep_from"], rec["wal_trim_source"]
     out = H.pg(f.site, f.target, "wal_trim", keep_from=keep_from, timeout=3600)
     if not out.get("ok"):
@@ -383,17 +387,13 @@ def trim_wal(f: Failback) -> dict:
 
 def trim_keep_from(f: Failback) -> str | None:
     """The WAL position the serving host's pg_wal is kept from (the run's record), else the replay start."""
-    if not f.lost_writes_file.exists():
-        return None
-    rec = json.loads(f.lost_writes_file.read_text())
+    rec = f.record()
     return rec.get("wal_trim_keep_from") or rec.get("common_redo")
 
 
 def from_archive(f: Failback) -> bool:
     """The trim left WAL the rewound host needs to the archive only (the run's record)."""
-    if not f.lost_writes_file.exists():
-        return False
-    rec = json.loads(f.lost_writes_file.read_text())
+    rec = f.record()
     keep, redo = rec.get("wal_trim_keep_from"), rec.get("common_redo")
     return bool(keep and redo and lsn_int(keep) > lsn_int(redo))
 
