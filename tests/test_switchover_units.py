@@ -151,3 +151,20 @@ def test_the_fail_back_lets_the_old_primary_into_the_repository_with_the_pgbackr
     assert pg_role.repo_allow(a) == {"ok": True, "allowed": True} and keys.read_text() == text
     assert pg_role.repo_allow({**a, "address": '10.0.1.10" ssh-rsa X'})["ok"] is False
     assert pg_role.repo_allow({**a, "wrapper": "/bin/other"})["ok"] is False
+
+
+def test_the_archive_backlog_is_read_after_pgbackrest_check_wakes_an_archiver_waiting_out_a_failure(monkeypatch):
+    """CI: the repository repaired just before the run, PostgreSQL's archiver still waiting out its
+    failure (a minute) — the preflight read its stale backlog before `pgbackrest check` had cleared it."""
+    from drc.runbooks import switchover as sw
+
+    names = [c.name for c in sw.PREFLIGHT]
+    assert names.index("no WAL waits to be archived") > names.index(
+        "WAL archiving works and the repository answers (pgbackrest check)")
+    s = sw.Switch(Path(__file__).parent.parent / "inventory" / "production.example.yaml", "drc")
+    failing = {"archive_ready": 1, "archiver": {"failing": True, "last_failed_wal": "000000010000000000000006"}}
+    s.readings[s.source] = failing  # what the preflight's first read of the source saw
+    monkeypatch.setattr(sw.H, "pg", lambda site, host, mode, **kw: {"archive_ready": 0, "archiver": {"failing": False}})
+    assert sw.no_archive_backlog(s).ok
+    monkeypatch.setattr(sw.H, "pg", lambda site, host, mode, **kw: failing)
+    assert not sw.no_archive_backlog(s).ok
