@@ -51,6 +51,10 @@ import sys
 import time
 
 PASSFILE = "/var/lib/postgresql/.pgpass"  # the replication role's (roles/replication/standby.py)
+# The archiver's counters, and whether its last attempt failed (a failure newer than its last success).
+ARCHIVER_SQL = """(SELECT row_to_json(a) FROM (SELECT archived_count, failed_count, last_archived_wal, last_failed_wal,
+                   coalesce(last_failed_time > coalesce(last_archived_time, 'epoch'), false) AS failing
+                   FROM pg_stat_archiver) a)"""
 STATE_SQL = """
 SELECT json_build_object(
   'in_recovery', pg_is_in_recovery(),
@@ -71,12 +75,10 @@ SELECT json_build_object(
   'data_checksums', current_setting('data_checksums'),
   'full_page_writes', current_setting('full_page_writes'),
   'archive_mode', current_setting('archive_mode'),
-  'archiver', (SELECT row_to_json(a) FROM (SELECT archived_count, failed_count, last_archived_wal, last_failed_wal,
-                   coalesce(last_failed_time > coalesce(last_archived_time, 'epoch'), false) AS failing
-                   FROM pg_stat_archiver) a),
+  'archiver', {archiver},
   'system_identifier', (SELECT system_identifier::text FROM pg_control_system())
 )
-"""
+""".format(archiver=ARCHIVER_SQL)
 
 
 def run(cmd, timeout=60, user=None):
@@ -232,8 +234,12 @@ def archive_get(stanza, name, timeout):
     return found, None if found else (se or so).strip()[-400:] or f"{name} not in the archive"
 
 
+def history_name(timeline) -> str:
+    return f"{int(timeline):08X}.history"
+
+
 def history_archived(a):
-    name = f"{int(a['timeline']):08X}.history"
+    name = history_name(a["timeline"])
     found, error = archive_get(a["stanza"], name, 120)
     return {"ok": found, "file": name, "error": error}
 
@@ -245,13 +251,13 @@ def history_push(a):
     wal = os.path.join(paths(a)["data"], "pg_wal")
     pushed = []
     for tl in range(2, int(a["timeline"]) + 1):
-        if history_archived({**a, "timeline": tl})["ok"] or not os.path.exists(os.path.join(wal, f"{tl:08X}.history")):
+        if history_archived({**a, "timeline": tl})["ok"] or not os.path.exists(os.path.join(wal, history_name(tl))):
             continue
         rc, so, se = run(["pgbackrest", f"--stanza={a['stanza']}", "--log-level-console=warn", "archive-push",
-                          os.path.join(wal, f"{tl:08X}.history")], 120, user="postgres")
+                          os.path.join(wal, history_name(tl))], 120, user="postgres")
         if rc != 0:
-            return {"ok": False, "pushed": pushed, "error": f"archive-push {tl:08X}.history: {(se or so).strip()[-400:]}"}
-        pushed.append(f"{tl:08X}.history")
+            return {"ok": False, "pushed": pushed, "error": f"archive-push {history_name(tl)}: {(se or so).strip()[-400:]}"}
+        pushed.append(history_name(tl))
     return {"ok": True, "pushed": pushed}
 
 
@@ -268,9 +274,7 @@ def switch_archived(a):
     end = time.monotonic() + float(a.get("deadline_s", 60))
     arch = {}
     while True:
-        rc, so, se = psql(a, "SELECT row_to_json(a) FROM (SELECT last_archived_wal, last_failed_wal, "
-                             "coalesce(last_failed_time > coalesce(last_archived_time, 'epoch'), false) AS failing "
-                             "FROM pg_stat_archiver) a", timeout=30)
+        rc, so, se = psql(a, f"SELECT {ARCHIVER_SQL}", timeout=30)
         if rc == 0 and so.strip():
             arch = json.loads(so)
             done = arch.get("last_archived_wal") or ""
@@ -300,7 +304,7 @@ def archive_has(a):
         return {"ok": False, "error": f"repo-ls: {(se or so).strip()[-400:]}"}
     listed = set(ARCHIVED.findall(so))
     fetched = {}
-    for name in [f"{int(a['timeline']):08X}.history", *names[:1]]:
+    for name in [history_name(a["timeline"]), *names[:1]]:
         fetched[name], error = archive_get(stanza, name, 300)
         if not fetched[name]:
             return {"ok": False, "fetched": fetched, "error": f"archive-get {name}: {error}"}

@@ -352,8 +352,9 @@ def archived_keep_from(f: Failback, redo: str) -> tuple[str, str]:
     has = H.pg(f.site, f.source, "archive_has", names=names, stanza=f.site.backup.stanza, timeline=tl, timeout=900)
     if not has.get("ok"):
         return redo, f"{f.source} cannot read the archive ({has.get('error')}): pg_wal kept from the replay start"
-    keep = archive_keep_from(names, set(has.get("present") or ()), redo, last_segno, seg_bytes)
-    missing = [n for n in names if n not in set(has.get("present") or ())]
+    present = set(has.get("present") or ())
+    keep = archive_keep_from(names, present, redo, last_segno, seg_bytes)
+    missing = [n for n in names if n not in present]
     if missing:
         return keep, f"the archive lacks {missing[0]} ({len(missing)} of {len(names)} WAL files): pg_wal kept from it"
     return keep, f"{len(names)} WAL files from the replay start to {last} come from the archive"
